@@ -1,0 +1,183 @@
+"""Discovers plugins through entry points, checks their contract version and picks a platform."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from tokenmill import hookspecs
+from tokenmill.errors import PluginError
+from tokenmill.interfaces import CONTRACT_VERSION, Availability, Platform
+
+ENV_ALLOW_LIST = "TOKENMILL_PLUGINS"  # comma-separated plugin names; unset means all
+ENV_NO_AUTOLOAD = "TOKENMILL_DISABLE_PLUGIN_AUTOLOAD"  # "1": load no entry points at all
+ENV_DEVICE = "TOKENMILL_DEVICE"  # force a platform by name
+INSTALL_HINT = "pip install 'tokenmill[cpu]'  (or [cuda], [rocm], [gaudi], [tpu] for your hardware)"
+
+
+@dataclass(slots=True)
+class PluginRecord:
+    """One discovered plugin: where it came from and what its platform says about itself."""
+
+    name: str  # entry-point name
+    distribution: str
+    version: str
+    platform: Platform | None = None
+    availability: Availability = field(default_factory=lambda: Availability(False, "not loaded"))
+    load_error: str | None = None  # set when importing or describing the plugin failed
+
+
+class PluginManager:
+    """Holds the pluggy manager, the discovered plugins and the hooks to ask them for pieces."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+
+    # ------------------------------------------------------------------ loading
+
+    def load_entry_points(self) -> None:
+        """Load the `tokenmill.plugins` group, honouring the allow-list and the autoload switch."""
+        if os.environ.get(ENV_NO_AUTOLOAD, "") not in ("", "0"):
+            return
+        allowed = _allow_list()
+        for ep in entry_points(group=hookspecs.ENTRY_POINT_GROUP):
+            if allowed is None or ep.name in allowed:
+                self._load_one(ep)
+
+    def _load_one(self, ep: EntryPoint) -> None:
+        dist = ep.dist.name if ep.dist else "?"
+        version = ep.dist.version if ep.dist else "?"
+        if ep.name in self.records:
+            other = self.records[ep.name].distribution
+            raise PluginError(
+                f"two plugins claim the name {ep.name!r}: distributions {other!r} and {dist!r}; "
+                f"uninstall one of them or set {ENV_ALLOW_LIST} to choose"
+            )
+        record = PluginRecord(ep.name, dist, version)
+        self.records[ep.name] = record
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            record.load_error = f"import failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            record.availability = Availability(False, f"plugin {ep.name!r} ({dist}) failed to import: {exc!r}")
+            return
+        self.register(module, ep.name, record)
+
+    def register(self, plugin: Any, name: str, record: PluginRecord | None = None) -> PluginRecord:
+        """Register a plugin object (used for entry points and for tests' in-process plugins)."""
+        record = record or self.records.setdefault(name, PluginRecord(name, "(registered in process)", "?"))
+        self.records[name] = record
+        self.pm.register(plugin, name=name)
+        self.pm.check_pending()
+        try:
+            platform = plugin.tokenmill_platform()
+        except Exception as exc:
+            record.load_error = f"tokenmill_platform() raised {type(exc).__name__}: {exc}"
+            record.availability = Availability(False, record.load_error)
+            self.pm.unregister(plugin)
+            return record
+        record.platform = platform
+        record.availability = _check(record, platform)
+        if platform.contract_version != CONTRACT_VERSION:
+            self.pm.unregister(plugin)  # never call hooks of a plugin built for another contract
+        elif platform.name != name:
+            record.availability = Availability(
+                False, f"entry point {name!r} describes a platform named {platform.name!r}; they must match"
+            )
+            self.pm.unregister(plugin)
+        return record
+
+    # ------------------------------------------------------------------ choosing
+
+    def select(self, device: str | None = None) -> Platform:
+        """The platform to run on: `device`, else $TOKENMILL_DEVICE, else the best available."""
+        device = device or os.environ.get(ENV_DEVICE) or None
+        if not self.records:
+            raise PluginError(f"no tokenmill plugin is installed; install one: {INSTALL_HINT}")
+        if device is not None:
+            return self._named(device)
+        usable = [r for r in self.records.values() if r.availability.available]
+        if not usable:
+            reasons = "; ".join(f"{r.name}: {r.availability.reason}" for r in self.records.values())
+            raise PluginError(f"no installed plugin can run here ({reasons}); install one: {INSTALL_HINT}")
+        return max(usable, key=lambda r: r.platform.priority).platform
+
+    def _named(self, device: str) -> Platform:
+        record = self.records.get(device)
+        if record is None:
+            known = ", ".join(sorted(self.records)) or "none"
+            raise PluginError(
+                f"no plugin named {device!r} is installed (installed: {known}); "
+                f"install it, e.g. pip install 'tokenmill[{device}]', or pick another --device"
+            )
+        if not record.availability.available:
+            raise PluginError(f"device {device!r} is not available: {record.availability.reason}")
+        return record.platform
+
+    # ------------------------------------------------------------------ pieces
+
+    def attention_backend(self, platform: Platform, spec: Any) -> Any:
+        """The platform's attention backend for `spec`; refuses with the backend's reasons."""
+        backend = self._required("tokenmill_attention_backend", platform, spec=spec)
+        reasons = backend.unsupported_reasons(spec)
+        if reasons:
+            raise PluginError(f"{platform.name} attention backend {backend.name!r} cannot run this model: " + "; ".join(reasons))
+        return backend
+
+    def kv_allocator(self, platform: Platform, device_index: int = 0) -> Any:
+        """The platform's KV-cache allocator for one device."""
+        return self._required("tokenmill_kv_allocator", platform, device_index=device_index)
+
+    def communicator(self, platform: Platform, group: Any = None) -> Any:
+        """The platform's communicator over `group` (None: the default world group)."""
+        return self._required("tokenmill_communicator", platform, group=group)
+
+    def op_overrides(self, platform: Platform) -> dict[str, Any]:
+        """Every op override offered for `platform`, later registrations winning."""
+        merged: dict[str, Any] = {}
+        for result in reversed(self.pm.hook.tokenmill_op_overrides(platform=platform)):
+            merged.update(result.ops)
+        return merged
+
+    def step_runner(self, platform: Platform, options: dict[str, Any]) -> Any:
+        """The platform's step runner, or None to run eagerly."""
+        return self.pm.hook.tokenmill_step_runner(platform=platform, options=options)
+
+    def _required(self, hook_name: str, platform: Platform, **kwargs: Any) -> Any:
+        result = getattr(self.pm.hook, hook_name)(platform=platform, **kwargs)
+        if result is None:
+            raise PluginError(f"plugin {platform.name!r} does not implement {hook_name}, which every plugin must supply")
+        return result
+
+
+def _allow_list() -> set[str] | None:
+    raw = os.environ.get(ENV_ALLOW_LIST, "").strip()
+    return {n.strip() for n in raw.split(",") if n.strip()} if raw else None
+
+
+def _check(record: PluginRecord, platform: Platform) -> Availability:
+    if platform.contract_version != CONTRACT_VERSION:
+        return Availability(
+            False,
+            f"plugin {record.name!r} ({record.distribution} {record.version}) was built for plugin contract "
+            f"v{platform.contract_version}, but this tokenmill speaks v{CONTRACT_VERSION}; "
+            f"upgrade or downgrade one of them so the versions match",
+        )
+    try:
+        return platform.is_available()
+    except Exception as exc:
+        return Availability(False, f"is_available() raised {type(exc).__name__}: {exc}")
+
+
+def load_plugins() -> PluginManager:
+    """A PluginManager with every allowed entry-point plugin loaded."""
+    manager = PluginManager()
+    manager.load_entry_points()
+    return manager

@@ -1,0 +1,1 @@
+"""Hook implementations of the CPU reference plugin (placeholder until its pieces land)."""
