@@ -1,1 +1,49 @@
-"""Hook implementations of the CPU reference plugin (placeholder until its pieces land)."""
+"""Hook implementations of the CPU reference plugin; the pieces live in sibling modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokenmill.hookspecs import hookimpl
+from tokenmill.interfaces import AttentionSpec, OpOverrides, Platform
+
+from tokenmill_cpu.allocator import CpuKVAllocator
+from tokenmill_cpu.attention import CpuAttentionBackend
+from tokenmill_cpu.communicator import GlooCommunicator
+from tokenmill_cpu.ipex import ipex_ops
+from tokenmill_cpu.platform import CpuPlatform, make_platform
+
+PLATFORM_NAME = "cpu"
+
+
+@hookimpl
+def tokenmill_platform() -> CpuPlatform:
+    """The host CPU platform."""
+    return make_platform()
+
+
+@hookimpl
+def tokenmill_attention_backend(platform: Platform, spec: AttentionSpec) -> CpuAttentionBackend | None:
+    """Gather + SDPA paged attention, for the cpu platform only."""
+    return CpuAttentionBackend(spec) if platform.name == PLATFORM_NAME else None
+
+
+@hookimpl
+def tokenmill_kv_allocator(platform: Platform, device_index: int) -> CpuKVAllocator | None:
+    """The host-RAM KV pool allocator, for the cpu platform only (one host: device_index unused)."""
+    return CpuKVAllocator() if platform.name == PLATFORM_NAME else None
+
+
+@hookimpl
+def tokenmill_communicator(platform: Platform, group: Any) -> GlooCommunicator | None:
+    """gloo collectives over `group`, for the cpu platform only."""
+    return GlooCommunicator(group) if platform.name == PLATFORM_NAME else None
+
+
+@hookimpl
+def tokenmill_op_overrides(platform: Platform) -> OpOverrides | None:
+    """IPEX-backed ops when IPEX matches torch; None (core references) otherwise."""
+    if platform.name != PLATFORM_NAME:
+        return None
+    ops = ipex_ops()
+    return OpOverrides(ops) if ops else None

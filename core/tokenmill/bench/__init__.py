@@ -1,0 +1,1 @@
+"""Benchmarks run from the CLI: offline throughput, single-stream latency, serving."""

@@ -1,0 +1,1 @@
+"""The `tokenmill` command line: main.py dispatches to one `<name>_cmd` module per subcommand."""

@@ -1,0 +1,61 @@
+"""The `tokenmill` entry point: builds the subcommand parser and turns user errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from types import ModuleType
+
+import tokenmill
+from tokenmill.errors import TokenmillError
+
+# Each name has a module tokenmill.cli.<name>_cmd with add_parser(subparsers) and run(args) -> int.
+# A command whose module is not written yet is left out of the parser.
+COMMANDS = ("plugins", "generate", "chat", "serve", "bench")
+USER_ERROR_EXIT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; a TokenmillError prints `error: <message>` and exits 2, no traceback."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return args.run(args)
+    except TokenmillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USER_ERROR_EXIT
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every present subcommand attached."""
+    parser = argparse.ArgumentParser(
+        prog="tokenmill", description="An LLM inference engine whose hardware support is a set of plugins."
+    )
+    parser.add_argument("--version", action="version", version=f"tokenmill {tokenmill.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = _command_module(name)
+        if module is None:
+            continue
+        module.add_parser(subparsers)
+        subparsers.choices[name].set_defaults(run=module.run)
+    return parser
+
+
+def _command_module(name: str) -> ModuleType | None:
+    """The module of command `name`, or None when it does not exist yet.
+
+    An existing module that fails to import is a bug to see, so its exception propagates.
+    """
+    module_name = f"{__package__}.{name}_cmd"
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    return importlib.import_module(module_name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

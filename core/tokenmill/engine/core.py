@@ -1,0 +1,274 @@
+"""EngineCore: the inner loop. Each step schedules, runs the model, samples, updates and emits."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from tokenmill.config import EngineArgs
+from tokenmill.detokenizer import IncrementalDetokenizer
+from tokenmill.engine.kv_setup import allocate_pool
+from tokenmill.engine.request_state import ParentState, SampleState, stop_reason_for
+from tokenmill.engine.stats import EngineStats
+from tokenmill.errors import RequestError
+from tokenmill.kv.kv_cache_manager import KVCacheManager
+from tokenmill.loaders import load_model_bundle
+from tokenmill.outputs import CompletionOutput, RequestOutput
+from tokenmill.plugin_manager import PluginManager, load_plugins
+from tokenmill.sampling.logprobs import new_generator, position_logprobs
+from tokenmill.sampling.params import SamplingParams
+from tokenmill.sampling.sampler import Sampler, SamplingRow
+from tokenmill.sched.output import SchedulerOutput
+from tokenmill.sched.request import Request
+from tokenmill.sched.scheduler import Scheduler
+from tokenmill.worker.model_runner import ModelRunner, RunnerOutput
+
+log = logging.getLogger(__name__)
+
+
+class EngineCore:
+    """Owns the scheduler, the model runner and the sampler; not thread-safe (AsyncEngine wraps it)."""
+
+    def __init__(self, args: EngineArgs | None = None, plugins: PluginManager | None = None) -> None:
+        self.args = args = args or EngineArgs()
+        if args.num_threads:
+            torch.set_num_threads(args.num_threads)
+        torch.manual_seed(args.seed)
+        self.plugins = plugins or load_plugins()
+        self.platform = self.plugins.select(args.device)
+        self.bundle = load_model_bundle(args.model, platform=self.platform, plugins=self.plugins, dtype=args.dtype,
+                                        block_size=args.block_size, max_model_len=args.max_model_len)
+        self.tokenizer = self.bundle.tokenizer
+        self.model_name = args.model or "SmolLM2-135M-Instruct"
+        allocator = self.plugins.kv_allocator(self.platform, 0)
+        pool = allocate_pool(allocator, self.bundle.attn_backend, num_layers=self.bundle.arch.num_layers,
+                             dtype=self.bundle.dtype, block_size=args.block_size,
+                             requested_bytes=args.kv_cache_memory, max_model_len=self.bundle.max_model_len,
+                             max_len_was_set=args.max_model_len is not None)
+        self.max_model_len = pool.max_model_len
+        self.num_blocks = pool.num_blocks
+        self.kv = KVCacheManager(pool.num_blocks, args.block_size, args.enable_prefix_caching)
+        self.scheduler = Scheduler(self.kv, max_num_batched_tokens=args.max_num_batched_tokens,
+                                   max_num_seqs=args.max_num_seqs, max_model_len=self.max_model_len)
+        runner_opts = {"enforce_eager": args.enforce_eager, "max_num_seqs": args.max_num_seqs}
+        step_runner = None if args.enforce_eager else self.plugins.step_runner(self.platform, runner_opts)
+        self.runner = ModelRunner(self.bundle.model, self.bundle.attn_backend, pool.kv_caches, args.block_size,
+                                  self.bundle.device, step_runner)
+        self.eos_ids = set(self.bundle.eos_token_ids)
+        self.sampler = Sampler(list(self.eos_ids))
+        self._parents: dict[str, ParentState] = {}
+        self._samples: dict[str, tuple[ParentState, SampleState]] = {}  # scheduler request id -> owners
+        self._sampler_logprobs: dict[str, tuple[dict | None, float]] = {}
+        self._counters = {"prompt": 0, "generated": 0, "computed": 0, "aborted": 0, "steps": 0}
+        log.info("engine ready on %s: %d KV blocks of %d tokens, max_model_len %d",
+                 self.platform.name, pool.num_blocks, args.block_size, self.max_model_len)
+
+    # ------------------------------------------------------------------ requests
+
+    def tokenize(self, prompt: str | list[int]) -> list[int]:
+        """Token ids of a prompt given as text or already as ids."""
+        if isinstance(prompt, str):
+            if not prompt:
+                raise RequestError("the prompt is empty; send at least one character or token id")
+            return self.tokenizer(prompt, add_special_tokens=True).input_ids
+        ids = list(prompt)
+        vocab = self.bundle.arch.vocab_size
+        bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < vocab]
+        if bad:
+            raise RequestError(f"prompt token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+        return ids
+
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None,
+                    *, priority: int = 0) -> None:
+        """Validate and queue a request; a bad one raises RequestError and changes nothing."""
+        params = params or SamplingParams()
+        if request_id in self._parents:
+            raise RequestError(f"request id {request_id!r} is already in use; give each request a unique id")
+        ids = self.tokenize(prompt)
+        max_tokens = self._max_tokens(len(ids), params)
+        parent = ParentState(request_id, prompt if isinstance(prompt, str) else None, ids, params)
+        if params.prompt_logprobs is not None:
+            parent.prompt_logprobs = [None]
+        requests = [self._new_sample(parent, i, max_tokens, priority) for i in range(params.n)]
+        try:
+            for request in requests:
+                self.scheduler.add_request(request)
+        except Exception:
+            self.scheduler.abort_requests([r.request_id for r in requests])  # leave nothing behind
+            for request in requests:
+                self._samples.pop(request.request_id, None)
+            raise
+        self._parents[request_id] = parent
+        self._counters["prompt"] += len(ids) * params.n
+
+    def _max_tokens(self, prompt_len: int, params: SamplingParams) -> int:
+        if prompt_len == 0:
+            raise RequestError("the prompt is empty; send at least one token")
+        room = self.max_model_len - prompt_len
+        if params.max_tokens is None:
+            if room < 1:
+                raise RequestError(f"the prompt has {prompt_len} tokens, which leaves no room to generate in the "
+                                   f"model's context of {self.max_model_len} tokens; shorten the prompt")
+            return room
+        if params.max_tokens > room:
+            raise RequestError(f"the prompt ({prompt_len} tokens) plus max_tokens ({params.max_tokens}) is "
+                               f"{prompt_len + params.max_tokens} tokens, more than the model's context of "
+                               f"{self.max_model_len}; shorten the prompt or lower max_tokens")
+        return params.max_tokens
+
+    def _new_sample(self, parent: ParentState, index: int, max_tokens: int, priority: int) -> Request:
+        params = parent.params
+        child_id = parent.request_id if params.n == 1 else f"{parent.request_id}#{index}"
+        request = Request(child_id, parent.prompt_token_ids, max_tokens, priority=priority)
+        seed = None if params.seed is None else params.seed + index
+        detok = IncrementalDetokenizer(self.tokenizer, parent.prompt_token_ids,
+                                       skip_special_tokens=params.skip_special_tokens, stop=params.stop or [],
+                                       include_stop_str_in_output=params.include_stop_str_in_output)
+        completion = CompletionOutput(index=index, logprobs=[] if params.logprobs is not None else None,
+                                      cumulative_logprob=0.0 if params.logprobs is not None else None)
+        sample = SampleState(request, index, new_generator(seed, self.bundle.device), detok, completion)
+        parent.samples.append(sample)
+        self._samples[child_id] = (parent, sample)
+        return request
+
+    def abort_request(self, request_id: str) -> None:
+        """Drop a request and free its KV blocks now; unknown or finished ids are ignored."""
+        parent = self._parents.pop(request_id, None)
+        if parent is None:
+            return
+        ids = [s.request.request_id for s in parent.samples]
+        self.scheduler.abort_requests(ids)
+        for child_id in ids:
+            self._samples.pop(child_id, None)
+        self._counters["aborted"] += 1
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._parents)
+
+    # ------------------------------------------------------------------ the step
+
+    def step(self) -> list[RequestOutput]:
+        """Schedule, run, sample, update, emit: outputs of requests that progressed this step."""
+        out = self.scheduler.schedule()
+        if not out.scheduled:
+            return []
+        self._count_scheduled(out)
+        result = self.runner.execute(out, self._prompt_logprob_ids(out))
+        sampled = self._sample(result)
+        self.scheduler.update_from_output(out, sampled)
+        touched = self._record_prompt_logprobs(result) | self._process_samples(result, sampled)
+        return self._emit(touched)
+
+    def _count_scheduled(self, out: SchedulerOutput) -> None:
+        self._counters["steps"] += 1
+        self._counters["computed"] += out.num_batched_tokens
+
+    def _prompt_logprob_ids(self, out: SchedulerOutput) -> set[str]:
+        wanted = set()
+        for s in out.scheduled:
+            owner = self._samples.get(s.request.request_id)
+            if owner and owner[1].index == 0 and owner[0].params.prompt_logprobs is not None \
+                    and s.start < s.request.num_prompt_tokens:
+                wanted.add(s.request.request_id)
+        return wanted
+
+    def _sample(self, result: RunnerOutput) -> dict[str, int]:
+        if not result.sample_ids:
+            return {}
+        rows = []
+        for child_id in result.sample_ids:
+            parent, sample = self._samples[child_id]
+            rows.append(SamplingRow(parent.params, parent.prompt_token_ids, sample.request.output_token_ids,
+                                    sample.generator))
+        sampler_out = self.sampler(result.sample_logits, rows)
+        self._sampler_logprobs = dict(zip(result.sample_ids, zip(sampler_out.logprobs, sampler_out.sampled_logprobs)))
+        return dict(zip(result.sample_ids, sampler_out.token_ids))
+
+    def _record_prompt_logprobs(self, result: RunnerOutput) -> set[str]:
+        touched = set()
+        for child_id, (first_pos, logits) in result.prompt_logits.items():
+            parent, _ = self._samples[child_id]
+            prompt = parent.prompt_token_ids
+            have = len(parent.prompt_logprobs)  # positions 0..have-1 recorded (position 0 is None)
+            # logits row i predicts the token at first_pos + i + 1
+            start = max(have - 1 - first_pos, 0)
+            stop = min(logits.shape[0], len(prompt) - 1 - first_pos)
+            if stop > start:
+                targets = torch.tensor(prompt[first_pos + start + 1: first_pos + stop + 1], device=logits.device)
+                entries = position_logprobs(logits[start:stop], targets, parent.params.prompt_logprobs)
+                parent.prompt_logprobs.extend(self._decorate(e) for e in entries)
+                touched.add(parent.request_id)
+        return touched
+
+    def _process_samples(self, result: RunnerOutput, sampled: dict[str, int]) -> set[str]:
+        touched = set()
+        for child_id, token in sampled.items():
+            parent, sample = self._samples[child_id]
+            self._counters["generated"] += 1
+            if parent.first_token_time is None:
+                parent.first_token_time = time.monotonic()
+            self._record_logprobs(parent, sample, child_id)
+            sample.detok.push([token])
+            why = stop_reason_for(sample, parent.params, token, self.eos_ids, sample.request.max_tokens,
+                                  self.max_model_len)
+            if why is not None:
+                self.scheduler.finish_request(child_id, sample.finish(*why))
+            touched.add(parent.request_id)
+        return touched
+
+    def _record_logprobs(self, parent: ParentState, sample: SampleState, child_id: str) -> None:
+        if parent.params.logprobs is None:
+            return
+        entry, chosen = self._sampler_logprobs[child_id]
+        sample.completion.logprobs.append(self._decorate(entry))
+        sample.completion.cumulative_logprob += chosen
+
+    def _decorate(self, entry: dict[int, tuple[float, int]] | None) -> dict | None:
+        if entry is None:
+            return None
+        return {tok: (lp, rank, self.tokenizer.decode([tok])) for tok, (lp, rank) in entry.items()}
+
+    def _emit(self, touched: set[str]) -> list[RequestOutput]:
+        outputs = []
+        for request_id in touched:
+            parent = self._parents.get(request_id)
+            if parent is None:
+                continue
+            outputs.append(parent.to_output())
+            if parent.finished():
+                self._forget(parent)
+        return outputs
+
+    def _forget(self, parent: ParentState) -> None:
+        del self._parents[parent.request_id]
+        for sample in parent.samples:
+            self._samples.pop(sample.request.request_id, None)
+
+    # ------------------------------------------------------------------ observability
+
+    def stats(self) -> EngineStats:
+        """Counters and gauges for metrics; cheap, call between steps."""
+        kv, c = self.kv, self._counters
+        return EngineStats(
+            num_running=self.scheduler.num_running, num_waiting=self.scheduler.num_waiting,
+            kv_usage=kv.usage, num_free_blocks=kv.num_free_blocks, num_total_blocks=self.num_blocks,
+            num_cached_blocks=kv.num_cached_blocks, prefix_queries=kv.prefix_queries, prefix_hits=kv.prefix_hits,
+            prompt_tokens_total=c["prompt"], generation_tokens_total=c["generated"],
+            tokens_computed_total=c["computed"], num_preemptions_total=self._num_preemptions(),
+            num_aborted_total=c["aborted"], num_steps=c["steps"],
+        )
+
+    def _num_preemptions(self) -> int:
+        return getattr(self.scheduler, "num_preemptions_total", 0)
+
+    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                            chat_template: str | None = None) -> list[int]:
+        """Token ids of a conversation rendered through the model's chat template."""
+        if not getattr(self.tokenizer, "chat_template", None) and chat_template is None:
+            raise RequestError("this model has no chat template; pass chat_template= or use generate()")
+        rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                      chat_template=chat_template, tokenize=False)
+        return self.tokenizer(rendered, add_special_tokens=False).input_ids

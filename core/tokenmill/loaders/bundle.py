@@ -1,0 +1,116 @@
+"""load_model_bundle: from a model path (or the embedded default) to a runnable model and its tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tokenmill.errors import ModelLoadError, TokenmillError
+from tokenmill.interfaces import AttentionSpec
+from tokenmill.loaders.default_model import default_model_path
+from tokenmill.loaders.dtype import resolve_dtype
+from tokenmill.loaders.gguf_checkpoint import GGUFCheckpoint
+from tokenmill.loaders.safetensors_checkpoint import PICKLE_SUFFIXES, SafetensorsCheckpoint, refuse_pickle
+from tokenmill.loaders.weights import Checkpoint, load_weights
+from tokenmill.models import ArchConfig, arch_config, checkpoint_layout
+from tokenmill.models.rotary import cos_sin_cache
+from tokenmill.ops import OpRegistry
+from tokenmill.tokenizer import load_tokenizer
+
+
+@dataclass(slots=True)
+class ModelBundle:
+    """Everything the engine needs from a loaded model."""
+
+    model: nn.Module  # forward(input_ids, positions, kv_caches, attn_metadata), compute_logits(hidden)
+    arch: ArchConfig
+    tokenizer: Any  # transformers PreTrainedTokenizerFast, .chat_template set when the model has one
+    attn_backend: Any  # the platform's AttentionBackend for attn_spec
+    attn_spec: AttentionSpec
+    dtype: torch.dtype
+    device: torch.device
+    max_model_len: int
+    eos_token_ids: list[int]
+    source: str  # the path the model came from
+    num_params: int
+
+
+def open_checkpoint(model: str | None) -> Checkpoint:
+    """The checkpoint at `model` (a model directory or .gguf file); None means the embedded default."""
+    path = default_model_path() if model is None else Path(model).expanduser()
+    if not path.exists():
+        raise ModelLoadError(
+            f"model {model!r} does not exist; give a model directory (config.json + *.safetensors) or a .gguf file"
+        )
+    if path.is_dir():
+        return SafetensorsCheckpoint(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        raise refuse_pickle(path)
+    if path.suffix == ".safetensors":
+        raise ModelLoadError(f"{path} is a bare weights file; pass the directory holding it and its config.json")
+    return GGUFCheckpoint(path)
+
+
+def load_model_bundle(
+    model: str | None,
+    *,
+    platform: Any,
+    plugins: Any,
+    dtype: str = "auto",
+    block_size: int = 16,
+    max_model_len: int | None = None,
+) -> ModelBundle:
+    """Load `model` for `platform`: weights cast to the resolved dtype on the platform's device."""
+    torch_dtype = resolve_dtype(dtype, platform)
+    device = torch.device(platform.device_type)
+    checkpoint = open_checkpoint(model)
+    arch, entry = arch_config(checkpoint.config, source=checkpoint.source)
+    max_len = _max_model_len(arch, max_model_len)
+    spec = AttentionSpec(arch.num_heads, arch.num_kv_heads, arch.head_size, block_size, torch_dtype)
+    backend = plugins.attention_backend(platform, spec)
+    ops = OpRegistry(plugins.op_overrides(platform))
+    cos_sin = cos_sin_cache(arch, max_len, device)  # float32 [max_len, D]
+    with torch.device("meta"):  # no memory or random init for weights the checkpoint overwrites
+        net = entry.model_class(arch, ops, backend, cos_sin)
+    load_weights(net, checkpoint_layout(net, arch), checkpoint, torch_dtype, device)
+    net.tie_weights()
+    net.eval()
+    tokenizer = load_tokenizer(Path(checkpoint.source))
+    return ModelBundle(
+        model=net,
+        arch=arch,
+        tokenizer=tokenizer,
+        attn_backend=backend,
+        attn_spec=spec,
+        dtype=torch_dtype,
+        device=device,
+        max_model_len=max_len,
+        eos_token_ids=_eos_ids(arch, tokenizer),
+        source=checkpoint.source,
+        num_params=sum(p.numel() for p in net.parameters()),
+    )
+
+
+def _max_model_len(arch: ArchConfig, requested: int | None) -> int:
+    """The model's context, capped by a sliding window (we attend fully, which is exact within it)."""
+    limit = arch.max_position_embeddings
+    if arch.sliding_window is not None:
+        limit = min(limit, arch.sliding_window)
+    if requested is None:
+        return limit
+    if requested > limit:
+        raise TokenmillError(
+            f"--max-model-len {requested} exceeds this model's context of {limit} tokens; use at most {limit}"
+        )
+    return requested
+
+
+def _eos_ids(arch: ArchConfig, tokenizer: Any) -> list[int]:
+    ids = list(arch.eos_token_ids)
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return list(dict.fromkeys(ids))

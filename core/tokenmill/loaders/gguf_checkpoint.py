@@ -1,0 +1,122 @@
+"""Reads a GGUF file: metadata into a transformers-style config, tensors dequantized to float32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType, GGUFReader, dequantize
+
+from tokenmill.errors import ModelLoadError
+from tokenmill.loaders.gguf_names import gguf_to_hf_name, needs_unpermute
+
+# llama.cpp architecture name -> transformers architecture
+GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+DEQUANTIZABLE = tuple(
+    GGMLQuantizationType[n] for n in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q5_0", "Q5_1", "Q5_K")
+)
+
+
+class GGUFCheckpoint:
+    """One GGUF file: `config` in transformers form, tensors by transformers name in HF layout."""
+
+    def __init__(self, path: Path) -> None:
+        self.source = str(path)
+        self.path = path
+        try:
+            self.reader = GGUFReader(path)
+        except Exception as exc:  # gguf raises ValueError/struct errors/IndexError on bad files
+            raise ModelLoadError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc})") from None
+        self.gguf_arch = str(self._field("general.architecture"))
+        if self.gguf_arch not in GGUF_ARCHITECTURES:
+            raise ModelLoadError(
+                f"{path}: GGUF architecture {self.gguf_arch!r} is not supported; "
+                f"supported: {', '.join(sorted(GGUF_ARCHITECTURES))}"
+            )
+        self._tensors = {}  # transformers name -> ReaderTensor
+        for t in self.reader.tensors:
+            name = gguf_to_hf_name(t.name)
+            if name is not None:
+                self._tensors[name] = t
+        self.config = self._config()
+
+    def _field(self, key: str, default: Any = None) -> Any:
+        field = self.reader.fields.get(key)
+        return default if field is None else field.contents()
+
+    def _config(self) -> dict[str, Any]:
+        """The metadata as a config.json dict, so one parser serves both formats."""
+        a = self.gguf_arch
+        heads = self._field(f"{a}.attention.head_count")
+        cfg = {
+            "architectures": [GGUF_ARCHITECTURES[a]],
+            "vocab_size": self._field(f"{a}.vocab_size") or len(self._field("tokenizer.ggml.tokens", [])),
+            "hidden_size": self._field(f"{a}.embedding_length"),
+            "intermediate_size": self._field(f"{a}.feed_forward_length"),
+            "num_hidden_layers": self._field(f"{a}.block_count"),
+            "num_attention_heads": heads,
+            "num_key_value_heads": self._field(f"{a}.attention.head_count_kv", heads),
+            "head_dim": self._field(f"{a}.attention.key_length"),
+            "rms_norm_eps": self._field(f"{a}.attention.layer_norm_rms_epsilon", 1e-6),
+            "rope_theta": self._field(f"{a}.rope.freq_base", 10000.0),
+            "max_position_embeddings": self._field(f"{a}.context_length"),
+            "tie_word_embeddings": "lm_head.weight" not in self._tensors,
+            "bos_token_id": self._field("tokenizer.ggml.bos_token_id"),
+            "eos_token_id": [
+                i
+                for key in ("eos_token_id", "eot_token_id", "eom_token_id")
+                if (i := self._field(f"tokenizer.ggml.{key}")) is not None
+            ],
+        }
+        cfg.update(self._rope_scaling())
+        return cfg
+
+    def _rope_scaling(self) -> dict[str, Any]:
+        a = self.gguf_arch
+        out: dict[str, Any] = {}
+        kind = self._field(f"{a}.rope.scaling.type")
+        if kind == "linear":
+            out["rope_scaling"] = {"rope_type": "linear", "factor": float(self._field(f"{a}.rope.scaling.factor"))}
+        elif kind not in (None, "none"):
+            out["rope_scaling"] = {"rope_type": str(kind)}  # the config parser refuses it by name
+        factors = next((t for t in self.reader.tensors if t.name == "rope_freqs.weight"), None)
+        if factors is not None:  # llama3-style scaling, stored as per-pair divisors
+            out["rope_freq_factors"] = dequantize(factors.data, factors.tensor_type).reshape(-1).tolist()
+        return out
+
+    def names(self) -> list[str]:
+        """Every tensor name, translated to transformers' names."""
+        return list(self._tensors)
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """The transformers-layout shape of `name` (GGUF stores dims reversed), or None if absent."""
+        t = self._tensors.get(name)
+        return None if t is None else tuple(int(d) for d in reversed(t.shape.tolist()))
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """`name` dequantized to float32, with llama.cpp's q/k row permutation undone."""
+        t = self._tensors[name]
+        if t.tensor_type not in DEQUANTIZABLE:
+            supported = ", ".join(q.name for q in DEQUANTIZABLE)
+            raise ModelLoadError(
+                f"{self.path}: tensor {t.name!r} is stored as {t.tensor_type.name}, which tokenmill cannot "
+                f"dequantize (supported: {supported}); use a GGUF quantized with one of those"
+            )
+        shape = self.shape(name)
+        weights = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+        if self.gguf_arch == "llama" and needs_unpermute(name):
+            heads = self.config["num_attention_heads"] if ".q_proj." in name else self.config["num_key_value_heads"]
+            weights = _unpermute(weights, heads)
+        return torch.from_numpy(np.array(weights, copy=True))
+
+    def where(self, name: str) -> str:
+        """The file holding `name`, for error messages."""
+        return self.source
+
+
+def _unpermute(w: np.ndarray, num_heads: int) -> np.ndarray:
+    """Undo llama.cpp's per-head interleave of rotary pairs: [Hh * D, ...] rows back to NeoX halves."""
+    half = w.shape[0] // num_heads // 2
+    return w.reshape(num_heads, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

@@ -1,0 +1,169 @@
+"""The batched Sampler: penalties, min_tokens masking, greedy or seeded random choice, logprobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from tokenmill.ops import OpRegistry
+from tokenmill.sampling.logprobs import PositionLogprobs, rows_logprobs
+from tokenmill.sampling.noise import exponential_noise
+from tokenmill.sampling.params import SamplingParams
+from tokenmill.sampling.penalties import apply_penalties
+
+
+@dataclass(slots=True)
+class SamplingRow:
+    """One row of the logits handed to the Sampler: a running sequence (one completion).
+
+    output_token_ids are the tokens generated before this step (used for penalties and
+    min_tokens). generator comes from new_generator(params.seed, device) and must live as long
+    as the sequence; None draws from the device's global RNG.
+    """
+
+    params: SamplingParams
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]
+    generator: torch.Generator | None = None
+
+
+@dataclass(slots=True)
+class SamplerOutput:
+    """Per row: the chosen token, its logprob entry (when params.logprobs is set) and its logprob.
+
+    logprobs[i] maps token id -> (logprob, rank 1-based): the sampled token first, then the top
+    params.logprobs tokens. sampled_logprobs[i] is None for rows that did not ask for logprobs.
+    Logprobs are of the raw model distribution (before penalties, temperature and truncation),
+    as vLLM's default "raw_logprobs" mode reports them.
+    """
+
+    token_ids: list[int]
+    logprobs: list[PositionLogprobs | None] = field(default_factory=list)
+    sampled_logprobs: list[float | None] = field(default_factory=list)
+
+
+class Sampler:
+    """Chooses one token per row of a [B, V] logits batch, each row under its own SamplingParams.
+
+    EOS ids are Sampler-level (one model, one set of EOS ids; from the model's generation config),
+    not per row: min_tokens masks them (unless ignore_eos) together with the row's stop_token_ids.
+    ignore_eos itself never masks EOS: as in vLLM, EOS may be sampled and the engine keeps going.
+    top_k / top_p masking goes through the op registry's `top_k_top_p`, so a plugin can replace it.
+    The logits passed in may be modified in place.
+    """
+
+    def __init__(self, eos_token_ids: list[int], ops: OpRegistry | None = None) -> None:
+        self.eos_token_ids = list(eos_token_ids)
+        self.ops = ops if ops is not None else OpRegistry()
+
+    def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
+        """logits float32 [B, V] on any device, rows of length B -> one token per row."""
+        num_rows = len(rows)
+        if all(self._plain_greedy(row) for row in rows):
+            return SamplerOutput(logits.argmax(dim=-1).tolist(), [None] * num_rows, [None] * num_rows)
+        want_lp = [i for i, row in enumerate(rows) if row.params.logprobs is not None]
+        raw_lp = self._raw_logprobs(logits, want_lp)  # [L, V], before any processing
+        logits = self._apply_penalties(logits, rows)
+        self._mask_min_tokens(logits, rows)
+        token_ids = self._choose(logits, rows)  # int64 [B]
+        return self._output(token_ids, rows, want_lp, raw_lp)
+
+    def _plain_greedy(self, row: SamplingRow) -> bool:
+        p = row.params
+        return p.is_greedy and p.logprobs is None and not p.has_penalties and len(row.output_token_ids) >= p.min_tokens
+
+    def _raw_logprobs(self, logits: torch.Tensor, want_lp: list[int]) -> torch.Tensor | None:
+        if not want_lp:
+            return None
+        if len(want_lp) == logits.shape[0]:
+            return logits.log_softmax(dim=-1)  # [B, V]
+        return logits[_index(want_lp, logits.device)].log_softmax(dim=-1)  # [L, V]
+
+    def _apply_penalties(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+        penalised = [i for i, row in enumerate(rows) if row.params.has_penalties]
+        if not penalised:
+            return logits
+        sel = [rows[i] for i in penalised]
+        index = _index(penalised, logits.device)  # [P]
+        sub = apply_penalties(
+            logits.index_select(0, index),  # [P, V]
+            [r.prompt_token_ids for r in sel],
+            [r.output_token_ids for r in sel],
+            [r.params.repetition_penalty for r in sel],
+            [r.params.presence_penalty for r in sel],
+            [r.params.frequency_penalty for r in sel],
+        )
+        return logits.index_copy_(0, index, sub)
+
+    def _mask_min_tokens(self, logits: torch.Tensor, rows: list[SamplingRow]) -> None:
+        row_idx: list[int] = []
+        tok_idx: list[int] = []
+        for i, row in enumerate(rows):
+            p = row.params
+            if len(row.output_token_ids) < p.min_tokens:
+                stops = p.stop_token_ids + ([] if p.ignore_eos else self.eos_token_ids)
+                stops = [t for t in stops if t < logits.shape[1]]
+                row_idx += [i] * len(stops)
+                tok_idx += stops
+        if row_idx:
+            logits[_index(row_idx, logits.device), _index(tok_idx, logits.device)] = float("-inf")
+
+    def _choose(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+        greedy = [i for i, row in enumerate(rows) if row.params.is_greedy]
+        if len(greedy) == len(rows):
+            return logits.argmax(dim=-1)
+        if not greedy:
+            return self._sample(logits, rows)
+        others = [i for i, row in enumerate(rows) if not row.params.is_greedy]
+        g_idx, r_idx = _index(greedy, logits.device), _index(others, logits.device)
+        out = torch.empty(len(rows), dtype=torch.int64, device=logits.device)  # [B]
+        out.index_copy_(0, g_idx, logits.index_select(0, g_idx).argmax(dim=-1))
+        out.index_copy_(0, r_idx, self._sample(logits.index_select(0, r_idx), [rows[i] for i in others]))
+        return out
+
+    def _sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+        """Random rows [R, V] -> int64 [R]: temperature, min_p, top_k/top_p, then the exponential race."""
+        device, dtype = logits.device, logits.dtype
+        temps = torch.tensor([r.params.temperature for r in rows], dtype=dtype, device=device)  # [R]
+        x = logits / temps.unsqueeze(1)  # [R, V]
+        min_p = [r.params.min_p for r in rows]
+        if any(m > 0.0 for m in min_p):
+            x = apply_min_p(x, torch.tensor(min_p, dtype=dtype, device=device))
+        top_k = [r.params.top_k for r in rows]
+        top_p = [r.params.top_p for r in rows]
+        k_t = torch.tensor(top_k, dtype=torch.int64, device=device) if any(k > 0 for k in top_k) else None
+        p_t = torch.tensor(top_p, dtype=torch.float32, device=device) if any(p < 1.0 for p in top_p) else None
+        if k_t is not None or p_t is not None:
+            x = self.ops.top_k_top_p(x, k_t, p_t)
+        probs = x.softmax(dim=-1)  # [R, V]
+        noise = exponential_noise(probs, [r.generator for r in rows])  # [R, V]
+        return probs.div_(noise).argmax(dim=-1)
+
+    def _output(
+        self, token_ids: torch.Tensor, rows: list[SamplingRow], want_lp: list[int], raw_lp: torch.Tensor | None
+    ) -> SamplerOutput:
+        ids = token_ids.tolist()
+        logprobs: list[PositionLogprobs | None] = [None] * len(rows)
+        sampled: list[float | None] = [None] * len(rows)
+        if raw_lp is not None:
+            chosen = token_ids.index_select(0, _index(want_lp, token_ids.device))  # [L]
+            entries = rows_logprobs(raw_lp, chosen, [rows[i].params.logprobs for i in want_lp])
+            for i, entry in zip(want_lp, entries):
+                logprobs[i] = entry
+                sampled[i] = entry[ids[i]][0]
+        return SamplerOutput(ids, logprobs, sampled)
+
+
+def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """Drop tokens whose probability is below min_p times the row's top probability.
+
+    logits float32 [R, V] (temperature already applied), min_p [R] -> new [R, V]. Works in log
+    space: p_j < min_p * p_max  <=>  logit_j < logit_max + log(min_p); min_p = 0 keeps everything.
+    """
+    threshold = logits.amax(dim=-1, keepdim=True) + min_p.log().unsqueeze(1)  # [R, 1]
+    return logits.masked_fill(logits < threshold, float("-inf"))
+
+
+def _index(positions: list[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor(positions, dtype=torch.int64, device=device)

@@ -1,0 +1,205 @@
+"""Drives an AttentionBackend through scripted steps over a paged cache, the way the engine does.
+
+A scenario names requests (their full lengths, and optionally leading blocks shared with an
+earlier request, as a prefix-cache hit) and steps (which requests bring how many new tokens).
+The harness makes random q/k/v for every full sequence, scatters block ids at random over a pool
+pre-filled with garbage, feeds each step to `build_metadata` and `forward` for every layer, and
+keeps each computed row so the tests can compare it with the dense reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from tokenmill.interfaces import AttentionBatch, AttentionSpec
+from tokenmill.testing.reference_attention import causal_attention_chunked
+
+# Tolerances of backend output vs the float64 reference, per dtype: float32 allows for the
+# reduction order of a blocked kernel; the half types allow for rounding q/k/v products and the
+# probabilities to 8 (bfloat16) or 11 (float16) mantissa bits.
+TOLERANCES = {
+    torch.float32: {"atol": 1e-4, "rtol": 1e-4},
+    torch.bfloat16: {"atol": 3e-2, "rtol": 3e-2},
+    torch.float16: {"atol": 4e-3, "rtol": 4e-3},
+}
+
+
+@dataclass(slots=True)
+class PagedRequest:
+    """One request's full length, and a prefix hit: leading blocks already cached by another."""
+
+    total_len: int
+    shares_blocks_of: int | None = None  # index of an earlier request whose blocks it reuses
+    shared_blocks: int = 0  # how many leading full blocks (and their tokens) are shared
+
+
+@dataclass(slots=True)
+class Scenario:
+    """Requests, and per step a list of (request index, new tokens this step)."""
+
+    spec: AttentionSpec
+    requests: list[PagedRequest]
+    steps: list[list[tuple[int, int]]]
+    num_layers: int = 1
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class Sequence:
+    """One request's full q/k/v for one layer, on the device."""
+
+    query: torch.Tensor  # [total_len, Hq, D]
+    key: torch.Tensor  # [total_len, Hkv, D]
+    value: torch.Tensor  # [total_len, Hkv, D]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the backend produced: per layer, per request, rows keyed by position."""
+
+    sequences: list[list[Sequence]]  # [layer][request]
+    rows: list[list[dict[int, torch.Tensor]]] = field(default_factory=list)  # [layer][request]{pos: [Hq, D]}
+    step_of_row: list[dict[int, int]] = field(default_factory=list)  # [request]{pos: step index}
+
+
+def run_scenario(backend, allocator, scenario: Scenario) -> Outcome:
+    """Run every step of `scenario` through `backend`, with a pool from `allocator`."""
+    spec, device = scenario.spec, allocator.device
+    _validate(scenario)
+    gen = torch.Generator().manual_seed(scenario.seed)
+    tables = _assign_blocks(scenario.requests, spec.block_size, gen)
+    num_blocks = max(b for table in tables for b in table) + 1
+    caches = allocator.allocate(scenario.num_layers, backend.kv_cache_shape(num_blocks), spec.dtype)
+    for cache in caches:  # stale finite data, as in reused blocks: a backend must mask it out
+        cache.copy_(torch.randn(cache.shape, generator=gen) * 4)
+    seqs = [_make_sequences(scenario, gen, device) for _ in range(scenario.num_layers)]
+    outcome = Outcome(seqs, [[{} for _ in scenario.requests] for _ in seqs], [{} for _ in scenario.requests])
+    done = [r.shared_blocks * spec.block_size for r in scenario.requests]
+    for step_index, step in enumerate(scenario.steps):
+        batch, positions = _make_batch(step, done, tables, spec.block_size, device)
+        metadata = backend.build_metadata(batch)
+        for layer, cache in enumerate(caches):
+            query, key, value = _step_inputs(seqs[layer], positions)
+            out = backend.forward(query, key, value, cache, metadata, spec.head_size**-0.5)
+            _check_output_shape(out, query)
+            _keep_rows(outcome, layer, out, positions, step_index)
+        for req, num_new in step:
+            done[req] += num_new
+    allocator.free(caches)
+    return outcome
+
+
+def assert_matches_reference(outcome: Outcome, scenario: Scenario, steps: set[int] | None = None) -> None:
+    """Compare every kept row (or those of `steps`) with the dense float64 reference."""
+    spec = scenario.spec
+    tol = TOLERANCES[spec.dtype]
+    for layer, per_request in enumerate(outcome.rows):
+        for req, rows in enumerate(per_request):
+            positions = sorted(p for p in rows if steps is None or outcome.step_of_row[req][p] in steps)
+            if not positions:
+                continue
+            got = torch.stack([rows[p] for p in positions])  # [R, Hq, D]
+            want = _reference_rows(outcome.sequences[layer][req], positions, spec.head_size**-0.5)
+            torch.testing.assert_close(
+                got, want.to(got.dtype), **tol,
+                msg=lambda m, L=layer, r=req: f"layer {L}, request {r} ({spec}): {m}",
+            )
+
+
+def _validate(scenario: Scenario) -> None:
+    """Refuse a scenario that schedules more tokens than a request has, or an empty step entry."""
+    done = [r.shared_blocks * scenario.spec.block_size for r in scenario.requests]
+    for index, step in enumerate(scenario.steps):
+        for req, num_new in step:
+            done[req] += num_new
+            if num_new < 1 or done[req] > scenario.requests[req].total_len:
+                raise ValueError(f"step {index} gives request {req} {num_new} tokens, past its length or empty")
+
+
+def _reference_rows(seq: Sequence, positions: list[int], scale: float) -> torch.Tensor:
+    """Reference rows at `positions` (sorted), computed per run of consecutive positions."""
+    parts, run_start = [], 0
+    for i in range(1, len(positions) + 1):
+        if i == len(positions) or positions[i] != positions[i - 1] + 1:
+            first, last = positions[run_start], positions[i - 1] + 1
+            parts.append(causal_attention_chunked(seq.query[first:last], seq.key, seq.value, scale, first))
+            run_start = i
+    return torch.cat(parts).float()
+
+
+def _assign_blocks(requests: list[PagedRequest], block_size: int, gen: torch.Generator) -> list[list[int]]:
+    """Block ids per request, scattered over the pool; shared prefixes reuse the owner's ids."""
+    needed = sum(-(-r.total_len // block_size) - r.shared_blocks for r in requests)
+    free = torch.randperm(needed + 3, generator=gen).tolist()  # a few ids never used
+    tables = []
+    for r in requests:
+        own = -(-r.total_len // block_size) - r.shared_blocks
+        shared = tables[r.shares_blocks_of][: r.shared_blocks] if r.shared_blocks else []
+        tables.append(shared + [free.pop() for _ in range(own)])
+    return tables
+
+
+def _make_sequences(scenario: Scenario, gen: torch.Generator, device: torch.device) -> list[Sequence]:
+    spec, seqs = scenario.spec, []
+    for r in scenario.requests:
+        q = torch.randn(r.total_len, spec.num_heads, spec.head_size, generator=gen)
+        k = torch.randn(r.total_len, spec.num_kv_heads, spec.head_size, generator=gen)
+        v = torch.randn(r.total_len, spec.num_kv_heads, spec.head_size, generator=gen)
+        if r.shared_blocks:  # a prefix hit: the shared tokens have the owner's keys and values
+            n = r.shared_blocks * spec.block_size
+            k[:n], v[:n] = seqs[r.shares_blocks_of].key[:n].cpu(), seqs[r.shares_blocks_of].value[:n].cpu()
+        seqs.append(Sequence(*(t.to(device=device, dtype=spec.dtype) for t in (q, k, v))))
+    return seqs
+
+
+def _make_batch(
+    step: list[tuple[int, int]], done: list[int], tables: list[list[int]], block_size: int, device: torch.device
+) -> tuple[AttentionBatch, list[tuple[int, int, int]]]:
+    """The AttentionBatch of one step, and (request, first position, count) for each request."""
+    query_lens = [n for _, n in step]
+    seq_lens = [done[req] + n for req, n in step]
+    width = max(len(tables[req]) for req, _ in step)
+    block_rows = [tables[req] + [0] * (width - len(tables[req])) for req, _ in step]  # padded with 0
+    slots = [
+        tables[req][pos // block_size] * block_size + pos % block_size
+        for req, n in step
+        for pos in range(done[req], done[req] + n)
+    ]
+    starts = [0]
+    for n in query_lens:
+        starts.append(starts[-1] + n)
+    batch = AttentionBatch(
+        query_start_loc=torch.tensor(starts, dtype=torch.int32, device=device),
+        seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=device),
+        block_tables=torch.tensor(block_rows, dtype=torch.int32, device=device),
+        slot_mapping=torch.tensor(slots, dtype=torch.int64, device=device),
+        query_lens_cpu=query_lens,
+        seq_lens_cpu=seq_lens,
+        max_query_len=max(query_lens),
+        max_seq_len=max(seq_lens),
+    )
+    return batch, [(req, done[req], n) for req, n in step]
+
+
+def _step_inputs(seqs: list[Sequence], positions: list[tuple[int, int, int]]) -> tuple[torch.Tensor, ...]:
+    """The step's flattened query [T, Hq, D], key and value [T, Hkv, D]."""
+    pick = [(seqs[req], first, first + n) for req, first, n in positions]
+    return tuple(torch.cat([getattr(s, name)[a:b] for s, a, b in pick]) for name in ("query", "key", "value"))
+
+
+def _check_output_shape(out: torch.Tensor, query: torch.Tensor) -> None:
+    assert out.shape == query.shape, f"forward returned shape {tuple(out.shape)}, expected {tuple(query.shape)}"
+    assert out.dtype == query.dtype, f"forward returned dtype {out.dtype}, expected the query's {query.dtype}"
+    assert out.device == query.device, f"forward returned a tensor on {out.device}, expected {query.device}"
+
+
+def _keep_rows(outcome: Outcome, layer: int, out: torch.Tensor, positions: list[tuple[int, int, int]], step: int) -> None:
+    host = out.detach().float().cpu()  # [T, Hq, D]
+    row = 0
+    for req, first, n in positions:
+        for i in range(n):
+            outcome.rows[layer][req][first + i] = host[row + i]
+            outcome.step_of_row[req][first + i] = step
+        row += n

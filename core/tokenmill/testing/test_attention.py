@@ -1,0 +1,79 @@
+"""Conformance: the platform's paged attention agrees with the dense causal reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenmill.interfaces import AttentionSpec
+from tokenmill.testing.attention_harness import PagedRequest, Scenario, assert_matches_reference, run_scenario
+
+HEADS = {"gqa": (8, 2), "mha": (4, 4)}
+
+
+def _spec(heads: str, head_size: int, block_size: int, dtype: torch.dtype) -> AttentionSpec:
+    num_heads, num_kv_heads = HEADS[heads]
+    return AttentionSpec(num_heads, num_kv_heads, head_size, block_size, dtype)
+
+
+def _check(make_backend, kv_allocator, scenario: Scenario, steps: set[int] | None = None) -> None:
+    outcome = run_scenario(make_backend(scenario.spec), kv_allocator, scenario)
+    assert_matches_reference(outcome, scenario, steps)
+
+
+@pytest.mark.parametrize("block_size", [16, 32])
+@pytest.mark.parametrize("head_size", [64, 128])
+@pytest.mark.parametrize("heads", list(HEADS))
+def test_ragged_steps_mixing_prefill_chunks_and_decodes(make_backend, kv_allocator, heads, head_size, block_size, dtype):
+    """Ragged prefills, chunks on cached KV, one-token prompts and decodes, in one batch and in any order."""
+    spec = _spec(heads, head_size, block_size, dtype)
+    requests = [PagedRequest(n) for n in (37, 3, 70, 16, 45)]
+    steps = [
+        [(0, 20), (1, 1), (2, 33), (3, 15)],  # ragged prefills; request 1 has a one-token prompt
+        [(1, 1), (0, 17), (2, 1), (3, 1)],  # decode rows split by a chunk on cached KV
+        [(4, 40), (2, 30), (1, 1)],  # a fresh prefill, a long chunk on cached KV, a decode
+        [(2, 1), (4, 1)],  # pure decode at ragged lengths
+        [(4, 1), (2, 1)],
+        [(4, 3), (2, 4)],  # short chunks on cached KV
+    ]
+    _check(make_backend, kv_allocator, Scenario(spec, requests, steps))
+
+
+@pytest.mark.parametrize("block_size", [16, 32])
+def test_prefix_hit_reuses_another_requests_blocks(make_backend, kv_allocator, block_size, dtype):
+    """A request whose first blocks are another's cached prefix computes only its new tokens."""
+    spec = _spec("gqa", 64, block_size, dtype)
+    requests = [PagedRequest(3 * block_size + 5), PagedRequest(2 * block_size + 10, shares_blocks_of=0, shared_blocks=2)]
+    steps = [[(0, 3 * block_size + 3)], [(1, 9), (0, 1)], [(0, 1), (1, 1)]]
+    _check(make_backend, kv_allocator, Scenario(spec, requests, steps))
+
+
+@pytest.mark.parametrize("block_size", [16, 32])
+def test_chunked_prefill_unaligned_over_two_layers(make_backend, kv_allocator, block_size):
+    """7-token chunks across block borders, then decodes; one metadata serves two layers' caches."""
+    spec = _spec("gqa", 64, block_size, torch.float32)
+    requests = [PagedRequest(75), PagedRequest(31)]
+    steps = [[(0, 7)] + ([(1, 7)] if i < 4 else []) for i in range(10)]
+    steps += [[(0, 2), (1, 2)], [(1, 1), (0, 1)], [(0, 1)]]
+    _check(make_backend, kv_allocator, Scenario(spec, requests, steps, num_layers=2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head_size", [64, 128])
+def test_decode_at_long_context(make_backend, kv_allocator, head_size, dtype):
+    """Decode steps at 2k tokens of context, batched with a shorter request (padded keys masked)."""
+    spec = _spec("gqa", head_size, 16, dtype)
+    requests = [PagedRequest(2051), PagedRequest(613)]
+    steps = [[(0, 2048), (1, 610)], [(0, 1), (1, 1)], [(1, 1), (0, 1)], [(0, 1)]]
+    _check(make_backend, kv_allocator, Scenario(spec, requests, steps), steps={1, 2, 3})
+
+
+def test_backend_declares_its_cache_and_refuses_bad_specs(make_backend):
+    """kv_cache_shape puts blocks on dim 1 (the allocator copies along it); bad head ratios are refused."""
+    spec = _spec("gqa", 64, 16, torch.float32)
+    backend = make_backend(spec)
+    shape = backend.kv_cache_shape(11)
+    assert all(isinstance(n, int) for n in shape) and shape[1] == 11, f"blocks must be dim 1 of {shape}"
+    assert backend.unsupported_reasons(spec) == []
+    reasons = backend.unsupported_reasons(AttentionSpec(6, 4, 64, 16, torch.float32))
+    assert reasons and all(isinstance(r, str) and r for r in reasons), "6 query heads over 4 KV heads must be refused"

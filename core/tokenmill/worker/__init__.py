@@ -1,0 +1,1 @@
+"""The worker side of a step: turning scheduled requests into tensors and running the model."""

@@ -1,0 +1,87 @@
+"""CpuKVAllocator: sizes the KV block pool from host RAM and owns its tensors (copy, swap, free)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from tokenmill.errors import TokenmillError
+
+GiB = 1 << 30
+DEFAULT_CAP_BYTES = 4 * GiB  # the default pool never exceeds this...
+DEFAULT_RAM_FRACTION = 0.25  # ...nor this share of the RAM available now
+MEMINFO_PATH = "/proc/meminfo"
+
+
+class KVBudgetError(TokenmillError, ValueError):
+    """The requested KV-cache budget does not fit in the host's available RAM."""
+
+
+def available_ram_bytes(meminfo_path: str = MEMINFO_PATH) -> int:
+    """RAM the OS can give us now: MemAvailable from /proc/meminfo, else free pages via sysconf."""
+    try:
+        with open(meminfo_path, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the file counts kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _fmt(num_bytes: int) -> str:
+    return f"{num_bytes / GiB:.2f} GiB ({num_bytes} bytes)"
+
+
+class CpuKVAllocator:
+    """Allocates one zeroed cache tensor per layer in host RAM; blocks are dim 1 of each tensor."""
+
+    def __init__(self, meminfo_path: str = MEMINFO_PATH) -> None:
+        self.device = torch.device("cpu")
+        self._meminfo_path = meminfo_path
+
+    def available_kv_bytes(self, requested_bytes: int | None) -> int:
+        """`requested_bytes` when it fits in available RAM; None: min(4 GiB, 25% of available RAM)."""
+        free = available_ram_bytes(self._meminfo_path)
+        if requested_bytes is None:
+            return int(min(DEFAULT_CAP_BYTES, free * DEFAULT_RAM_FRACTION))
+        if requested_bytes <= 0:
+            raise KVBudgetError(f"--kv-cache-memory must be positive, got {requested_bytes} bytes")
+        if requested_bytes > free:
+            raise KVBudgetError(
+                f"--kv-cache-memory asks for {_fmt(requested_bytes)} but only {_fmt(free)} of RAM is "
+                f"available; lower --kv-cache-memory or leave it unset for a default of "
+                f"min(4 GiB, 25% of available RAM)"
+            )
+        return int(requested_bytes)
+
+    def allocate(self, num_layers: int, shape: tuple[int, ...], dtype: torch.dtype) -> list[torch.Tensor]:
+        """num_layers zeroed tensors, each `shape` (e.g. (2, N, S, Hkv, D)) in `dtype`."""
+        return [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
+
+    def copy_blocks(self, kv_caches: list[torch.Tensor], src_to_dst: list[tuple[int, int]]) -> None:
+        """For each (src, dst) pair, dst's block becomes a copy of src's, in every layer."""
+        if not src_to_dst:
+            return
+        src = torch.tensor([s for s, _ in src_to_dst], dtype=torch.int64)  # [P]
+        dst = torch.tensor([d for _, d in src_to_dst], dtype=torch.int64)  # [P]
+        for cache in kv_caches:  # [2, N, S, Hkv, D]
+            cache.index_copy_(1, dst, cache.index_select(1, src))
+
+    def swap_out(self, kv_caches: list[torch.Tensor], block_ids: list[int]) -> list[torch.Tensor]:
+        """Per layer, a new host tensor [2, len(block_ids), S, Hkv, D] holding those blocks."""
+        ids = torch.tensor(block_ids, dtype=torch.int64)
+        return [cache.index_select(1, ids) for cache in kv_caches]
+
+    def swap_in(self, kv_caches: list[torch.Tensor], host_blocks: list[torch.Tensor], block_ids: list[int]) -> None:
+        """Write each layer's host copy back into the pool at `block_ids`."""
+        if len(host_blocks) != len(kv_caches):
+            raise ValueError(f"swap_in got {len(host_blocks)} host tensors for {len(kv_caches)} layers")
+        ids = torch.tensor(block_ids, dtype=torch.int64)
+        for cache, host in zip(kv_caches, host_blocks):
+            cache.index_copy_(1, ids, host.to(device=cache.device, dtype=cache.dtype))
+
+    def free(self, kv_caches: list[torch.Tensor]) -> None:
+        """Drop the pool's tensors; host RAM returns when the last reference goes."""
+        kv_caches.clear()

@@ -1,0 +1,49 @@
+"""Device helpers shared by the attention kernels: gather a K/V tile from pages, online softmax."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+# Running max starts finite so a fully masked tile gives exp2(-inf - m) = 0 instead of NaN.
+NEG_BIG = tl.constexpr(-1.0e30)
+
+
+@triton.jit
+def kv_tile_offsets(
+    bt_row_ptr,  # int32 block-table row of one request
+    n,  # [BLOCK_N] token positions in the sequence
+    n_mask,  # [BLOCK_N] which positions are real
+    kv_head,
+    S: tl.constexpr,  # block size
+    HKV: tl.constexpr,
+    D: tl.constexpr,
+):
+    """Element offsets [BLOCK_N, D] of tokens `n` of one KV head inside cache[0] (add v_offset for V)."""
+    block = tl.load(bt_row_ptr + n // S, mask=n_mask, other=0)
+    slot = block.to(tl.int64) * S + n % S  # [BLOCK_N]
+    d = tl.arange(0, D)
+    return slot[:, None] * (HKV * D) + kv_head * D + d[None, :]
+
+
+@triton.jit
+def softmax_step(
+    q,  # [M, D]
+    k,  # [BLOCK_N, D]
+    v,  # [BLOCK_N, D]
+    visible,  # [M, BLOCK_N] bool
+    m_i,  # [M] running max (log2 domain)
+    l_i,  # [M] running sum
+    acc,  # [M, D] float32 running numerator
+    scale_log2,  # softmax scale * log2(e)
+    DOT_PREC: tl.constexpr,
+):
+    """One flash-attention step over a K/V tile; returns the updated (m_i, l_i, acc)."""
+    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * scale_log2  # [M, BLOCK_N]
+    qk = tl.where(visible, qk, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(qk - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+    return m_new, l_i, acc
