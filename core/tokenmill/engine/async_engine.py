@@ -158,11 +158,10 @@ class AsyncEngine:
             stream.queue.put_nowait(error)
         self._send(("abort", request_id))
 
-    async def shutdown(self, grace_s: float = 0.0) -> None:
-        """Stop taking requests, let in-flight ones finish for `grace_s`, abort the rest, stop the loop.
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking requests, let in-flight ones finish for `grace_s`, then abort the rest.
 
-        Aborted callers get EngineShuttingDown. Returns within about grace_s + 5 s whatever the
-        step loop is doing (it is a daemon thread, so a stuck step never holds the process).
+        Aborted callers get EngineShuttingDown, so a stream can end with a final error event.
         """
         self._closing = True
         deadline = time.monotonic() + max(grace_s, 0.0)
@@ -171,13 +170,17 @@ class AsyncEngine:
         for request_id in list(self._streams):
             self.abort(request_id, EngineShuttingDown("the server shut down before this request finished"))
         await asyncio.sleep(0)  # let aborted callers run their final error handling
+
+    async def shutdown(self, grace_s: float = 0.0) -> None:
+        """Drain (see `drain`), then stop the step loop; idempotent.
+
+        Returns within about grace_s + 5 s whatever the step loop is doing: it is a daemon thread,
+        so a stuck step never holds the process.
+        """
+        await self.drain(grace_s)
         self._stop.set()
         self._wakeup.set()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
-
-    def begin_draining(self) -> None:
-        """Refuse new requests from now on (the first thing a graceful shutdown does)."""
-        self._closing = True
 
     def _send(self, command: tuple[Any, ...]) -> None:
         self._commands.put(command)
@@ -195,6 +198,9 @@ class AsyncEngine:
                     self._wakeup.clear()
                     continue
                 self._step_once()
+            self._drain_commands()  # process the aborts a shutdown just sent
+            self._fail_all(EngineShuttingDown("the server shut down before this request finished"))
+            self._refresh_stats()
         except BaseException as exc:  # the loop itself broke: fail everyone, refuse new work
             log.exception("the engine step loop died")
             self.dead_reason = f"the engine step loop died ({type(exc).__name__}); restart the server"

@@ -13,9 +13,10 @@ from tokenmill.detokenizer import IncrementalDetokenizer
 from tokenmill.engine.kv_setup import allocate_pool
 from tokenmill.engine.request_state import ParentState, SampleState, stop_reason_for
 from tokenmill.engine.stats import EngineStats
-from tokenmill.errors import RequestError
+from tokenmill.errors import RequestError, TokenmillError
 from tokenmill.kv.kv_cache_manager import KVCacheManager
-from tokenmill.loaders import load_model_bundle
+from tokenmill.loaders import ModelBundle, load_model_bundle
+from tokenmill.ops import OpRegistry
 from tokenmill.outputs import CompletionOutput, RequestOutput
 from tokenmill.plugin_manager import PluginManager, load_plugins
 from tokenmill.sampling.logprobs import new_generator, position_logprobs
@@ -32,15 +33,21 @@ log = logging.getLogger(__name__)
 class EngineCore:
     """Owns the scheduler, the model runner and the sampler; not thread-safe (AsyncEngine wraps it)."""
 
-    def __init__(self, args: EngineArgs | None = None, plugins: PluginManager | None = None) -> None:
+    def __init__(self, args: EngineArgs | None = None, plugins: PluginManager | None = None,
+                 bundle: ModelBundle | None = None) -> None:
+        """Load the model (or reuse `bundle`, a loaded model whose weights engines may share) and size the KV pool."""
         self.args = args = args or EngineArgs()
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
         torch.manual_seed(args.seed)
         self.plugins = plugins or load_plugins()
         self.platform = self.plugins.select(args.device)
-        self.bundle = load_model_bundle(args.model, platform=self.platform, plugins=self.plugins, dtype=args.dtype,
-                                        block_size=args.block_size, max_model_len=args.max_model_len)
+        self.bundle = bundle or load_model_bundle(args.model, platform=self.platform, plugins=self.plugins,
+                                                  dtype=args.dtype, block_size=args.block_size,
+                                                  max_model_len=args.max_model_len)
+        if self.bundle.attn_spec.block_size != args.block_size:
+            raise TokenmillError(f"the shared model was loaded for block size {self.bundle.attn_spec.block_size}, "
+                                 f"not {args.block_size}; load it again or use the same --block-size")
         self.tokenizer = self.bundle.tokenizer
         self.model_name = args.model or "SmolLM2-135M-Instruct"
         allocator = self.plugins.kv_allocator(self.platform, 0)
@@ -58,11 +65,11 @@ class EngineCore:
         self.runner = ModelRunner(self.bundle.model, self.bundle.attn_backend, pool.kv_caches, args.block_size,
                                   self.bundle.device, step_runner)
         self.eos_ids = set(self.bundle.eos_token_ids)
-        self.sampler = Sampler(list(self.eos_ids))
+        self.sampler = Sampler(list(self.eos_ids), ops=OpRegistry(self.plugins.op_overrides(self.platform)))
         self._parents: dict[str, ParentState] = {}
         self._samples: dict[str, tuple[ParentState, SampleState]] = {}  # scheduler request id -> owners
         self._sampler_logprobs: dict[str, tuple[dict | None, float]] = {}
-        self._counters = {"prompt": 0, "generated": 0, "computed": 0, "aborted": 0, "steps": 0}
+        self._counters = {"prompt": 0, "generated": 0, "computed": 0, "aborted": 0, "steps": 0, "preempted": 0}
         log.info("engine ready on %s: %d KV blocks of %d tokens, max_model_len %d",
                  self.platform.name, pool.num_blocks, args.block_size, self.max_model_len)
 
@@ -150,21 +157,35 @@ class EngineCore:
 
     # ------------------------------------------------------------------ the step
 
+    @torch.inference_mode()
     def step(self) -> list[RequestOutput]:
         """Schedule, run, sample, update, emit: outputs of requests that progressed this step."""
         out = self.scheduler.schedule()
+        ended = self._ended_by_scheduler(out.finished_ids)
         if not out.scheduled:
-            return []
+            return self._emit(ended)
         self._count_scheduled(out)
         result = self.runner.execute(out, self._prompt_logprob_ids(out))
         sampled = self._sample(result)
         self.scheduler.update_from_output(out, sampled)
         touched = self._record_prompt_logprobs(result) | self._process_samples(result, sampled)
-        return self._emit(touched)
+        return self._emit(touched | ended)
+
+    def _ended_by_scheduler(self, request_ids: list[str]) -> set[str]:
+        # The scheduler ends a request that outgrew the whole pool (only possible when
+        # max_model_len exceeds the pool, which allocate_pool prevents); report it as "length".
+        touched = set()
+        for child_id in request_ids:
+            owner = self._samples.get(child_id)
+            if owner is not None and owner[1].completion.finish_reason is None:
+                owner[1].finish("length")
+                touched.add(owner[0].request_id)
+        return touched
 
     def _count_scheduled(self, out: SchedulerOutput) -> None:
         self._counters["steps"] += 1
         self._counters["computed"] += out.num_batched_tokens
+        self._counters["preempted"] += len(out.preempted_ids)
 
     def _prompt_logprob_ids(self, out: SchedulerOutput) -> set[str]:
         wanted = set()
@@ -257,12 +278,9 @@ class EngineCore:
             kv_usage=kv.usage, num_free_blocks=kv.num_free_blocks, num_total_blocks=self.num_blocks,
             num_cached_blocks=kv.num_cached_blocks, prefix_queries=kv.prefix_queries, prefix_hits=kv.prefix_hits,
             prompt_tokens_total=c["prompt"], generation_tokens_total=c["generated"],
-            tokens_computed_total=c["computed"], num_preemptions_total=self._num_preemptions(),
+            tokens_computed_total=c["computed"], num_preemptions_total=c["preempted"],
             num_aborted_total=c["aborted"], num_steps=c["steps"],
         )
-
-    def _num_preemptions(self) -> int:
-        return getattr(self.scheduler, "num_preemptions_total", 0)
 
     def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
                             chat_template: str | None = None) -> list[int]:

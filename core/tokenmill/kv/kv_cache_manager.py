@@ -99,26 +99,47 @@ class KVCacheManager:
             hit_ids.append(block.block_id)
         return PrefixHit(tuple(hit_ids), len(hit_ids) * self.block_size)
 
-    def allocate_slots(self, request: Request, num_new_tokens: int, prefix: PrefixHit | None = None) -> list[int] | None:
+    def allocate_slots(
+        self, request: Request, num_new_tokens: int, prefix: PrefixHit | None = None
+    ) -> list[int] | None:
         """Grow the request's table to hold its computed tokens, `prefix`, and `num_new_tokens` more.
+
+        Pass `prefix` (from `find_prefix`, possibly empty) exactly once, at admission; it is what
+        counts the request's prefix queries and hits.
 
         :returns: a copy of the whole block table, or None (and no change at all) when the free
             blocks cannot cover it; evicting cached free blocks counts as free.
         """
-        hit_ids = prefix.block_ids if prefix is not None else ()
-        table = self._tables.get(request.request_id, [])
-        num_total = request.num_computed_tokens + len(hit_ids) * self.block_size + num_new_tokens
-        num_needed = max(0, self.num_blocks_for(num_total) - len(table) - len(hit_ids))
+        if prefix is not None:
+            return self._admit(request, num_new_tokens, prefix)
+        table = self._tables.get(request.request_id)
+        if table is None:
+            return self._admit(request, num_new_tokens, PrefixHit())
+        num_total = request.num_computed_tokens + num_new_tokens
+        num_needed = -(-num_total // self.block_size) - len(table)
+        if num_needed > 0:  # a decode usually needs none: the fast path is these few lines
+            if num_needed > self.pool.num_free_blocks:
+                return None
+            table.extend(block.block_id for block in self.pool.allocate(num_needed))
+        if self.enable_prefix_caching:
+            self._register_full_blocks(request, table, num_total)
+        return list(table)
+
+    def _admit(self, request: Request, num_new_tokens: int, prefix: PrefixHit) -> list[int] | None:
+        """First allocation of a request: take the hit blocks, then new ones for the rest."""
+        if request.request_id in self._tables or request.num_computed_tokens:
+            raise ValueError(f"request {request.request_id!r} already holds KV blocks; a prefix is only for admission")
         blocks = self.pool.blocks
-        num_revived = sum(1 for i in hit_ids if blocks[i].ref_cnt == 0)  # leave the free queue
+        num_total = prefix.num_tokens + num_new_tokens
+        num_needed = max(0, self.num_blocks_for(num_total) - len(prefix.block_ids))
+        num_revived = sum(1 for i in prefix.block_ids if blocks[i].ref_cnt == 0)  # leave the free queue
         if num_needed + num_revived > self.pool.num_free_blocks:
             return None
-        self._tables[request.request_id] = table
-        if prefix is not None and self.enable_prefix_caching:
+        if self.enable_prefix_caching:
             self.prefix_queries += request.num_tokens
             self.prefix_hits += prefix.num_tokens
-        self.pool.acquire(blocks[i] for i in hit_ids)
-        table.extend(hit_ids)
+        self.pool.acquire(blocks[i] for i in prefix.block_ids)
+        table = self._tables[request.request_id] = list(prefix.block_ids)
         table.extend(block.block_id for block in self.pool.allocate(num_needed))
         if self.enable_prefix_caching:
             self._register_full_blocks(request, table, num_total)

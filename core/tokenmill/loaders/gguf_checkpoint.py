@@ -19,6 +19,19 @@ DEQUANTIZABLE = tuple(
 )
 
 
+class _PlainArrayReader(GGUFReader):
+    """GGUFReader over a plain-ndarray view of its memory map: the same bytes, but slicing skips
+    np.memmap's per-slice Python hooks, which make parsing a 50k-token vocabulary take seconds."""
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._plain_data
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self._plain_data = value.view(np.ndarray) if isinstance(value, np.memmap) else value
+
+
 class GGUFCheckpoint:
     """One GGUF file: `config` in transformers form, tensors by transformers name in HF layout."""
 
@@ -26,7 +39,7 @@ class GGUFCheckpoint:
         self.source = str(path)
         self.path = path
         try:
-            self.reader = GGUFReader(path)
+            self.reader = _PlainArrayReader(path)
         except Exception as exc:  # gguf raises ValueError/struct errors/IndexError on bad files
             raise ModelLoadError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc})") from None
         self.gguf_arch = str(self._field("general.architecture"))

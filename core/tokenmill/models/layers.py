@@ -32,6 +32,18 @@ class RMSNorm(nn.Module):
         return self._add_norm(x, residual, self.weight, self.eps)
 
 
+class VocabEmbedding(nn.Module):
+    """Token embedding lookup (a plain table, so building it on the meta device costs nothing)."""
+
+    def __init__(self, vocab_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab_size, hidden_size), requires_grad=False)  # [V, H]
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """int64 [T] -> [T, H]."""
+        return nn.functional.embedding(input_ids, self.weight)
+
+
 class GatedMLP(nn.Module):
     """down(silu(gate(x)) * up(x)), with gate and up merged into one matmul."""
 

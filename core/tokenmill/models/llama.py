@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tokenmill.models.arch_config import ArchConfig
-from tokenmill.models.layers import GatedMLP, PagedSelfAttention, RMSNorm
+from tokenmill.models.layers import GatedMLP, PagedSelfAttention, RMSNorm, VocabEmbedding
 from tokenmill.ops import OpRegistry
 
 
@@ -45,7 +45,7 @@ class DecoderModel(nn.Module):
 
     def __init__(self, arch: ArchConfig, layers: list[DecoderLayer], ops: OpRegistry) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(arch.vocab_size, arch.hidden_size)
+        self.embed_tokens = VocabEmbedding(arch.vocab_size, arch.hidden_size)
         self.layers = nn.ModuleList(layers)
         self.norm = RMSNorm(arch.hidden_size, arch.rms_norm_eps, ops)
 

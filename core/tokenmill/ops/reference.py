@@ -52,6 +52,8 @@ def top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.T
     nucleus (float32 [B], 1.0 means off); masked entries become -inf. Returns a new tensor."""
     if top_k is None and top_p is None:
         return logits
+    if top_p is None:
+        return _top_k_only(logits, top_k)
     sorted_logits, order = logits.sort(dim=-1, descending=True)  # [B, V]
     vocab = logits.shape[-1]
     if top_k is not None:
@@ -65,3 +67,12 @@ def top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.T
         drop[:, 0] = False  # the most likely token always survives
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def _top_k_only(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+    """top-k without sorting the vocabulary: keep logits >= each row's k-th largest (ties kept)."""
+    vocab = logits.shape[-1]
+    k = torch.where(top_k <= 0, vocab, top_k.clamp(max=vocab))  # [B]
+    largest = logits.topk(int(k.max()), dim=-1).values  # [B, k_max], descending
+    threshold = largest.gather(1, (k - 1).unsqueeze(1))  # [B, 1]
+    return logits.masked_fill(logits < threshold, float("-inf"))

@@ -1,4 +1,4 @@
-"""Random draws for sampling: per-request generators and the exponential noise of the Gumbel race."""
+"""Random draws for sampling: per-request generators and the noise of the exponential race."""
 
 from __future__ import annotations
 
@@ -20,19 +20,20 @@ def new_generator(seed: int | None, device: torch.device | str) -> torch.Generat
     return generator
 
 
-def exponential_noise(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
-    """Exp(1) noise shaped like probs [R, V]; row i comes from generators[i] when it is not None.
+def log_uniform_noise(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
+    """log(u), u ~ U(tiny, 1), shaped like probs [R, V]: row i from generators[i] when not None.
 
-    Sampling is argmax(probs / noise), which picks token j with probability probs[j] (the
-    exponential race, equivalent to Gumbel-max). A seeded row draws exactly V values from its own
-    generator each step, so its sample never depends on the other rows of the batch. Unseeded rows
-    share one draw from the global RNG, without a Python loop.
+    -log(u) is Exp(1), so argmin(probs / log(u)) = argmax(probs / Exp(1)) picks token j with
+    probability probs[j] (the exponential race, equivalent to Gumbel-max). Drawing uniforms and
+    taking a log is about twice as fast on CPU as exponential_, and u >= tiny keeps log(u) finite.
+    A seeded row draws exactly V values from its own generator each step, so its sample never
+    depends on the other rows of the batch; unseeded rows share one draw from the global RNG.
     """
+    tiny = torch.finfo(probs.dtype).tiny
     noise = torch.empty_like(probs)  # [R, V]
     seeded = [i for i, g in enumerate(generators) if g is not None]
     if len(seeded) < len(generators):
-        noise.exponential_()
+        noise.uniform_(tiny, 1.0)
     for i in seeded:
-        noise[i].exponential_(generator=generators[i])
-    # exponential_ can return exactly 0 (u = 0); a zero would turn a masked p = 0 into 0/0.
-    return noise.clamp_min_(torch.finfo(noise.dtype).tiny)
+        noise[i].uniform_(tiny, 1.0, generator=generators[i])
+    return noise.log_()

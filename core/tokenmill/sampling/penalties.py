@@ -7,40 +7,50 @@ from itertools import chain
 import torch
 
 
-def token_counts(token_lists: list[list[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
-    """How often each token id occurs in each row's list: int32 [R, V], built with one scatter."""
-    counts = torch.zeros(len(token_lists), vocab_size, dtype=torch.int32, device=device)  # [R, V]
-    flat = list(chain.from_iterable(token_lists))
-    if not flat:
-        return counts
-    ids = torch.tensor(flat, dtype=torch.int64, device=device)  # [L]
-    lengths = torch.tensor([len(t) for t in token_lists], device=device)  # [R]
-    rows = torch.repeat_interleave(torch.arange(len(token_lists), device=device), lengths)  # [L]
-    counts.index_put_((rows, ids), torch.ones_like(ids, dtype=torch.int32), accumulate=True)
-    return counts
+def token_positions(token_lists: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (row, token id) occurrence of R ragged lists, flattened: int64 [L] rows and [L] ids.
 
-
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
-    """HF's RepetitionPenaltyLogitsProcessor, per row: for every seen token a positive logit is
-    divided by the penalty and a negative one multiplied by it.
-
-    logits float32 [R, V], seen bool [R, V] (token in the prompt or the output), penalty [R].
+    Penalties then touch only the L seen entries instead of dense [R, V] tensors: sequences are a
+    few hundred tokens long while the vocabulary has 50k-150k entries.
     """
-    p = penalty.unsqueeze(1)  # [R, 1]
-    penalised = torch.where(logits < 0, logits * p, logits / p)  # [R, V]
-    return torch.where(seen, penalised, logits)
+    ids = torch.tensor(list(chain.from_iterable(token_lists)), dtype=torch.int64, device=device)  # [L]
+    lengths = torch.tensor([len(t) for t in token_lists], dtype=torch.int64, device=device)  # [R]
+    rows = torch.repeat_interleave(torch.arange(len(token_lists), device=device), lengths)  # [L]
+    return rows, ids
+
+
+def _unique_pairs(rows: torch.Tensor, ids: torch.Tensor, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    keys = torch.unique(rows * vocab + ids)  # [U]
+    return keys // vocab, keys % vocab
+
+
+def apply_repetition_penalty(
+    logits: torch.Tensor, rows: torch.Tensor, ids: torch.Tensor, penalty: torch.Tensor
+) -> torch.Tensor:
+    """HF's RepetitionPenaltyLogitsProcessor, per row and in place: each seen token's logit is
+    divided by the penalty when positive and multiplied by it when negative, once however often
+    the token was seen.
+
+    logits float32 [R, V]; rows, ids int64 [L] (occurrences in prompt and output); penalty [R].
+    """
+    rows, ids = _unique_pairs(rows, ids, logits.shape[1])  # [U] each
+    values = logits[rows, ids]  # [U]
+    p = penalty[rows]  # [U]
+    logits[rows, ids] = torch.where(values < 0, values * p, values / p)
+    return logits
 
 
 def apply_presence_frequency(
-    logits: torch.Tensor, counts: torch.Tensor, presence: torch.Tensor, frequency: torch.Tensor
+    logits: torch.Tensor, rows: torch.Tensor, ids: torch.Tensor, presence: torch.Tensor, frequency: torch.Tensor
 ) -> torch.Tensor:
-    """OpenAI's formula over generated tokens: logit -= count * frequency + (count > 0) * presence.
+    """OpenAI's formula, in place: logit -= count * frequency + (count > 0) * presence.
 
-    logits float32 [R, V], counts int32 [R, V] of output tokens, presence and frequency [R].
+    logits float32 [R, V]; rows, ids int64 [L] (occurrences in the output); presence, frequency [R].
     """
-    counts_f = counts.to(logits.dtype)  # [R, V]
-    penalty = counts_f * frequency.unsqueeze(1) + (counts_f > 0).to(logits.dtype) * presence.unsqueeze(1)
-    return logits - penalty
+    logits.index_put_((rows, ids), -frequency[rows], accumulate=True)  # once per occurrence
+    u_rows, u_ids = _unique_pairs(rows, ids, logits.shape[1])  # [U] each
+    logits.index_put_((u_rows, u_ids), -presence[u_rows], accumulate=True)  # once per seen token
+    return logits
 
 
 def apply_penalties(
@@ -51,19 +61,20 @@ def apply_penalties(
     presence: list[float],
     frequency: list[float],
 ) -> torch.Tensor:
-    """All three penalties on logits float32 [R, V]; returns a new [R, V] tensor.
+    """All three penalties on logits float32 [R, V], in place; returns logits.
 
-    Repetition looks at prompt and output tokens (vLLM and HF); presence and frequency at output
-    tokens only (vLLM and OpenAI). Work that a penalty set to its no-op value needs is skipped.
+    Repetition looks at prompt and output tokens (vLLM and HF) and goes first; presence and
+    frequency look at output tokens only (vLLM and OpenAI). A penalty at its no-op value for
+    every row is skipped.
     """
-    vocab, device = logits.shape[1], logits.device
-    counts = token_counts(output_ids, vocab, device)  # [R, V]
+    device, dtype = logits.device, logits.dtype
+    out_rows, out_ids = token_positions(output_ids, device)  # [Lo] each
     if any(r != 1.0 for r in repetition):
-        seen = (counts > 0) | (token_counts(prompt_ids, vocab, device) > 0)  # [R, V]
-        rep = torch.tensor(repetition, dtype=logits.dtype, device=device)  # [R]
-        logits = apply_repetition_penalty(logits, seen, rep)
-    if any(p != 0.0 for p in presence) or any(f != 0.0 for f in frequency):
-        pres = torch.tensor(presence, dtype=logits.dtype, device=device)  # [R]
-        freq = torch.tensor(frequency, dtype=logits.dtype, device=device)  # [R]
-        logits = apply_presence_frequency(logits, counts, pres, freq)
+        p_rows, p_ids = token_positions(prompt_ids, device)  # [Lp] each
+        rep = torch.tensor(repetition, dtype=dtype, device=device)  # [R]
+        apply_repetition_penalty(logits, torch.cat([p_rows, out_rows]), torch.cat([p_ids, out_ids]), rep)
+    if out_ids.numel() and (any(p != 0.0 for p in presence) or any(f != 0.0 for f in frequency)):
+        pres = torch.tensor(presence, dtype=dtype, device=device)  # [R]
+        freq = torch.tensor(frequency, dtype=dtype, device=device)  # [R]
+        apply_presence_frequency(logits, out_rows, out_ids, pres, freq)
     return logits

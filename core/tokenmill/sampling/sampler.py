@@ -8,7 +8,7 @@ import torch
 
 from tokenmill.ops import OpRegistry
 from tokenmill.sampling.logprobs import PositionLogprobs, rows_logprobs
-from tokenmill.sampling.noise import exponential_noise
+from tokenmill.sampling.noise import log_uniform_noise
 from tokenmill.sampling.params import SamplingParams
 from tokenmill.sampling.penalties import apply_penalties
 
@@ -85,16 +85,17 @@ class Sampler:
         if not penalised:
             return logits
         sel = [rows[i] for i in penalised]
+        whole = len(penalised) == len(rows)
         index = _index(penalised, logits.device)  # [P]
         sub = apply_penalties(
-            logits.index_select(0, index),  # [P, V]
+            logits if whole else logits.index_select(0, index),  # [P, V]
             [r.prompt_token_ids for r in sel],
             [r.output_token_ids for r in sel],
             [r.params.repetition_penalty for r in sel],
             [r.params.presence_penalty for r in sel],
             [r.params.frequency_penalty for r in sel],
         )
-        return logits.index_copy_(0, index, sub)
+        return logits if whole else logits.index_copy_(0, index, sub)
 
     def _mask_min_tokens(self, logits: torch.Tensor, rows: list[SamplingRow]) -> None:
         row_idx: list[int] = []
@@ -116,17 +117,15 @@ class Sampler:
         if not greedy:
             return self._sample(logits, rows)
         others = [i for i, row in enumerate(rows) if not row.params.is_greedy]
-        g_idx, r_idx = _index(greedy, logits.device), _index(others, logits.device)
-        out = torch.empty(len(rows), dtype=torch.int64, device=logits.device)  # [B]
-        out.index_copy_(0, g_idx, logits.index_select(0, g_idx).argmax(dim=-1))
-        out.index_copy_(0, r_idx, self._sample(logits.index_select(0, r_idx), [rows[i] for i in others]))
-        return out
+        r_idx = _index(others, logits.device)  # [R]
+        out = logits.argmax(dim=-1)  # [B]; one read of the batch beats copying out the greedy rows
+        return out.index_copy_(0, r_idx, self._sample(logits.index_select(0, r_idx), [rows[i] for i in others]))
 
     def _sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
         """Random rows [R, V] -> int64 [R]: temperature, min_p, top_k/top_p, then the exponential race."""
         device, dtype = logits.device, logits.dtype
         temps = torch.tensor([r.params.temperature for r in rows], dtype=dtype, device=device)  # [R]
-        x = logits / temps.unsqueeze(1)  # [R, V]
+        x = logits.div_(temps.unsqueeze(1))  # [R, V], in place: logits is the caller's or our copy
         min_p = [r.params.min_p for r in rows]
         if any(m > 0.0 for m in min_p):
             x = apply_min_p(x, torch.tensor(min_p, dtype=dtype, device=device))
@@ -136,9 +135,10 @@ class Sampler:
         p_t = torch.tensor(top_p, dtype=torch.float32, device=device) if any(p < 1.0 for p in top_p) else None
         if k_t is not None or p_t is not None:
             x = self.ops.top_k_top_p(x, k_t, p_t)
-        probs = x.softmax(dim=-1)  # [R, V]
-        noise = exponential_noise(probs, [r.generator for r in rows])  # [R, V]
-        return probs.div_(noise).argmax(dim=-1)
+        # Unnormalised probabilities suffice: the race ignores a positive factor per row.
+        probs = x.sub_(x.amax(dim=-1, keepdim=True)).exp_()  # [R, V]
+        noise = log_uniform_noise(probs, [r.generator for r in rows])  # [R, V], all < 0
+        return probs.div_(noise).argmin(dim=-1)  # the exponential race; masked tokens give 0
 
     def _output(
         self, token_ids: torch.Tensor, rows: list[SamplingRow], want_lp: list[int], raw_lp: torch.Tensor | None
@@ -156,13 +156,13 @@ class Sampler:
 
 
 def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
-    """Drop tokens whose probability is below min_p times the row's top probability.
+    """Drop tokens whose probability is below min_p times the row's top probability, in place.
 
-    logits float32 [R, V] (temperature already applied), min_p [R] -> new [R, V]. Works in log
+    logits float32 [R, V] (temperature already applied), min_p [R] -> the same tensor. Works in log
     space: p_j < min_p * p_max  <=>  logit_j < logit_max + log(min_p); min_p = 0 keeps everything.
     """
     threshold = logits.amax(dim=-1, keepdim=True) + min_p.log().unsqueeze(1)  # [R, 1]
-    return logits.masked_fill(logits < threshold, float("-inf"))
+    return logits.masked_fill_(logits < threshold, float("-inf"))
 
 
 def _index(positions: list[int], device: torch.device) -> torch.Tensor:

@@ -41,8 +41,11 @@ class Scheduler:
     in a step that preempted, so a victim cannot bounce straight back.
     """
 
-    def __init__(self, kv: "KVCacheManager", *, max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int) -> None:
-        for name, value in (("max_num_batched_tokens", max_num_batched_tokens), ("max_num_seqs", max_num_seqs), ("max_model_len", max_model_len)):
+    def __init__(
+        self, kv: "KVCacheManager", *, max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int
+    ) -> None:
+        limits = {"max_num_batched_tokens": max_num_batched_tokens, "max_num_seqs": max_num_seqs}
+        for name, value in {**limits, "max_model_len": max_model_len}.items():
             if value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
         self.kv = kv
@@ -90,6 +93,7 @@ class Scheduler:
 
     def finish_request(self, request_id: str, status: RequestStatus) -> None:
         """Finish a request with a finished `status` (stop, length, abort) and free its blocks."""
+        status = RequestStatus(status)
         if not status.is_finished():
             raise ValueError(f"finish_request needs a finished status, got {status.name}")
         request = self._requests.pop(request_id, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import mmap
 import os
 
 import torch
@@ -28,6 +30,20 @@ def available_ram_bytes(meminfo_path: str = MEMINFO_PATH) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A zeroed tensor on an anonymous mmap: the OS hands out zero pages on first touch.
+
+    torch.zeros writes every byte up front, which commits the whole budget at start-up (a 4 GiB
+    pool took about a minute on a small VM); here RAM is committed only as blocks get used, and
+    munmap returns it when the last tensor viewing the mapping goes.
+    """
+    num_bytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    if num_bytes == 0:
+        return torch.zeros(shape, dtype=dtype)
+    buffer = mmap.mmap(-1, num_bytes)  # anonymous and private: zero-filled, page aligned
+    return torch.frombuffer(buffer, dtype=torch.uint8).view(dtype).view(shape)
 
 
 def _fmt(num_bytes: int) -> str:
@@ -58,7 +74,7 @@ class CpuKVAllocator:
 
     def allocate(self, num_layers: int, shape: tuple[int, ...], dtype: torch.dtype) -> list[torch.Tensor]:
         """num_layers zeroed tensors, each `shape` (e.g. (2, N, S, Hkv, D)) in `dtype`."""
-        return [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
+        return [lazy_zeros(shape, dtype) for _ in range(num_layers)]
 
     def copy_blocks(self, kv_caches: list[torch.Tensor], src_to_dst: list[tuple[int, int]]) -> None:
         """For each (src, dst) pair, dst's block becomes a copy of src's, in every layer."""

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from tokenmill.interfaces import AttentionBatch, AttentionSpec
 
-from tokenmill_cpu.attention_metadata import CpuAttentionMetadata, DecodePlan, PrefillPlan, build_metadata
+from tokenmill_cpu.attention_metadata import CpuAttentionMetadata, DecodePlan, KVRows, PrefillPlan, build_metadata
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -75,7 +75,7 @@ class CpuAttentionBackend:
         """query [Bd, Hq, D] (one token per request) -> [Bd, Hq, D]."""
         num_reqs, num_heads, head_size = query.shape
         num_kv_heads = kv_cache.shape[3]
-        kv = _gather(kv_cache, plan.block_ids)  # [2, Bd * nb * S, Hkv, D]
+        kv = _gather(kv_cache, plan.kv_rows)  # [2, Bd * nb * S, Hkv, D]
         kv = kv.view(2, num_reqs, -1, num_kv_heads, head_size)[:, :, : plan.max_len]  # [2, Bd, L, Hkv, D]
         # GQA folded into the query axis: the G query heads of one KV head become G query rows,
         # which is exact for decode because all rows of a request see the same keys.
@@ -94,24 +94,26 @@ class CpuAttentionBackend:
         plan: PrefillPlan,
         scale: float,
     ) -> torch.Tensor:  # [ql, Hq, D]
-        q = query[plan.start : plan.end].transpose(0, 1)  # [Hq, ql, D]
+        # 4-D [1, H, len, D] operands: SDPA's fused CPU kernel takes only 4-D input (3-D falls back
+        # to the much slower math path).
+        q = query[plan.start : plan.end].transpose(0, 1).unsqueeze(0)  # [1, Hq, ql, D]
         if plan.block_ids is None:  # nothing cached: the new keys are the whole sequence
-            k = key[plan.start : plan.end].transpose(0, 1)  # [Hkv, ql, D]
-            v = value[plan.start : plan.end].transpose(0, 1)
+            k = key[plan.start : plan.end].transpose(0, 1).unsqueeze(0)  # [1, Hkv, ql, D]
+            v = value[plan.start : plan.end].transpose(0, 1).unsqueeze(0)
             causal = True
         else:
-            kv = _gather(kv_cache, plan.block_ids)[:, : plan.seq_len]  # [2, L, Hkv, D]
-            k, v = kv[0].transpose(0, 1), kv[1].transpose(0, 1)  # [Hkv, L, D] each
+            kv = _gather(kv_cache, plan.kv_rows)[:, : plan.seq_len]  # [2, L, Hkv, D]
+            k, v = kv[0].transpose(0, 1).unsqueeze(0), kv[1].transpose(0, 1).unsqueeze(0)  # [1, Hkv, L, D]
             causal = False
-        gqa = q.shape[0] != k.shape[0]
+        gqa = q.shape[1] != k.shape[1]
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=plan.mask, is_causal=causal, scale=scale, enable_gqa=gqa
-        )  # [Hq, ql, D]
-        return out.transpose(0, 1)
+        )  # [1, Hq, ql, D]
+        return out[0].transpose(0, 1)
 
 
-def _gather(kv_cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
-    """kv_cache [2, N, S, Hkv, D], block_ids int64 [M] -> [2, M * S, Hkv, D] (one copy)."""
+def _gather(kv_cache: torch.Tensor, rows: KVRows) -> torch.Tensor:
+    """kv_cache [2, N, S, Hkv, D] -> the rows' blocks as [2, M * S, Hkv, D] (one copy)."""
     two, num_blocks, block_size, num_kv_heads, head_size = kv_cache.shape
-    flat = kv_cache.view(two, num_blocks, block_size * num_kv_heads * head_size)
-    return flat.index_select(1, block_ids).view(two, -1, num_kv_heads, head_size)
+    flat = kv_cache.view(two * num_blocks, block_size * num_kv_heads * head_size)  # [2N, S*Hkv*D]
+    return flat.index_select(0, rows.for_pool(num_blocks)).view(two, -1, num_kv_heads, head_size)

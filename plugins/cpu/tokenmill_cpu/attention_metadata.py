@@ -7,11 +7,34 @@ Python loop over decode requests and no host sync.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from tokenmill.interfaces import AttentionBatch
+
+
+class KVRows:
+    """Row indices into a layer's cache viewed as [2 * N, S * Hkv * D]: keys' blocks, then values'.
+
+    One index_select along dim 0 of that 2-D view is the fastest gather torch offers on the CPU
+    (rows are contiguous runs of memory). N is only known from the cache, so the indices are made
+    on the first layer's call and reused by the others.
+    """
+
+    __slots__ = ("block_ids", "_num_blocks", "_rows")
+
+    def __init__(self, block_ids: torch.Tensor) -> None:
+        self.block_ids = block_ids  # int64 [M]
+        self._num_blocks = -1
+        self._rows = block_ids
+
+    def for_pool(self, num_blocks: int) -> torch.Tensor:
+        """int64 [2 * M]: the blocks' key rows, then their value rows, in a pool of N blocks."""
+        if num_blocks != self._num_blocks:
+            self._rows = torch.cat((self.block_ids, self.block_ids + num_blocks))
+            self._num_blocks = num_blocks
+        return self._rows
 
 
 @dataclass(slots=True)
@@ -23,6 +46,10 @@ class DecodePlan:
     num_blocks: int  # nb = ceil(max_len / S)
     max_len: int  # L, the longest of their seq_lens; keys are padded to it
     mask: torch.Tensor | None  # bool [Bd, 1, 1, L], True where key j < seq_len; None if all equal
+    kv_rows: KVRows = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kv_rows = KVRows(self.block_ids)
 
 
 @dataclass(slots=True)
@@ -34,6 +61,10 @@ class PrefillPlan:
     seq_len: int  # cached + new tokens
     block_ids: torch.Tensor | None  # int64 [ceil(seq_len / S)]; None when nothing was cached
     mask: torch.Tensor | None  # bool [query_len, seq_len], row i sees j <= seq_len - query_len + i
+    kv_rows: KVRows | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kv_rows = KVRows(self.block_ids) if self.block_ids is not None else None
 
 
 @dataclass(slots=True)

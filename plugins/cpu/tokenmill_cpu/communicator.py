@@ -7,6 +7,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+# torch 2.13 renamed reduce_scatter_tensor (now deprecated) to reduce_scatter_single.
+_REDUCE_SCATTER = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
 
 class GlooCommunicator:
     """Collectives over `group` (None: the default world group), created with the gloo backend.
@@ -50,7 +53,7 @@ class GlooCommunicator:
     def _reduce_scatter_native(self, tensor: torch.Tensor, dim: int) -> torch.Tensor:
         moved = tensor.movedim(dim, 0).contiguous()  # [size, ...], slices contiguous along dim 0
         out = torch.empty((moved.shape[0] // self.world_size, *moved.shape[1:]), dtype=tensor.dtype)
-        dist.reduce_scatter_tensor(out, moved, op=dist.ReduceOp.SUM, group=self.group)
+        _REDUCE_SCATTER(out, moved, op=dist.ReduceOp.SUM, group=self.group)
         return out.movedim(0, dim).contiguous()
 
     def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill_triton.paged_tile import NEG_BIG, kv_tile_offsets, softmax_step
+from tokenmill_triton.paged_tile import NEG_BIG, dot_precision, interpreting, kv_tile_offsets, softmax_step
 
 
 @triton.jit
@@ -21,7 +21,7 @@ def _decode_kernel(
     req_ptr, qsl_ptr, seq_lens_ptr, bt_ptr,
     q_stride_t, q_stride_h, out_stride_t, out_stride_h, bt_stride, v_offset, scale_log2,
     HKV: tl.constexpr, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, S: tl.constexpr,
-    BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     kv_head, split, pid_r = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     req = tl.load(req_ptr + pid_r)
@@ -45,7 +45,7 @@ def _decode_kernel(
         offs = kv_tile_offsets(bt_row, n, n_mask, kv_head, S, HKV, D)  # [BLOCK_N, D]
         k = tl.load(cache_ptr + offs, mask=n_mask[:, None], other=0.0)
         v = tl.load(cache_ptr + v_offset + offs, mask=n_mask[:, None], other=0.0)
-        m_i, l_i, acc = softmax_step(q, k, v, n_mask[None, :], m_i, l_i, acc, scale_log2, DOT_PREC)
+        m_i, l_i, acc = softmax_step(q, k, v, n_mask[None, :], m_i, l_i, acc, scale_log2, DOT_PREC, UPCAST)
 
     if NUM_SPLITS == 1:
         out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
@@ -98,14 +98,13 @@ def decode_attention(
     group = num_heads // num_kv_heads
     splits = md.num_splits
     block_n = decode_block_n(head_size)
-    prec = "ieee" if query.dtype == torch.float32 else "tf32"
     _decode_kernel[(num_kv_heads, splits, md.num_decodes)](
         query, kv_cache, out, md.partial_acc, md.partial_ml,
         md.decode_reqs, md.query_start_loc, md.seq_lens, md.block_tables,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), md.block_tables.stride(0),
         kv_cache[0].numel(), scale * 1.4426950408889634,
         HKV=num_kv_heads, G=group, G_PAD=max(16, triton.next_power_of_2(group)), D=head_size,
-        S=block_size, BLOCK_N=block_n, NUM_SPLITS=splits, DOT_PREC=prec,
+        S=block_size, BLOCK_N=block_n, NUM_SPLITS=splits, DOT_PREC=dot_precision(query.dtype), UPCAST=interpreting(),
         num_warps=4, num_stages=2,
     )
     if splits > 1:

@@ -18,6 +18,18 @@ MAX_SPLITS = 32
 PROGRAMS_PER_SM = 2  # decode programs wanted per multiprocessor before the context is split
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeShape:
+    """The facts, fixed for a model, that size the decode kernel's grid and partial buffers."""
+
+    num_heads: int  # Hq
+    num_kv_heads: int  # Hkv
+    head_size: int  # D
+    block_size: int  # S
+    num_sms: int  # multiprocessors to fill
+    block_n: int  # tokens per decode K/V tile
+
+
 @dataclass(slots=True)
 class TritonAttentionMetadata:
     """Device tensors and host counts for one step; tensor shapes use B requests, T tokens."""
@@ -36,6 +48,7 @@ class TritonAttentionMetadata:
     partial_ml: torch.Tensor  # float32 [Bd, Hq, num_splits, 2]: running max and sum
     max_query_len: int
     max_seq_len: int
+    shape: DecodeShape
 
     @property
     def is_pure_decode(self) -> bool:
@@ -43,30 +56,30 @@ class TritonAttentionMetadata:
         return self.num_prefills == 0
 
 
-def choose_num_splits(num_decodes: int, num_kv_heads: int, max_seq_len: int, num_sms: int, block_n: int) -> int:
+def choose_num_splits(num_decodes: int, max_seq_len: int, shape: DecodeShape) -> int:
     """Enough context splits that (requests x KV heads x splits) covers the GPU, never empty ones."""
     if num_decodes == 0:
         return 1
-    wanted = -(-PROGRAMS_PER_SM * num_sms // (num_decodes * num_kv_heads))
-    return max(1, min(wanted, MAX_SPLITS, -(-max_seq_len // block_n)))
+    wanted = -(-PROGRAMS_PER_SM * shape.num_sms // (num_decodes * shape.num_kv_heads))
+    return max(1, min(wanted, MAX_SPLITS, -(-max_seq_len // shape.block_n)))
 
 
-def _partials(num_decodes: int, num_heads: int, splits: int, head_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _partials(num_decodes: int, splits: int, shape: DecodeShape, device) -> tuple[torch.Tensor, torch.Tensor]:
     rows = num_decodes if splits > 1 else 0
-    acc = torch.empty((rows, num_heads, splits, head_size), dtype=torch.float32, device=device)
-    ml = torch.empty((rows, num_heads, splits, 2), dtype=torch.float32, device=device)
+    acc = torch.empty((rows, shape.num_heads, splits, shape.head_size), dtype=torch.float32, device=device)
+    ml = torch.empty((rows, shape.num_heads, splits, 2), dtype=torch.float32, device=device)
     return acc, ml
 
 
-def build(batch: AttentionBatch, num_heads: int, num_kv_heads: int, head_size: int, num_sms: int, block_n: int, device) -> TritonAttentionMetadata:
+def build(batch: AttentionBatch, shape: DecodeShape, device) -> TritonAttentionMetadata:
     """Metadata for one step; the only host-to-device copy is the two request index lists."""
     qlens = batch.query_lens_cpu
     decodes = [i for i, q in enumerate(qlens) if q == 1]
     prefills = [i for i, q in enumerate(qlens) if q > 1]
     pure_decode = len(decodes) == len(qlens)
-    splits = choose_num_splits(len(decodes), num_kv_heads, batch.max_seq_len, num_sms, block_n)
+    splits = choose_num_splits(len(decodes), batch.max_seq_len, shape)
     index = torch.arange(len(qlens), dtype=torch.int32, device=device) if pure_decode else None
-    acc, ml = _partials(len(decodes), num_heads, splits, head_size, device)
+    acc, ml = _partials(len(decodes), splits, shape, device)
     return TritonAttentionMetadata(
         query_start_loc=batch.query_start_loc.to(device, torch.int32),
         seq_lens=batch.seq_lens.to(device, torch.int32),
@@ -82,16 +95,19 @@ def build(batch: AttentionBatch, num_heads: int, num_kv_heads: int, head_size: i
         partial_ml=ml,
         max_query_len=batch.max_query_len,
         max_seq_len=batch.max_seq_len,
+        shape=shape,
     )
 
 
-def static_decode_metadata(
-    batch_size: int, max_blocks_per_seq: int, max_seq_len: int,
-    num_heads: int, num_kv_heads: int, head_size: int, num_sms: int, block_n: int, device,
-) -> TritonAttentionMetadata:
-    """Fixed-address decode metadata for `batch_size` rows, every row padding until filled."""
-    splits = choose_num_splits(batch_size, num_kv_heads, max_seq_len, num_sms, block_n)
-    acc, ml = _partials(batch_size, num_heads, splits, head_size, device)
+def static_decode_metadata(batch_size: int, max_blocks_per_seq: int, shape: DecodeShape, device) -> TritonAttentionMetadata:
+    """Fixed-address decode metadata for `batch_size` rows, every row padding until filled.
+
+    The split count assumes the longest sequence the block table can hold, so it stays right
+    for every batch replayed through it.
+    """
+    max_seq_len = max_blocks_per_seq * shape.block_size
+    splits = choose_num_splits(batch_size, max_seq_len, shape)
+    acc, ml = _partials(batch_size, splits, shape, device)
     index = torch.arange(batch_size + 1, dtype=torch.int32, device=device)
     return TritonAttentionMetadata(
         query_start_loc=index,
@@ -108,6 +124,7 @@ def static_decode_metadata(
         partial_ml=ml,
         max_query_len=1,
         max_seq_len=max_seq_len,
+        shape=shape,
     )
 
 

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import triton
 import triton.language as tl
 
 # Running max starts finite so a fully masked tile gives exp2(-inf - m) = 0 instead of NaN.
 NEG_BIG = tl.constexpr(-1.0e30)
+
+
+def interpreting() -> bool:
+    """True under TRITON_INTERPRET=1, whose numpy tl.dot misreads bf16: kernels then upcast first."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def dot_precision(dtype) -> str:
+    """float32 (and interpreted) dots get exact ("ieee") products; 16-bit ones the tensor cores' path."""
+    return "ieee" if interpreting() or str(dtype) == "torch.float32" else "tf32"
 
 
 @triton.jit
@@ -37,13 +49,19 @@ def softmax_step(
     acc,  # [M, D] float32 running numerator
     scale_log2,  # softmax scale * log2(e)
     DOT_PREC: tl.constexpr,
+    UPCAST: tl.constexpr,  # dot in float32 (the interpreter's workaround)
 ):
     """One flash-attention step over a K/V tile; returns the updated (m_i, l_i, acc)."""
+    if UPCAST:
+        q, k = q.to(tl.float32), k.to(tl.float32)
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * scale_log2  # [M, BLOCK_N]
     qk = tl.where(visible, qk, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(qk - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+    p = p.to(v.dtype)
+    if UPCAST:
+        p, v = p.to(tl.float32), v.to(tl.float32)
+    acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=DOT_PREC)
     return m_new, l_i, acc

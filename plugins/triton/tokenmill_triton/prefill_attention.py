@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tokenmill_triton.paged_tile import NEG_BIG, kv_tile_offsets, softmax_step
+from tokenmill_triton.paged_tile import NEG_BIG, dot_precision, interpreting, kv_tile_offsets, softmax_step
 
 
 @triton.jit
@@ -21,7 +21,7 @@ def _prefill_kernel(
     q_ptr, cache_ptr, out_ptr, req_ptr, qsl_ptr, seq_lens_ptr, bt_ptr,
     q_stride_t, q_stride_h, out_stride_t, out_stride_h, bt_stride, v_offset, scale_log2,
     HKV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, S: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     head, m_tile, pid_r = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     req = tl.load(req_ptr + pid_r)
@@ -49,7 +49,7 @@ def _prefill_kernel(
         offs = kv_tile_offsets(bt_row, n, n < full_end, kv_head, S, HKV, D)
         k = tl.load(cache_ptr + offs)
         v = tl.load(cache_ptr + v_offset + offs)
-        m_i, l_i, acc = softmax_step(q, k, v, all_visible, m_i, l_i, acc, scale_log2, DOT_PREC)
+        m_i, l_i, acc = softmax_step(q, k, v, all_visible, m_i, l_i, acc, scale_log2, DOT_PREC, UPCAST)
     causal_end = tl.minimum(seq_len, ctx + (m_tile + 1) * BLOCK_M)
     for n0 in range(full_end, causal_end, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
@@ -58,7 +58,7 @@ def _prefill_kernel(
         k = tl.load(cache_ptr + offs, mask=n_mask[:, None], other=0.0)
         v = tl.load(cache_ptr + v_offset + offs, mask=n_mask[:, None], other=0.0)
         visible = (n[None, :] <= (ctx + rows)[:, None]) & n_mask[None, :]
-        m_i, l_i, acc = softmax_step(q, k, v, visible, m_i, l_i, acc, scale_log2, DOT_PREC)
+        m_i, l_i, acc = softmax_step(q, k, v, visible, m_i, l_i, acc, scale_log2, DOT_PREC, UPCAST)
 
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     dst = out_ptr + tokens[:, None] * out_stride_t + head * out_stride_h + d[None, :]
@@ -84,12 +84,11 @@ def prefill_attention(
     _, _, block_size, num_kv_heads, head_size = kv_cache.shape
     num_heads = query.shape[1]
     block_m, block_n, warps = prefill_tiles(head_size)
-    prec = "ieee" if query.dtype == torch.float32 else "tf32"
     grid = (num_heads, triton.cdiv(md.max_prefill_query_len, block_m), md.num_prefills)
     _prefill_kernel[grid](
         query, kv_cache, out, md.prefill_reqs, md.query_start_loc, md.seq_lens, md.block_tables,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), md.block_tables.stride(0),
         kv_cache[0].numel(), scale * 1.4426950408889634,
         HKV=num_kv_heads, G=num_heads // num_kv_heads, D=head_size, S=block_size,
-        BLOCK_M=block_m, BLOCK_N=block_n, DOT_PREC=prec, num_warps=warps, num_stages=2,
+        BLOCK_M=block_m, BLOCK_N=block_n, DOT_PREC=dot_precision(query.dtype), UPCAST=interpreting(), num_warps=warps, num_stages=2,
     )

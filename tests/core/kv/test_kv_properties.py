@@ -60,7 +60,8 @@ class KVMachine(RuleBasedStateMachine):
         self.check_all_free()
 
     def snapshot(self):
-        return [(b.ref_cnt, b.block_hash) for b in self.kv.pool.blocks], [b.block_id for b in self.kv.pool.free_blocks()]
+        pool = self.kv.pool
+        return [(b.ref_cnt, b.block_hash) for b in pool.blocks], [b.block_id for b in pool.free_blocks()]
 
     @invariant()
     def reference_counts_match_owners(self):

@@ -71,10 +71,11 @@ def test_preempts_most_recently_admitted(sim_engine):
     engine.step()
     engine.add("new", prompt(2, 7), 20)
     engine.step()
-    victims = []
-    while not victims:
-        victims = engine.step().preempted_ids
-    assert victims == ["new"]
+    step = engine.step()
+    while not step.preempted_ids:
+        step = engine.step()
+    assert step.preempted_ids == ["new"]
+    assert [item.request.request_id for item in step.scheduled] == ["old"], "no admission in a preempting step"
     assert engine.scheduler.get_request("new").status is RequestStatus.PREEMPTED
     assert engine.scheduler.waiting[0].request_id == "new"
     assert engine.scheduler.get_request("new").num_computed_tokens == 0
@@ -173,7 +174,8 @@ def test_bad_prompts_rejected_with_clear_messages():
     with pytest.raises(RequestError, match=r"prompt is 12 tokens, but max_model_len is 12.*at most 11 tokens"):
         sched.add_request(Request("long", list(range(12)), 4))
     wide = Scheduler(kv, max_num_batched_tokens=64, max_num_seqs=4, max_model_len=1000)
-    with pytest.raises(RequestError, match=r"prompt is 16 tokens, but the whole KV cache holds only 16 tokens \(4 blocks of 4\)"):
+    pool_message = r"prompt is 16 tokens, but the whole KV cache holds only 16 tokens \(4 blocks of 4\)"
+    with pytest.raises(RequestError, match=pool_message):
         wide.add_request(Request("huge", list(range(16)), 4))
     with pytest.raises(RequestError, match="max_tokens must be at least 1"):
         sched.add_request(Request("zero", [1], 0))

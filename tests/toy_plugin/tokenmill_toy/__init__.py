@@ -7,7 +7,7 @@ from typing import Any
 from tokenmill.hookspecs import hookimpl
 
 from tokenmill_toy.delegate import cpu_reference
-from tokenmill_toy.platform import ToyPlatform
+from tokenmill_toy.platform import PLATFORM_NAME, ToyPlatform
 
 
 @hookimpl
@@ -19,7 +19,7 @@ def tokenmill_platform() -> ToyPlatform:
 @hookimpl
 def tokenmill_attention_backend(platform: Any, spec: Any) -> Any:
     """The CPU plugin's attention backend, for the toy platform only."""
-    if platform.name != ToyPlatform.name:
+    if platform.name != PLATFORM_NAME:
         return None
     cpu, cpu_platform = cpu_reference()
     return cpu.tokenmill_attention_backend(platform=cpu_platform, spec=spec)
@@ -28,7 +28,7 @@ def tokenmill_attention_backend(platform: Any, spec: Any) -> Any:
 @hookimpl
 def tokenmill_kv_allocator(platform: Any, device_index: int) -> Any:
     """The CPU plugin's KV allocator, for the toy platform only."""
-    if platform.name != ToyPlatform.name:
+    if platform.name != PLATFORM_NAME:
         return None
     cpu, cpu_platform = cpu_reference()
     return cpu.tokenmill_kv_allocator(platform=cpu_platform, device_index=device_index)
@@ -37,7 +37,7 @@ def tokenmill_kv_allocator(platform: Any, device_index: int) -> Any:
 @hookimpl
 def tokenmill_communicator(platform: Any, group: Any) -> Any:
     """The CPU plugin's gloo communicator, for the toy platform only."""
-    if platform.name != ToyPlatform.name:
+    if platform.name != PLATFORM_NAME:
         return None
     cpu, cpu_platform = cpu_reference()
     return cpu.tokenmill_communicator(platform=cpu_platform, group=group)

@@ -9,13 +9,14 @@ from tokenmill.interfaces import Availability
 
 # The plugin contract version this plugin was written for; the core refuses it if that differs.
 BUILT_FOR_CONTRACT = 1
+PLATFORM_NAME = "toy"  # the --device name and the entry-point name
 
 
 @dataclass(frozen=True, slots=True)
 class ToyPlatform:
     """A device named "toy" whose tensors live on the CPU."""
 
-    name: str = "toy"
+    name: str = PLATFORM_NAME
     device_type: str = "cpu"
     priority: int = 1
     contract_version: int = BUILT_FOR_CONTRACT

@@ -1,0 +1,117 @@
+"""CpuAttentionBackend: paged attention on the host with gathers and torch SDPA.
+
+Cache layout per layer: (2, N, S, Hkv, D), k at [0] and v at [1]. Each step, `forward` scatters
+the new keys/values into their slots, gathers each request's blocks back into a dense
+[L, Hkv, D] run, and calls scaled_dot_product_attention: once for all decode requests together
+(GQA folded into the query axis, keys padded to the longest request and masked), and once per
+prefill chunk (a causal mask offset by the request's cached length).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tokenmill.interfaces import AttentionBatch, AttentionSpec
+
+from cpu_old.attention_metadata import CpuAttentionMetadata, DecodePlan, PrefillPlan, build_metadata
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+class CpuAttentionBackend:
+    """Paged attention for one AttentionSpec on the CPU."""
+
+    name = "cpu_sdpa"
+
+    def __init__(self, spec: AttentionSpec) -> None:
+        self.spec = spec
+
+    def unsupported_reasons(self, spec: AttentionSpec) -> list[str]:
+        """Why `spec` cannot run here; empty when it can."""
+        reasons = []
+        if spec.num_kv_heads < 1 or spec.num_heads % spec.num_kv_heads:
+            reasons.append(f"num_heads {spec.num_heads} must be a positive multiple of num_kv_heads {spec.num_kv_heads}")
+        if spec.head_size < 1:
+            reasons.append(f"head_size must be positive, got {spec.head_size}")
+        if spec.block_size < 1:
+            reasons.append(f"block_size must be positive, got {spec.block_size}")
+        if spec.dtype not in SUPPORTED_DTYPES:
+            reasons.append(f"dtype {spec.dtype} is not one of float32, bfloat16, float16")
+        return reasons
+
+    def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
+        """(2, N, S, Hkv, D): keys then values, block-major, one token's heads contiguous."""
+        return (2, num_blocks, self.spec.block_size, self.spec.num_kv_heads, self.spec.head_size)
+
+    def build_metadata(self, batch: AttentionBatch) -> CpuAttentionMetadata:
+        """Gather indices and masks for the step; shared by every layer."""
+        return build_metadata(batch, self.spec.block_size)
+
+    def forward(
+        self,
+        query: torch.Tensor,  # [T, Hq, D]
+        key: torch.Tensor,  # [T, Hkv, D]
+        value: torch.Tensor,  # [T, Hkv, D]
+        kv_cache: torch.Tensor,  # [2, N, S, Hkv, D]
+        metadata: CpuAttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor:  # [T, Hq, D]
+        """Write the new k/v at slot_mapping, then attend causally over each request's cache."""
+        slots = kv_cache.view(2, -1, *kv_cache.shape[3:])  # [2, N * S, Hkv, D]
+        slots[0].index_copy_(0, metadata.slot_mapping, key)
+        slots[1].index_copy_(0, metadata.slot_mapping, value)
+        decode = metadata.decode
+        if metadata.pure_decode:
+            return self._decode(query, kv_cache, decode, scale)  # pure decode: no output scatter
+        out = torch.empty_like(query)
+        if decode is not None:
+            out[decode.rows] = self._decode(query[decode.rows], kv_cache, decode, scale)
+        for plan in metadata.prefills:
+            out[plan.start : plan.end] = self._prefill(query, key, value, kv_cache, plan, scale)
+        return out
+
+    def _decode(self, query: torch.Tensor, kv_cache: torch.Tensor, plan: DecodePlan, scale: float) -> torch.Tensor:
+        """query [Bd, Hq, D] (one token per request) -> [Bd, Hq, D]."""
+        num_reqs, num_heads, head_size = query.shape
+        num_kv_heads = kv_cache.shape[3]
+        kv = _gather(kv_cache, plan.block_ids)  # [2, Bd * nb * S, Hkv, D]
+        kv = kv.view(2, num_reqs, -1, num_kv_heads, head_size)[:, :, : plan.max_len]  # [2, Bd, L, Hkv, D]
+        # GQA folded into the query axis: the G query heads of one KV head become G query rows,
+        # which is exact for decode because all rows of a request see the same keys.
+        q = query.reshape(num_reqs, num_kv_heads, num_heads // num_kv_heads, head_size)  # [Bd, Hkv, G, D]
+        out = F.scaled_dot_product_attention(
+            q, kv[0].transpose(1, 2), kv[1].transpose(1, 2), attn_mask=plan.mask, scale=scale
+        )  # [Bd, Hkv, G, D]
+        return out.reshape(num_reqs, num_heads, head_size)
+
+    def _prefill(
+        self,
+        query: torch.Tensor,  # [T, Hq, D]
+        key: torch.Tensor,  # [T, Hkv, D]
+        value: torch.Tensor,  # [T, Hkv, D]
+        kv_cache: torch.Tensor,  # [2, N, S, Hkv, D]
+        plan: PrefillPlan,
+        scale: float,
+    ) -> torch.Tensor:  # [ql, Hq, D]
+        q = query[plan.start : plan.end].transpose(0, 1)  # [Hq, ql, D]
+        if plan.block_ids is None:  # nothing cached: the new keys are the whole sequence
+            k = key[plan.start : plan.end].transpose(0, 1)  # [Hkv, ql, D]
+            v = value[plan.start : plan.end].transpose(0, 1)
+            causal = True
+        else:
+            kv = _gather(kv_cache, plan.block_ids)[:, : plan.seq_len]  # [2, L, Hkv, D]
+            k, v = kv[0].transpose(0, 1), kv[1].transpose(0, 1)  # [Hkv, L, D] each
+            causal = False
+        gqa = q.shape[0] != k.shape[0]
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=plan.mask, is_causal=causal, scale=scale, enable_gqa=gqa
+        )  # [Hq, ql, D]
+        return out.transpose(0, 1)
+
+
+def _gather(kv_cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
+    """kv_cache [2, N, S, Hkv, D], block_ids int64 [M] -> [2, M * S, Hkv, D] (one copy)."""
+    two, num_blocks, block_size, num_kv_heads, head_size = kv_cache.shape
+    flat = kv_cache.view(two, num_blocks, block_size * num_kv_heads * head_size)
+    return flat.index_select(1, block_ids).view(two, -1, num_kv_heads, head_size)

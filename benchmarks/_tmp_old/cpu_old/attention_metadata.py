@@ -1,0 +1,102 @@
+"""Per-step plans for the CPU attention backend: gather indices and masks, built once per step.
+
+Everything here runs once per model step, before the first layer, from the host-side lists of
+an AttentionBatch, so that the per-layer `forward` does only gathers and SDPA calls, with no
+Python loop over decode requests and no host sync.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tokenmill.interfaces import AttentionBatch
+
+
+@dataclass(slots=True)
+class DecodePlan:
+    """All requests of the step with one new token, attended together in one padded SDPA call."""
+
+    rows: slice | torch.Tensor  # their query rows: a slice when consecutive, else int64 [Bd]
+    block_ids: torch.Tensor  # int64 [Bd * nb], each request's first nb blocks, row-major
+    num_blocks: int  # nb = ceil(max_len / S)
+    max_len: int  # L, the longest of their seq_lens; keys are padded to it
+    mask: torch.Tensor | None  # bool [Bd, 1, 1, L], True where key j < seq_len; None if all equal
+
+
+@dataclass(slots=True)
+class PrefillPlan:
+    """One request with several new tokens (a prefill chunk, maybe on top of cached KV)."""
+
+    start: int  # its query rows are start:end
+    end: int
+    seq_len: int  # cached + new tokens
+    block_ids: torch.Tensor | None  # int64 [ceil(seq_len / S)]; None when nothing was cached
+    mask: torch.Tensor | None  # bool [query_len, seq_len], row i sees j <= seq_len - query_len + i
+
+
+@dataclass(slots=True)
+class CpuAttentionMetadata:
+    """What `CpuAttentionBackend.forward` needs for every layer of one step."""
+
+    slot_mapping: torch.Tensor  # int64 [T], where each new token's k/v is written
+    num_tokens: int  # T
+    pure_decode: bool  # every row belongs to the decode group, in order: no output scatter needed
+    decode: DecodePlan | None
+    prefills: list[PrefillPlan]
+
+
+def build_metadata(batch: AttentionBatch, block_size: int) -> CpuAttentionMetadata:
+    """Split the batch into one decode group and per-request prefill plans."""
+    starts = _starts(batch.query_lens_cpu)
+    block_tables = batch.block_tables.to(torch.int64)  # [B, max_blocks]
+    decode_ids = [b for b, n in enumerate(batch.query_lens_cpu) if n == 1]
+    prefills = [
+        _prefill_plan(block_tables[b], starts[b], batch.query_lens_cpu[b], batch.seq_lens_cpu[b], block_size)
+        for b, n in enumerate(batch.query_lens_cpu)
+        if n > 1
+    ]
+    return CpuAttentionMetadata(
+        slot_mapping=batch.slot_mapping.to(torch.int64),
+        num_tokens=starts[-1],
+        pure_decode=bool(decode_ids) and not prefills,
+        decode=_decode_plan(block_tables, decode_ids, starts, batch.seq_lens_cpu, block_size) if decode_ids else None,
+        prefills=prefills,
+    )
+
+
+def _starts(query_lens: list[int]) -> list[int]:
+    """Cumulative query lengths, [B + 1], computed on the host."""
+    starts = [0]
+    for n in query_lens:
+        starts.append(starts[-1] + n)
+    return starts
+
+
+def _decode_plan(
+    block_tables: torch.Tensor, ids: list[int], starts: list[int], seq_lens: list[int], block_size: int
+) -> DecodePlan:
+    lens = [seq_lens[b] for b in ids]
+    max_len = max(lens)
+    num_blocks = -(-max_len // block_size)
+    rows_list = [starts[b] for b in ids]
+    consecutive = rows_list == list(range(rows_list[0], rows_list[0] + len(ids)))
+    rows = slice(rows_list[0], rows_list[0] + len(ids)) if consecutive else torch.tensor(rows_list)
+    ids_t = torch.tensor(ids, dtype=torch.int64)
+    block_ids = block_tables.index_select(0, ids_t)[:, :num_blocks].reshape(-1)  # [Bd * nb]
+    mask = None
+    if min(lens) != max_len:
+        lens_t = torch.tensor(lens, dtype=torch.int64)  # [Bd]
+        mask = (torch.arange(max_len) < lens_t.unsqueeze(1)).view(len(ids), 1, 1, max_len)
+    return DecodePlan(rows, block_ids, num_blocks, max_len, mask)
+
+
+def _prefill_plan(table: torch.Tensor, start: int, query_len: int, seq_len: int, block_size: int) -> PrefillPlan:
+    cached = seq_len - query_len
+    if cached == 0:  # the new keys are the whole sequence: plain causal attention on them
+        return PrefillPlan(start, start + query_len, seq_len, None, None)
+    block_ids = table[: -(-seq_len // block_size)].contiguous()  # [nb]
+    rows = torch.arange(query_len).unsqueeze(1) + cached  # [ql, 1], absolute position of each row
+    mask = torch.arange(seq_len).unsqueeze(0) <= rows  # [ql, seq_len]
+    return PrefillPlan(start, start + query_len, seq_len, block_ids, mask)

@@ -1,0 +1,39 @@
+"""POST /tokenize and /detokenize with the served model's tokenizer (vLLM's shapes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from tokenmill.server.auth import require_api_key
+from tokenmill.server.chat_template import render_chat
+from tokenmill.server.error_handlers import ApiError
+from tokenmill.server.protocol import DetokenizeRequest, TokenizeRequest
+from tokenmill.server.state import get_state
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+@router.post("/tokenize")
+async def tokenize(body: TokenizeRequest, raw: Request) -> dict[str, Any]:
+    state = get_state(raw)
+    state.check_model(body.model)
+    if (body.prompt is None) == (body.messages is None):
+        raise ApiError(400, "send exactly one of `prompt` or `messages`", param="prompt")
+    if body.prompt is not None:
+        ids = state.tokenizer(body.prompt, add_special_tokens=body.add_special_tokens).input_ids
+    else:
+        ids = render_chat(state.tokenizer, body.messages, add_generation_prompt=body.add_generation_prompt)
+    return {"tokens": ids, "count": len(ids), "max_model_len": state.max_model_len}
+
+
+@router.post("/detokenize")
+async def detokenize(body: DetokenizeRequest, raw: Request) -> dict[str, Any]:
+    state = get_state(raw)
+    state.check_model(body.model)
+    vocab = len(state.tokenizer)
+    bad = [t for t in body.tokens if not 0 <= t < vocab]
+    if bad:
+        raise ApiError(400, f"token ids {bad[:5]} are outside the vocabulary [0, {vocab})", param="tokens")
+    return {"prompt": state.tokenizer.decode(body.tokens)}

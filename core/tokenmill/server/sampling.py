@@ -1,0 +1,73 @@
+"""Turn an OpenAI request body into SamplingParams, refusing the options tokenmill cannot honour."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokenmill.sampling.params import SamplingParams
+from tokenmill.server.error_handlers import ApiError
+from tokenmill.server.protocol import ChatCompletionRequest, CompletionRequest, _SamplingFields
+
+MAX_LOGPROBS = 20  # OpenAI's chat limit; also applied to completions
+
+
+def _refuse(message: str, param: str) -> ApiError:
+    return ApiError(400, message, param=param)
+
+
+def _common(body: _SamplingFields) -> dict[str, Any]:
+    if body.logit_bias:
+        raise _refuse("logit_bias is not supported by tokenmill; remove it", "logit_bias")
+    if body.stream_options is not None and not body.stream:
+        raise _refuse("stream_options is only allowed with stream=true", "stream_options")
+    return {
+        "n": body.n,
+        "temperature": 1.0 if body.temperature is None else body.temperature,
+        "top_p": 1.0 if body.top_p is None else body.top_p,
+        "top_k": 0 if body.top_k is None else body.top_k,
+        "min_p": 0.0 if body.min_p is None else body.min_p,
+        "seed": body.seed,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "repetition_penalty": 1.0 if body.repetition_penalty is None else body.repetition_penalty,
+        "stop": body.stop,
+        "stop_token_ids": body.stop_token_ids,
+        "ignore_eos": body.ignore_eos,
+        "min_tokens": body.min_tokens,
+        "skip_special_tokens": body.skip_special_tokens,
+        "include_stop_str_in_output": body.include_stop_str_in_output,
+    }
+
+
+def _check_logprobs(value: int | None, param: str) -> None:
+    if value is not None and not 0 <= value <= MAX_LOGPROBS:
+        raise _refuse(f"{param} must be between 0 and {MAX_LOGPROBS}, got {value}", param)
+
+
+def completion_params(body: CompletionRequest) -> SamplingParams:
+    """SamplingParams of /v1/completions; echo with logprobs also asks for the prompt's logprobs."""
+    if body.suffix is not None:
+        raise _refuse("suffix (fill-in-the-middle) is not supported by tokenmill; remove it", "suffix")
+    if body.best_of is not None and body.best_of != body.n:
+        raise _refuse(f"best_of ({body.best_of}) must equal n ({body.n}); tokenmill returns every sample", "best_of")
+    _check_logprobs(body.logprobs, "logprobs")
+    fields = _common(body)
+    fields.update(max_tokens=body.max_tokens, logprobs=body.logprobs,
+                  prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None else None)
+    return SamplingParams(**fields)
+
+
+def chat_params(body: ChatCompletionRequest) -> SamplingParams:
+    """SamplingParams of /v1/chat/completions; no max_tokens means up to the context limit."""
+    if body.tools:
+        raise _refuse("tools (function calling) are not supported by tokenmill; remove them", "tools")
+    if body.response_format and body.response_format.get("type", "text") != "text":
+        raise _refuse("only response_format {\"type\": \"text\"} is supported by tokenmill", "response_format")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise _refuse("top_logprobs needs logprobs=true", "top_logprobs")
+    _check_logprobs(body.top_logprobs, "top_logprobs")
+    fields = _common(body)
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    fields.update(max_tokens=max_tokens, logprobs=logprobs)
+    return SamplingParams(**fields)

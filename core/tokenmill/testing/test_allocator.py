@@ -1,0 +1,66 @@
+"""Conformance: the KV allocator sizes, allocates, copies, swaps and frees the block pool."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenmill.interfaces import AttentionSpec, KVCacheAllocator
+
+MiB = 1 << 20
+
+
+def test_allocator_satisfies_the_protocol(kv_allocator):
+    assert isinstance(kv_allocator, KVCacheAllocator)
+
+
+def test_budget_default_request_and_refusal(kv_allocator):
+    default = kv_allocator.available_kv_bytes(None)
+    assert isinstance(default, int) and default > 0
+    assert kv_allocator.available_kv_bytes(MiB) == MiB
+    with pytest.raises(ValueError):
+        kv_allocator.available_kv_bytes(1 << 62)  # 4 EiB fits nowhere
+
+
+def _pool(make_backend, kv_allocator, dtype: torch.dtype, num_blocks: int) -> tuple[list[torch.Tensor], tuple[int, ...]]:
+    shape = make_backend(AttentionSpec(4, 2, 64, 16, dtype)).kv_cache_shape(num_blocks)
+    return kv_allocator.allocate(2, shape, dtype), shape
+
+
+def test_allocate_gives_zeroed_tensors_per_layer(make_backend, kv_allocator, dtype):
+    caches, shape = _pool(make_backend, kv_allocator, dtype, 8)
+    assert len(caches) == 2
+    for cache in caches:
+        assert tuple(cache.shape) == shape and cache.dtype == dtype and cache.device.type == kv_allocator.device.type
+        assert not cache.any(), "allocate must return zeroed tensors"
+    assert caches[0].data_ptr() != caches[1].data_ptr(), "each layer needs its own tensor"
+
+
+def test_copy_swap_round_trip_and_free(make_backend, kv_allocator, dtype):
+    """Write, copy blocks (copy-on-write), swap some out, clobber them, swap back in, free."""
+    caches, shape = _pool(make_backend, kv_allocator, dtype, 8)
+    gen = torch.Generator().manual_seed(0)
+    for cache in caches:
+        cache.copy_(torch.randn(shape, generator=gen))
+    written = [cache.detach().cpu().clone() for cache in caches]
+
+    kv_allocator.copy_blocks(caches, [(1, 5), (2, 6)])
+    for cache, before in zip(caches, written):
+        expected = before.clone()
+        expected[:, 5], expected[:, 6] = before[:, 1], before[:, 2]
+        torch.testing.assert_close(cache.cpu(), expected, rtol=0, atol=0)
+        before.copy_(expected)  # the pool as it is now
+
+    host = kv_allocator.swap_out(caches, [3, 5])
+    assert len(host) == len(caches)
+    for copy, before in zip(host, written):
+        assert copy.device.type == "cpu", "swap_out must return host tensors"
+        torch.testing.assert_close(copy, before[:, [3, 5]], rtol=0, atol=0)
+    for cache in caches:
+        cache.zero_()  # the blocks' device memory is reused while they are out
+    kv_allocator.swap_in(caches, host, [3, 5])
+    for cache, before in zip(caches, written):
+        torch.testing.assert_close(cache.cpu()[:, [3, 5]], before[:, [3, 5]], rtol=0, atol=0)
+
+    kv_allocator.free(caches)
+    assert caches == []

@@ -1,0 +1,84 @@
+"""Hook implementations of the CUDA plugin; the pieces live in sibling modules and tokenmill_triton.
+
+Importing this module touches neither triton nor the GPU: the platform probe runs when
+`tokenmill_platform` is first called, and kernels load only when the engine asks for them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from tokenmill.hookspecs import hookimpl
+from tokenmill.interfaces import OpOverrides
+
+from tokenmill_cuda.platform import CudaPlatform, make_platform
+
+NAME = "cuda"
+
+
+@lru_cache(maxsize=1)
+def _platform() -> CudaPlatform:
+    return make_platform()
+
+
+def _ours(platform: Any) -> bool:
+    return getattr(platform, "name", None) == NAME
+
+
+@hookimpl
+def tokenmill_platform() -> CudaPlatform:
+    """The CUDA platform; unavailable (with a reason) when torch sees no NVIDIA GPU."""
+    return _platform()
+
+
+@hookimpl
+def tokenmill_attention_backend(platform: Any, spec: Any) -> Any:
+    """Triton paged attention on the current CUDA device."""
+    if not _ours(platform):
+        return None
+    import torch
+
+    from tokenmill_triton.backend import TritonAttentionBackend
+
+    return TritonAttentionBackend(spec, torch.device("cuda", torch.cuda.current_device()))
+
+
+@hookimpl
+def tokenmill_kv_allocator(platform: Any, device_index: int) -> Any:
+    """The profiling-based GPU allocator for `device_index`."""
+    if not _ours(platform):
+        return None
+    from tokenmill_cuda.allocator import CudaKVAllocator
+
+    return CudaKVAllocator(device_index)
+
+
+@hookimpl
+def tokenmill_communicator(platform: Any, group: Any) -> Any:
+    """NCCL collectives over `group`."""
+    if not _ours(platform):
+        return None
+    from tokenmill_cuda.communicator import NcclCommunicator
+
+    return NcclCommunicator(group)
+
+
+@hookimpl
+def tokenmill_op_overrides(platform: Any) -> OpOverrides | None:
+    """Triton RMSNorm (plain and fused with the residual add), rotary, silu_and_mul; top-k/top-p."""
+    if not _ours(platform):
+        return None
+    from tokenmill_triton.op_table import triton_ops
+
+    return OpOverrides(triton_ops())
+
+
+@hookimpl
+def tokenmill_step_runner(platform: Any, options: dict[str, Any]) -> Any:
+    """CUDA graphs for decode batches; `enforce_eager` in options turns them off."""
+    if not _ours(platform):
+        return None
+    from tokenmill_cuda.graph_runner import CudaGraphRunner
+
+    return CudaGraphRunner(options)

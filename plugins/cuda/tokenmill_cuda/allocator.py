@@ -1,0 +1,157 @@
+"""CudaKVAllocator: sizes the KV pool from a profiled peak and owns its GPU tensors.
+
+Sizing, as in vLLM: the pool gets `gpu_memory_utilization` of the card, less what is already in
+use (CUDA context, weights, other processes) and less the activation peak of the largest step.
+The engine measures that peak by running its biggest step through `profile_peak` once the
+weights are loaded and before asking `available_kv_bytes`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from tokenmill.errors import TokenmillError
+
+GiB = 1 << 30
+DEFAULT_UTILIZATION = 0.9
+ENV_UTILIZATION = "TOKENMILL_GPU_MEMORY_UTILIZATION"
+UNPROFILED_RESERVE_FRACTION = 0.05  # held back for activations when no step was profiled
+
+log = logging.getLogger(__name__)
+
+
+class KVBudgetError(TokenmillError, ValueError):
+    """The KV-cache budget asked for (or left over) does not fit on the GPU."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBudget:
+    """How available_kv_bytes arrived at its answer, in bytes; kept for the start-up report."""
+
+    total: int
+    utilization: float
+    in_use: int  # context + weights + other processes, after emptying torch's cache
+    activation_peak: int
+    profiled: bool
+    kv_bytes: int
+
+    def describe(self) -> str:
+        """One line for the start-up log."""
+        peak = f"{self.activation_peak / GiB:.2f} GiB activation peak" + ("" if self.profiled else " (unprofiled reserve)")
+        return (
+            f"KV cache {self.kv_bytes / GiB:.2f} GiB = {self.utilization:.2f} x {self.total / GiB:.2f} GiB "
+            f"- {self.in_use / GiB:.2f} GiB in use - {peak}"
+        )
+
+
+def _utilization_default() -> float:
+    raw = os.environ.get(ENV_UTILIZATION)
+    return float(raw) if raw else DEFAULT_UTILIZATION
+
+
+class CudaKVAllocator:
+    """One zeroed cache tensor per layer on one GPU; blocks are dim 1 of each tensor.
+
+    :param device_index: the CUDA device (the tensor-parallel rank's local GPU).
+    :param gpu_memory_utilization: share of the card tokenmill may fill, in (0, 1]; default 0.9
+        or $TOKENMILL_GPU_MEMORY_UTILIZATION. It is an attribute, so the engine may set it later.
+    """
+
+    def __init__(self, device_index: int = 0, gpu_memory_utilization: float | None = None) -> None:
+        self.device = torch.device("cuda", device_index)
+        self.gpu_memory_utilization = gpu_memory_utilization or _utilization_default()
+        self.activation_peak_bytes: int | None = None  # set by profile_peak
+        self.last_budget: MemoryBudget | None = None
+
+    def profile_peak(self, fn: Callable[[], Any]) -> int:
+        """Run `fn` (the engine's largest step) and record the memory it allocates at its peak.
+
+        Call after the weights are loaded and before the KV pool exists. Returns the peak bytes
+        above what was allocated when it started; the largest of several calls is kept.
+        """
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.device)
+        start = torch.cuda.memory_allocated(self.device)
+        fn()
+        torch.cuda.synchronize(self.device)
+        peak = torch.cuda.max_memory_allocated(self.device) - start
+        self.activation_peak_bytes = max(peak, self.activation_peak_bytes or 0)
+        torch.cuda.empty_cache()
+        return peak
+
+    def budget(self) -> MemoryBudget:
+        """The default KV budget from the card's state now (see the module docstring)."""
+        utilization = self.gpu_memory_utilization
+        if not 0.0 < utilization <= 1.0:
+            raise KVBudgetError(f"gpu_memory_utilization must be in (0, 1], got {utilization}")
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info(self.device)
+        profiled = self.activation_peak_bytes is not None
+        peak = self.activation_peak_bytes if profiled else int(total * UNPROFILED_RESERVE_FRACTION)
+        in_use = total - free
+        kv = int(utilization * total) - in_use - peak
+        return MemoryBudget(total, utilization, in_use, peak, profiled, kv)
+
+    def available_kv_bytes(self, requested_bytes: int | None) -> int:
+        """`requested_bytes` if it fits beside the activation peak; None: the profiled budget."""
+        budget = self.budget()
+        self.last_budget = budget
+        if requested_bytes is None:
+            if budget.kv_bytes <= 0:
+                raise KVBudgetError(
+                    f"no GPU memory is left for the KV cache ({budget.describe()}); raise "
+                    f"gpu_memory_utilization (${ENV_UTILIZATION}), lower --max-num-batched-tokens, or use a smaller model"
+                )
+            log.info("%s", budget.describe())
+            return budget.kv_bytes
+        free = budget.total - budget.in_use - budget.activation_peak
+        if requested_bytes <= 0 or requested_bytes > free:
+            raise KVBudgetError(
+                f"--kv-cache-memory asks for {requested_bytes / GiB:.2f} GiB but only {max(free, 0) / GiB:.2f} GiB "
+                f"of {torch.cuda.get_device_name(self.device)} is free beside the activation peak; "
+                f"lower --kv-cache-memory or leave it unset"
+            )
+        return int(requested_bytes)
+
+    def allocate(self, num_layers: int, shape: tuple[int, ...], dtype: torch.dtype) -> list[torch.Tensor]:
+        """num_layers zeroed tensors, each `shape` (e.g. (2, N, S, Hkv, D)), on this GPU."""
+        return [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
+
+    def copy_blocks(self, kv_caches: list[torch.Tensor], src_to_dst: list[tuple[int, int]]) -> None:
+        """For each (src, dst) pair, dst's block becomes a copy of src's, in every layer."""
+        if not src_to_dst:
+            return
+        pairs = torch.tensor(src_to_dst, dtype=torch.int64).to(self.device)  # [P, 2]
+        src, dst = pairs[:, 0], pairs[:, 1]
+        for cache in kv_caches:  # [2, N, S, Hkv, D]
+            cache.index_copy_(1, dst, cache.index_select(1, src))
+
+    def swap_out(self, kv_caches: list[torch.Tensor], block_ids: list[int]) -> list[torch.Tensor]:
+        """Per layer, a pinned host tensor [2, len(block_ids), S, Hkv, D] holding those blocks."""
+        ids = torch.tensor(block_ids, dtype=torch.int64).to(self.device)
+        host = []
+        for cache in kv_caches:
+            blocks = cache.index_select(1, ids)
+            pinned = torch.empty(blocks.shape, dtype=blocks.dtype, pin_memory=True)
+            host.append(pinned.copy_(blocks))
+        return host
+
+    def swap_in(self, kv_caches: list[torch.Tensor], host_blocks: list[torch.Tensor], block_ids: list[int]) -> None:
+        """Write each layer's host copy back into the pool at `block_ids`."""
+        if len(host_blocks) != len(kv_caches):
+            raise ValueError(f"swap_in got {len(host_blocks)} host tensors for {len(kv_caches)} layers")
+        ids = torch.tensor(block_ids, dtype=torch.int64).to(self.device)
+        for cache, host in zip(kv_caches, host_blocks):
+            cache.index_copy_(1, ids, host.to(device=self.device, dtype=cache.dtype, non_blocking=True))
+
+    def free(self, kv_caches: list[torch.Tensor]) -> None:
+        """Drop the pool's tensors and hand the cached memory back to the driver."""
+        kv_caches.clear()
+        torch.cuda.empty_cache()

@@ -1,0 +1,65 @@
+"""CudaPlatform: what the CUDA plugin says about the NVIDIA GPUs torch can see, and why not."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+import torch
+
+from tokenmill.interfaces import CONTRACT_VERSION, Availability
+
+BF16_MIN_CAPABILITY = (8, 0)  # Ampere and later have bf16 tensor cores
+ALL_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True, slots=True)
+class CudaPlatform:
+    """NVIDIA GPUs through torch's CUDA build; Triton kernels for attention and fused ops.
+
+    The availability probe runs once in `make_platform`; `is_available` only reports it.
+    """
+
+    availability: Availability
+    name: str = "cuda"
+    device_type: str = "cuda"
+    priority: int = 100
+    contract_version: int = CONTRACT_VERSION
+    supported_dtypes: tuple[str, ...] = ALL_DTYPES
+    dist_backend: str = "nccl"
+    static_shapes: bool = False
+    graph_capture: str | None = "cuda_graphs"
+
+    def is_available(self) -> Availability:
+        """The probe's result: available with the GPU's name, or the reason it cannot run."""
+        return self.availability
+
+
+def probe() -> tuple[Availability, tuple[int, int] | None]:
+    """(availability, compute capability of device 0); never raises."""
+    if getattr(torch.version, "hip", None):
+        return Availability(False, f"torch {torch.__version__} is a ROCm build; use the rocm plugin (pip install 'tokenmill[rocm]')"), None
+    if torch.version.cuda is None:
+        return Availability(
+            False, f"torch {torch.__version__} was built without CUDA; install a CUDA build of torch to use NVIDIA GPUs"
+        ), None
+    try:
+        if not torch.cuda.is_available():
+            return Availability(False, "torch.cuda.is_available() is False: no NVIDIA GPU/driver visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"), None
+        capability = torch.cuda.get_device_capability(0)
+        gpu = torch.cuda.get_device_name(0)
+        count = torch.cuda.device_count()
+    except Exception as exc:  # a broken driver must explain itself, not crash discovery
+        return Availability(False, f"CUDA initialisation failed: {type(exc).__name__}: {exc}"), None
+    if importlib.util.find_spec("triton") is None:
+        return Availability(False, "triton is not installed; pip install 'tokenmill[cuda]' (it brings triton)"), capability
+    return Availability(True, f"{count} x {gpu} (sm_{capability[0]}{capability[1]}), CUDA {torch.version.cuda}"), capability
+
+
+def make_platform() -> CudaPlatform:
+    """The platform for this process; bfloat16 is offered only on compute capability >= 8.0."""
+    availability, capability = probe()
+    dtypes = ALL_DTYPES
+    if capability is not None and capability < BF16_MIN_CAPABILITY:
+        dtypes = ("float32", "float16")
+    return CudaPlatform(availability=availability, supported_dtypes=dtypes)

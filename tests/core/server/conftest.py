@@ -1,0 +1,88 @@
+"""A real tokenmill server on 127.0.0.1 (default SmolLM2 model, CPU), shared by the server tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tokenmill.config import EngineArgs
+from tokenmill.engine.core import EngineCore
+from tokenmill.server.app import build_state, create_app
+from tokenmill.server.launch import make_server
+from tokenmill.server.state import ServerState
+
+API_KEY = "sk-tokenmill-test"
+MODEL = "tokenmill-test"
+MAX_MODEL_LEN = 512
+
+
+@dataclass
+class LiveServer:
+    """A running server and handles to check it: its URL, state and engine."""
+
+    url: str
+    state: ServerState
+    core: EngineCore
+    model: str = MODEL
+    api_key: str = API_KEY
+    max_model_len: int = MAX_MODEL_LEN
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def client(self, **kwargs: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120, **kwargs)
+
+    def async_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample of /metrics by name (labels folded into the name as name{k=v})."""
+        text = httpx.get(self.url + "/metrics", timeout=30).text
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+        return samples
+
+    def wait_idle(self, timeout: float = 60.0) -> dict[str, float]:
+        """Poll /metrics until nothing runs or waits and every KV block is free; return the samples."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.metrics()
+            idle = (m["tokenmill:num_requests_running"] == 0 and m["tokenmill:num_requests_waiting"] == 0
+                    and m["tokenmill:kv_cache_free_blocks"] == m["tokenmill:kv_cache_total_blocks"])
+            if idle or time.monotonic() > deadline:
+                return m
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def live_server() -> LiveServer:
+    core = EngineCore(EngineArgs(dtype="float32", max_model_len=MAX_MODEL_LEN, kv_cache_memory=96 * 2**20,
+                                 max_num_seqs=64))
+    state = build_state(core, served_model_name=MODEL, api_key=API_KEY, shutdown_grace_s=2.0)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = make_server(create_app(state), host="127.0.0.1", port=sock.getsockname()[1], log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
+        time.sleep(0.05)
+    yield LiveServer(f"http://127.0.0.1:{sock.getsockname()[1]}", state, core)
+    server.should_exit = True
+    thread.join(30)
+    assert not thread.is_alive(), "the test server did not stop"

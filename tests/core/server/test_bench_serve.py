@@ -1,0 +1,48 @@
+"""`tokenmill bench serve` against the live test server: random and ShareGPT datasets, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tokenmill.cli import bench_serve
+
+
+def _args(live_server, tmp_path, *extra):
+    parser = argparse.ArgumentParser()
+    bench_serve.add_parser(parser.add_subparsers(dest="kind"))
+    return parser.parse_args(["serve", "--base-url", live_server.url, "--api-key", live_server.api_key,
+                              "--output-json", str(tmp_path / "result.json"), *extra])
+
+
+def test_random_dataset_at_a_poisson_rate(live_server, tmp_path, capsys):
+    args = _args(live_server, tmp_path, "--num-prompts", "4", "--random-input-len", "16", "--random-output-len",
+                 "4", "--request-rate", "20", "--max-concurrency", "2")
+    assert bench_serve.run(args) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["successful_requests"] == 4 and result["failed_requests"] == 0
+    assert result["total_input_tokens"] == 4 * 16 and result["total_output_tokens"] == 4 * 4
+    assert all(len(gaps) <= 3 for gaps in result["itls_s"])  # 4 tokens: at most 3 gaps after the first
+    assert 0 < result["median_ttft_ms"] <= result["median_e2el_ms"]
+    assert result["output_throughput"] == result["total_output_tokens"] / result["duration_s"]
+    for name in ("ttft", "tpot", "itl", "e2el"):
+        assert result[f"mean_{name}_ms"] >= 0 and result[f"p99_{name}_ms"] >= result[f"median_{name}_ms"]
+    assert "request_throughput" in capsys.readouterr().out
+
+
+def test_sharegpt_dataset_through_chat(live_server, tmp_path):
+    data = [{"conversations": [{"from": "human", "value": f"Question number {i}: what is {i} plus {i}?"},
+                               {"from": "gpt", "value": f"The answer to that question is {2 * i}, of course."}]}
+            for i in range(3)]
+    data.append({"conversations": [{"from": "human", "value": "too short"}]})  # one turn: skipped
+    path = tmp_path / "sharegpt.json"
+    path.write_text(json.dumps(data))
+    args = _args(live_server, tmp_path, "--dataset-name", "sharegpt", "--dataset-path", str(path),
+                 "--num-prompts", "2", "--sharegpt-output-len", "4", "--endpoint", "/v1/chat/completions",
+                 "--ignore-eos")
+    assert bench_serve.run(args) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["successful_requests"] == 2 and result["total_output_tokens"] == 8
+    tokenizer = live_server.core.tokenizer
+    lens = sorted(len(tokenizer(d["conversations"][0]["value"]).input_ids) for d in data[:3])
+    assert lens[0] * 2 <= result["total_input_tokens"] <= lens[-1] * 2

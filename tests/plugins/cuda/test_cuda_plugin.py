@@ -1,0 +1,64 @@
+"""The CUDA plugin as discovered through its entry point; on a host without a GPU it must explain itself."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tokenmill_cuda
+from tokenmill.interfaces import CONTRACT_VERSION, Platform
+from tokenmill.plugin_manager import load_plugins
+from tokenmill_cuda.graph_runner import CudaGraphRunner, default_capture_sizes
+
+
+@pytest.fixture(scope="module")
+def record():
+    manager = load_plugins()
+    assert "cuda" in manager.records, "the tokenmill.plugins entry point `cuda` must be installed"
+    return manager.records["cuda"]
+
+
+def test_platform_describes_itself(record):
+    platform = record.platform
+    assert record.load_error is None
+    assert isinstance(platform, Platform)
+    assert (platform.name, platform.device_type, platform.priority) == ("cuda", "cuda", 100)
+    assert (platform.dist_backend, platform.graph_capture, platform.static_shapes) == ("nccl", "cuda_graphs", False)
+    assert platform.contract_version == CONTRACT_VERSION
+    assert set(platform.supported_dtypes) <= {"float32", "bfloat16", "float16"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a host without CUDA")
+def test_unavailable_without_a_gpu_says_why(record):
+    availability = record.availability
+    assert not availability.available
+    assert "CUDA" in availability.reason or "cuda" in availability.reason
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_available_with_a_gpu_names_it(record):
+    assert record.availability.available, record.availability.reason
+    assert torch.cuda.get_device_name(0) in record.availability.reason
+
+
+def test_hooks_decline_other_platforms():
+    other = load_plugins().records["cpu"].platform
+    assert tokenmill_cuda.tokenmill_attention_backend(platform=other, spec=None) is None
+    assert tokenmill_cuda.tokenmill_kv_allocator(platform=other, device_index=0) is None
+    assert tokenmill_cuda.tokenmill_communicator(platform=other, group=None) is None
+    assert tokenmill_cuda.tokenmill_op_overrides(platform=other) is None
+    assert tokenmill_cuda.tokenmill_step_runner(platform=other, options={}) is None
+
+
+def test_capture_sizes_cover_every_batch_up_to_max():
+    sizes = default_capture_sizes(100)
+    assert sizes[0] == 1 and sizes[-1] == 100 and sizes == sorted(set(sizes))
+    assert len(sizes) < 25, "capture must take seconds: keep the number of graphs small"
+
+
+def test_enforce_eager_returns_the_step_itself():
+    def step(input_ids, positions, metadata):
+        return input_ids
+
+    assert CudaGraphRunner({"enforce_eager": True}).wrap(step) is step
+    assert CudaGraphRunner({"max_num_seqs": 8}).wrap(step) is not step

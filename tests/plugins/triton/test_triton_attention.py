@@ -1,0 +1,76 @@
+"""Triton paged attention (cache write, decode with splits, prefill with prefixes) vs torch float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenmill.interfaces import AttentionSpec
+from triton_reference import attention_reference, make_case, rel_error, test_device, write_reference
+
+from tokenmill_triton.backend import TritonAttentionBackend
+from tokenmill_triton.cache_write import reshape_and_cache
+from tokenmill_triton.metadata import fill_static
+
+DEVICE = test_device()
+# bf16/fp16 carry ~3 significant digits: the max is a bound on ||out - ref|| / ||ref||
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1.5e-2, torch.float16: 3e-3}
+
+
+def _run(query_lens, seq_lens, heads, kv_heads, head_size, block_size, dtype, seed=0):
+    case = make_case(query_lens, seq_lens, heads, kv_heads, head_size, block_size, dtype, DEVICE, seed)
+    backend = TritonAttentionBackend(AttentionSpec(heads, kv_heads, head_size, block_size, dtype), DEVICE)
+    metadata = backend.build_metadata(case.batch)
+    expected_cache = write_reference(case)
+    ref = attention_reference(case, expected_cache, head_size**-0.5)
+    out = backend.forward(case.query, case.key, case.value, case.kv_cache, metadata, head_size**-0.5)
+    assert out.shape == case.query.shape and out.dtype == dtype
+    assert torch.equal(case.kv_cache, expected_cache), "new K/V must land exactly at slot_mapping"
+    assert rel_error(out, ref) < TOLERANCE[dtype]
+    return metadata
+
+
+def test_cache_write_skips_padding_slots():
+    case = make_case([3], [3], 2, 2, 16, 16, torch.float32, DEVICE)
+    before = case.kv_cache.clone()
+    padded = case.batch.slot_mapping.clone()
+    padded[1] = -1
+    reshape_and_cache(case.key, case.value, case.kv_cache, padded)
+    flat, old = case.kv_cache.view(2, -1, 2, 16), before.view(2, -1, 2, 16)
+    assert torch.equal(flat[0, padded[0]], case.key[0]) and torch.equal(flat[1, padded[2]], case.value[2])
+    untouched = case.batch.slot_mapping[1]
+    assert torch.equal(flat[:, untouched], old[:, untouched])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_decode_gqa_with_context_splits(dtype):
+    metadata = _run([1, 1, 1], [300, 17, 1], 8, 2, 64, 16, dtype)
+    assert metadata.num_decodes == 3 and metadata.num_prefills == 0
+
+
+def test_single_long_decode_is_split_and_reduced():
+    metadata = _run([1], [700], 4, 1, 32, 32, torch.float32, seed=3)
+    assert metadata.num_splits > 1
+
+
+@pytest.mark.parametrize("head_size", [64, 128, 256])
+def test_head_sizes_mixed_step(head_size):
+    _run([1, 5], [40, 5], 4, 2, head_size, 16, torch.bfloat16, seed=head_size)
+
+
+def test_prefill_with_prefix_hit_and_chunks_spanning_tiles():
+    # request 0: 70 new rows (two query tiles) after a 30-token cached prefix;
+    # request 1: a fresh prompt; request 2: a decode sharing the step
+    _run([70, 9, 1], [100, 9, 65], 4, 4, 32, 16, torch.float32, seed=1)
+
+
+def test_static_metadata_pads_rows_and_matches_eager():
+    case = make_case([1, 1], [20, 47], 4, 2, 32, 16, torch.float32, DEVICE, seed=5)
+    backend = TritonAttentionBackend(AttentionSpec(4, 2, 32, 16, torch.float32), DEVICE)
+    static = backend.static_metadata(batch_size=4, max_blocks_per_seq=8)
+    fill_static(static, backend.build_metadata(case.batch))
+    pad = lambda t: torch.cat([t, t.new_zeros((2, *t.shape[1:]))])  # noqa: E731
+    out = backend.forward(pad(case.query), pad(case.key), pad(case.value), case.kv_cache.clone(), static, 32**-0.5)
+    ref = attention_reference(case, write_reference(case), 32**-0.5)
+    assert rel_error(out[:2], ref) < 1e-5
+    assert torch.equal(out[2:], torch.zeros_like(out[2:])), "padding rows see no keys"
