@@ -44,35 +44,35 @@ def make_batch(query_lens: list[int], seq_lens: list[int], block_size: int, gen:
 
 
 def time_case(name: str, query_lens: list[int], seq_lens: list[int], dtype: torch.dtype, repeats: int) -> None:
-    """Print build_metadata time and per-layer forward time (median of `repeats`)."""
+    """Print the median step (build_metadata once, then forward on NUM_LAYERS caches) and its parts."""
     spec = AttentionSpec(9, 3, 64, 16, dtype)
     backend = CpuAttentionBackend(spec)
     gen = torch.Generator().manual_seed(0)
     batch, num_blocks = make_batch(query_lens, seq_lens, spec.block_size, gen)
-    cache = torch.randn(backend.kv_cache_shape(num_blocks), generator=gen).to(dtype)
+    caches = [torch.randn(backend.kv_cache_shape(num_blocks), generator=gen).to(dtype) for _ in range(NUM_LAYERS)]
     tokens = sum(query_lens)
     q = torch.randn(tokens, 9, 64, generator=gen).to(dtype)
     k = torch.randn(tokens, 3, 64, generator=gen).to(dtype)
     v = torch.randn(tokens, 3, 64, generator=gen).to(dtype)
-    meta_times, layer_times = [], []
-    for _ in range(repeats + 3):
+    meta_times, step_times = [], []
+    for _ in range(repeats + 2):
         t0 = time.perf_counter()
         meta = backend.build_metadata(batch)
         t1 = time.perf_counter()
-        backend.forward(q, k, v, cache, meta, 0.125)
-        t2 = time.perf_counter()
+        for cache in caches:
+            backend.forward(q, k, v, cache, meta, 0.125)
         meta_times.append(t1 - t0)
-        layer_times.append(t2 - t1)
-    meta_ms = sorted(meta_times[3:])[repeats // 2] * 1e3
-    layer_ms = sorted(layer_times[3:])[repeats // 2] * 1e3
-    step_ms = meta_ms + NUM_LAYERS * layer_ms
+        step_times.append(time.perf_counter() - t0)
+    meta_ms = sorted(meta_times[2:])[repeats // 2] * 1e3
+    step_ms = sorted(step_times[2:])[repeats // 2] * 1e3
+    layer_ms = (step_ms - meta_ms) / NUM_LAYERS
     print(f"{name:<44} {str(dtype).removeprefix('torch.'):<9} metadata {meta_ms:7.3f} ms  "
           f"forward/layer {layer_ms:8.3f} ms  step ({NUM_LAYERS} layers) {step_ms:8.2f} ms")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--dtypes", default="float32,bfloat16")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -19,6 +19,7 @@ class EngineArgs:
     device: str | None = None  # plugin name; None: $TOKENMILL_DEVICE or the best available
     block_size: int = 16
     kv_cache_memory: int | None = None  # bytes for the KV pool; None: the allocator's default
+    gpu_memory_utilization: float = 0.9  # share of an accelerator's memory tokenmill may fill
     enable_prefix_caching: bool = True
     max_num_batched_tokens: int = 2048  # token budget of one step
     max_num_seqs: int = 256
@@ -35,6 +36,8 @@ class EngineArgs:
                 raise TokenmillError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         if self.block_size & (self.block_size - 1):
             raise TokenmillError(f"--block-size must be a power of two, got {self.block_size}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise TokenmillError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise TokenmillError(f"--max-model-len must be positive, got {self.max_model_len}")
 
@@ -45,6 +48,8 @@ class EngineArgs:
         parser.add_argument("--device", default=None, help="plugin to run on (default: $TOKENMILL_DEVICE or the best available)")
         parser.add_argument("--block-size", type=int, default=16)
         parser.add_argument("--kv-cache-memory", type=_parse_bytes, default=None, help="KV pool size, e.g. 2GiB or 500MB")
+        parser.add_argument("--gpu-memory-utilization", type=float, default=0.9,
+                            help="share of an accelerator's memory for weights, activations and the KV cache")
         parser.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false")
         parser.add_argument("--max-num-batched-tokens", type=int, default=2048)
         parser.add_argument("--max-num-seqs", type=int, default=256)

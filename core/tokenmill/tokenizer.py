@@ -45,7 +45,8 @@ def _from_directory(directory: Path) -> PreTrainedTokenizerFast:
         raise ModelLoadError(f"the tokenizer in {directory} could not be loaded ({exc})") from None
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise ModelLoadError(
-            f"{directory} gives only a slow {type(tokenizer).__name__}; tokenmill needs tokenizer.json (a fast tokenizer)"
+            f"{directory} gives only a slow {type(tokenizer).__name__}; "
+            f"tokenmill needs a fast tokenizer (tokenizer.json)"
         )
     return tokenizer
 

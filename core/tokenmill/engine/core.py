@@ -11,6 +11,7 @@ import torch
 from tokenmill.config import EngineArgs
 from tokenmill.detokenizer import IncrementalDetokenizer
 from tokenmill.engine.kv_setup import allocate_pool
+from tokenmill.engine.profile_run import profile_peak_activations
 from tokenmill.engine.request_state import ParentState, SampleState, stop_reason_for
 from tokenmill.engine.stats import EngineStats
 from tokenmill.errors import RequestError, TokenmillError
@@ -51,6 +52,10 @@ class EngineCore:
         self.tokenizer = self.bundle.tokenizer
         self.model_name = args.model or "SmolLM2-135M-Instruct"
         allocator = self.plugins.kv_allocator(self.platform, 0)
+        if hasattr(allocator, "gpu_memory_utilization"):  # an accelerator allocator sized by a share of the card
+            allocator.gpu_memory_utilization = args.gpu_memory_utilization
+        profile_peak_activations(allocator, self.bundle, args.max_num_batched_tokens, args.max_num_seqs,
+                                 args.block_size)
         pool = allocate_pool(allocator, self.bundle.attn_backend, num_layers=self.bundle.arch.num_layers,
                              dtype=self.bundle.dtype, block_size=args.block_size,
                              requested_bytes=args.kv_cache_memory, max_model_len=self.bundle.max_model_len,
@@ -60,7 +65,8 @@ class EngineCore:
         self.kv = KVCacheManager(pool.num_blocks, args.block_size, args.enable_prefix_caching)
         self.scheduler = Scheduler(self.kv, max_num_batched_tokens=args.max_num_batched_tokens,
                                    max_num_seqs=args.max_num_seqs, max_model_len=self.max_model_len)
-        runner_opts = {"enforce_eager": args.enforce_eager, "max_num_seqs": args.max_num_seqs}
+        runner_opts = {"enforce_eager": args.enforce_eager, "max_num_seqs": args.max_num_seqs,
+                       "max_model_len": self.max_model_len, "block_size": args.block_size}
         step_runner = None if args.enforce_eager else self.plugins.step_runner(self.platform, runner_opts)
         self.runner = ModelRunner(self.bundle.model, self.bundle.attn_backend, pool.kv_caches, args.block_size,
                                   self.bundle.device, step_runner)

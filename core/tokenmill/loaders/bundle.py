@@ -70,6 +70,7 @@ def load_model_bundle(
     checkpoint = open_checkpoint(model)
     arch, entry = arch_config(checkpoint.config, source=checkpoint.source)
     max_len = _max_model_len(arch, max_model_len)
+    tokenizer = load_tokenizer(Path(checkpoint.source))  # before the weights: fail fast, cheaply
     spec = AttentionSpec(arch.num_heads, arch.num_kv_heads, arch.head_size, block_size, torch_dtype)
     backend = plugins.attention_backend(platform, spec)
     ops = OpRegistry(plugins.op_overrides(platform))
@@ -79,7 +80,6 @@ def load_model_bundle(
     load_weights(net, checkpoint_layout(net, arch), checkpoint, torch_dtype, device)
     net.tie_weights()
     net.eval()
-    tokenizer = load_tokenizer(Path(checkpoint.source))
     return ModelBundle(
         model=net,
         arch=arch,

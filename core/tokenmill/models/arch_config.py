@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tokenmill.errors import ModelLoadError
@@ -43,7 +43,7 @@ class ArchConfig:
     sliding_window: int | None = None  # set only when some layer attends through a window
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
-    rope_freq_factors: tuple[float, ...] | None = field(default=None)  # GGUF rope_freqs, [D/2]
+    rope_freq_factors: tuple[float, ...] | None = None  # GGUF rope_freqs: per-pair divisors [D/2]
 
     @property
     def q_size(self) -> int:
@@ -61,11 +61,7 @@ class ArchConfig:
         need = _Reader(cfg, source)
         hidden, heads = need.int("hidden_size"), need.int("num_attention_heads")
         kv_heads = int(cfg.get("num_key_value_heads") or heads)
-        if heads % kv_heads:
-            raise ModelLoadError(f"{source}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
-        act = cfg.get("hidden_act", "silu")
-        if act != "silu":
-            raise ModelLoadError(f"{source}: hidden_act={act!r} is not supported; this model family needs 'silu'")
+        _check_compatible(cfg, heads, kv_heads, source)
         bias = bool(cfg.get("attention_bias", False))
         theta, scaling = _rope(cfg, source)
         return cls(
@@ -91,6 +87,16 @@ class ArchConfig:
             eos_token_ids=_as_ids(cfg.get("eos_token_id")),
             rope_freq_factors=tuple(cfg["rope_freq_factors"]) if cfg.get("rope_freq_factors") else None,
         )
+
+
+def _check_compatible(cfg: dict[str, Any], heads: int, kv_heads: int, source: str) -> None:
+    if heads % kv_heads:
+        raise ModelLoadError(
+            f"{source}: num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}"
+        )
+    act = cfg.get("hidden_act", "silu")
+    if act != "silu":
+        raise ModelLoadError(f"{source}: hidden_act={act!r} is not supported; this model family needs 'silu'")
 
 
 class _Reader:

@@ -63,7 +63,8 @@ def top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.T
     if top_p is not None:
         probs = sorted_logits.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # mass strictly before each token
-        drop = before > top_p.unsqueeze(1)
+        # top_p >= 1 is off: the float cumsum can pass 1.0 and would otherwise drop the tail.
+        drop = (before > top_p.unsqueeze(1)) & (top_p < 1.0).unsqueeze(1)
         drop[:, 0] = False  # the most likely token always survives
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)

@@ -1,7 +1,7 @@
 """Every supported architecture against transformers on the same tiny random weights.
 
 Tolerances (max |logit difference| over every position of 5 ragged prompts + 32 greedy steps):
-float32 1e-4 (seen: ~6e-6); bfloat16 0.25 (seen: ~0.08-0.14, logits have std ~1.2 and values up to
+float32 1e-4 (seen: <7e-6); bfloat16 0.3 (seen: 0.07-0.17; logits have std ~1.2 and values up to
 ~5, where one bf16 ulp is 0.03; both sides round at different points). In float32 the greedy
 continuation must be identical to transformers' generate(). In bfloat16 the two can break a
 near-tie differently, so each of our greedy picks must be within the bf16 tolerance of the best
@@ -18,7 +18,7 @@ from harness import run_greedy
 from tiny_models import CONFIGS, write_tiny_model
 from tokenmill.loaders import load_model_bundle
 
-TOLERANCE = {"float32": 1e-4, "bfloat16": 0.25}
+TOLERANCE = {"float32": 1e-4, "bfloat16": 0.3}
 NUM_NEW = 32
 PROMPT_LENS = (5, 17, 1, 33, 9)  # ragged, and crossing 16-token block boundaries
 

@@ -30,7 +30,7 @@ QUESTIONS = [
     "Give me a tip for better sleep.",
 ]
 NUM_NEW = 64
-LOGIT_TOLERANCE = 1e-3  # float32, 30 layers; seen: see the printed number
+LOGIT_TOLERANCE = 1e-3  # float32 through 30 layers; seen: ~6e-5
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,10 @@ def test_cached_tokenizer_equals_the_gguf_one(loaded, chat_prompts):
     assert bundle.tokenizer.chat_template == fresh.chat_template and fresh.chat_template
     for question, ids in zip(QUESTIONS, chat_prompts):
         messages = [{"role": "user", "content": question}]
-        assert bundle.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False) == ids
+        ours = bundle.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        assert ours == ids
         assert bundle.tokenizer.decode(ids) == fresh.decode(ids)
     assert bundle.eos_token_ids == [fresh.eos_token_id] == [2]
 

@@ -32,6 +32,8 @@ CONFIGS = {
     "qwen2": Qwen2Config(**_COMMON, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
     "qwen3": Qwen3Config(**_COMMON, num_attention_heads=4, num_key_value_heads=2, head_dim=32),
 }
+for _config, _arch in zip(CONFIGS.values(), ("Llama", "Llama", "Mistral", "Qwen2", "Qwen3")):
+    _config.architectures = [f"{_arch}ForCausalLM"]
 SHARDED = {"mistral"}  # saved in several shards with model.safetensors.index.json
 
 

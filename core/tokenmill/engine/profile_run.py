@@ -1,0 +1,44 @@
+"""A dummy step at the largest batch, run before sizing the KV pool so peak activations are known."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from tokenmill.interfaces import AttentionBatch
+
+
+@torch.inference_mode()
+def profile_peak_activations(allocator: Any, bundle: Any, num_tokens: int, num_seqs: int, block_size: int) -> int | None:
+    """Let an allocator that offers `profile_peak(fn)` watch one forward of `num_tokens` tokens.
+
+    The allocator reports the peak so that its `available_kv_bytes` leaves room for it. Allocators
+    without the method (the CPU plugin's) are left alone. A throwaway pool of just enough blocks
+    holds the dummy step's keys and values.
+    """
+    profile = getattr(allocator, "profile_peak", None)
+    if profile is None:
+        return None
+    num_blocks = math.ceil(num_tokens / block_size) + 1
+    caches = allocator.allocate(bundle.arch.num_layers, bundle.attn_backend.kv_cache_shape(num_blocks), bundle.dtype)
+    device = bundle.device
+    batch = AttentionBatch(
+        query_start_loc=torch.tensor([0, num_tokens], dtype=torch.int32, device=device),
+        seq_lens=torch.tensor([num_tokens], dtype=torch.int32, device=device),
+        block_tables=torch.arange(num_blocks, dtype=torch.int32, device=device).unsqueeze(0),  # [1, nb]
+        slot_mapping=torch.arange(num_tokens, dtype=torch.int64, device=device),
+        query_lens_cpu=[num_tokens], seq_lens_cpu=[num_tokens], max_query_len=num_tokens, max_seq_len=num_tokens,
+    )
+    input_ids = torch.zeros(num_tokens, dtype=torch.int64, device=device)  # [T]
+    positions = torch.arange(num_tokens, dtype=torch.int64, device=device)  # [T]
+
+    def step() -> None:
+        hidden = bundle.model(input_ids, positions, caches, bundle.attn_backend.build_metadata(batch))  # [T, H]
+        bundle.model.compute_logits(hidden[: min(num_seqs, num_tokens)])  # [B, V] float32
+
+    try:
+        return profile(step)
+    finally:
+        allocator.free(caches)

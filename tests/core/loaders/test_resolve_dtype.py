@@ -1,0 +1,53 @@
+"""--dtype resolution against what a platform lists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from tokenmill.errors import TokenmillError
+from tokenmill.loaders import resolve_dtype
+
+
+@dataclass
+class Listed:
+    """Just the two Platform fields resolve_dtype reads."""
+
+    supported_dtypes: tuple[str, ...]
+    name: str = "testchip"
+
+
+@pytest.mark.parametrize(
+    ("supported", "expected"),
+    [
+        (("float32", "bfloat16", "float16"), torch.bfloat16),
+        (("float32", "float16"), torch.float16),
+        (("float32",), torch.float32),
+    ],
+)
+def test_auto_prefers_bf16_then_fp16_then_fp32(supported, expected):
+    assert resolve_dtype("auto", Listed(supported)) is expected
+
+
+@pytest.mark.parametrize("name", ["float32", "bfloat16", "float16"])
+def test_named_dtype_when_listed(name):
+    assert resolve_dtype(name, Listed(("float32", "bfloat16", "float16"))) is getattr(torch, name)
+
+
+def test_unlisted_dtype_is_refused_with_the_choices():
+    with pytest.raises(TokenmillError) as exc_info:
+        resolve_dtype("bfloat16", Listed(("float32", "float16")))
+    message = str(exc_info.value)
+    assert "bfloat16" in message and "testchip" in message and "float32, float16" in message
+
+
+def test_unknown_dtype_name():
+    with pytest.raises(TokenmillError, match="'int8'"):
+        resolve_dtype("int8", Listed(("float32",)))
+
+
+def test_the_cpu_plugin_gets_bf16_for_auto(cpu):
+    _, platform = cpu
+    assert resolve_dtype("auto", platform) is torch.bfloat16
