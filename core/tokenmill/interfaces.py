@@ -38,7 +38,7 @@ class Platform(Protocol):
     device_type: str  # the torch device type, e.g. "cpu", "cuda", "hpu", "xla"
     priority: int  # higher wins when several platforms are available
     contract_version: int  # the CONTRACT_VERSION the plugin was built for
-    supported_dtypes: tuple[str, ...]  # subset of ("float32", "bfloat16", "float16")
+    supported_dtypes: tuple[str, ...]  # of "float32", "bfloat16", "float16"; first = what --dtype auto takes
     dist_backend: str  # torch.distributed backend for tensor parallelism: "gloo", "nccl", ...
     static_shapes: bool  # True when the platform wants padded, bucketed shapes (XLA, HPU)
     graph_capture: str | None  # "cuda_graphs", "hpu_graphs", "xla", or None

@@ -74,8 +74,15 @@ class PluginManager:
         """Register a plugin object (used for entry points and for tests' in-process plugins)."""
         record = record or self.records.setdefault(name, PluginRecord(name, "(registered in process)", "?"))
         self.records[name] = record
-        self.pm.register(plugin, name=name)
-        self.pm.check_pending()
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:  # a misspelt hook or a wrong signature
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            record.load_error = f"invalid hook implementation: {exc}"
+            record.availability = Availability(False, f"plugin {name!r} is invalid: {exc}")
+            return record
         try:
             platform = plugin.tokenmill_platform()
         except Exception as exc:
@@ -100,7 +107,9 @@ class PluginManager:
         """The platform to run on: `device`, else $TOKENMILL_DEVICE, else the best available."""
         device = device or os.environ.get(ENV_DEVICE) or None
         if not self.records:
-            raise PluginError(f"no tokenmill plugin is installed; install one: {INSTALL_HINT}")
+            hidden = _hidden_by_env()
+            what = f"is loaded{hidden}" if hidden else "is installed"
+            raise PluginError(f"no tokenmill plugin {what}; install one: {INSTALL_HINT}")
         if device is not None:
             return self._named(device)
         usable = [r for r in self.records.values() if r.availability.available]
@@ -155,6 +164,15 @@ class PluginManager:
         if result is None:
             raise PluginError(f"plugin {platform.name!r} does not implement {hook_name}, which every plugin must supply")
         return result
+
+
+def _hidden_by_env() -> str:
+    """Why installed plugins may have been skipped, naming the variable to change."""
+    if os.environ.get(ENV_NO_AUTOLOAD, "") not in ("", "0"):
+        return f" because {ENV_NO_AUTOLOAD} is set (unset it to load installed plugins)"
+    if _allow_list() is not None:
+        return f" because {ENV_ALLOW_LIST}={os.environ[ENV_ALLOW_LIST]!r} matches none (fix or unset it)"
+    return ""
 
 
 def _allow_list() -> set[str] | None:

