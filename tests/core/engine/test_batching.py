@@ -46,7 +46,8 @@ def test_chunked_prefill_matches_large_budget(make_engine, run, tools):
     big = run(make_engine(max_num_batched_tokens=2048), [long_prompt])
     small_engine = make_engine(max_num_batched_tokens=32)
     small = run(small_engine, [long_prompt])
-    assert small_engine.stats().num_steps > 24 + 5, "the prompt should have been split over several steps"
+    prefill_steps = small_engine.stats().num_steps - (24 - 1)  # the last prefill step samples token 1
+    assert prefill_steps >= 5, "a ~160-token prompt under a 32-token budget takes at least 5 steps"
     assert small == big
 
 

@@ -35,7 +35,7 @@ def test_unavailable_without_a_gpu_says_why(record):
     assert "CUDA" in availability.reason or "cuda" in availability.reason
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_available_with_a_gpu_names_it(record):
     assert record.availability.available, record.availability.reason
     assert torch.cuda.get_device_name(0) in record.availability.reason
