@@ -24,7 +24,9 @@ class SampleState:
 
     def finish(self, reason: str, stop_reason: int | str | None = None) -> RequestStatus:
         """Record the end; returns the scheduler status that matches it."""
-        self.completion.text = self.detok.text + self.detok.flush() if reason != "abort" else self.detok.text
+        if reason != "abort":
+            self.detok.flush()  # release text held back in case it began a stop string
+        self.completion.text = self.detok.text
         self.completion.finish_reason = reason
         self.completion.stop_reason = stop_reason
         return RequestStatus.FINISHED_LENGTH if reason == "length" else RequestStatus.FINISHED_STOPPED
