@@ -74,7 +74,6 @@ class EngineCore:
         self.sampler = Sampler(list(self.eos_ids), ops=OpRegistry(self.plugins.op_overrides(self.platform)))
         self._parents: dict[str, ParentState] = {}
         self._samples: dict[str, tuple[ParentState, SampleState]] = {}  # scheduler request id -> owners
-        self._sampler_logprobs: dict[str, tuple[dict | None, float]] = {}
         self._counters = {"prompt": 0, "generated": 0, "computed": 0, "aborted": 0, "steps": 0, "preempted": 0}
         log.info("engine ready on %s: %d KV blocks of %d tokens, max_model_len %d",
                  self.platform.name, pool.num_blocks, args.block_size, self.max_model_len)
@@ -172,9 +171,9 @@ class EngineCore:
             return self._emit(ended)
         self._count_scheduled(out)
         result = self.runner.execute(out, self._prompt_logprob_ids(out))
-        sampled = self._sample(result)
+        sampled, logprobs = self._sample(result)
         self.scheduler.update_from_output(out, sampled)
-        touched = self._record_prompt_logprobs(result) | self._process_samples(result, sampled)
+        touched = self._record_prompt_logprobs(result) | self._process_samples(sampled, logprobs)
         return self._emit(touched | ended)
 
     def _ended_by_scheduler(self, request_ids: list[str]) -> set[str]:
@@ -202,17 +201,18 @@ class EngineCore:
                 wanted.add(s.request.request_id)
         return wanted
 
-    def _sample(self, result: RunnerOutput) -> dict[str, int]:
+    def _sample(self, result: RunnerOutput) -> tuple[dict[str, int], dict[str, tuple[dict | None, float | None]]]:
+        """Sampled token and (top logprobs, sampled token's logprob) for each sampling request."""
         if not result.sample_ids:
-            return {}
+            return {}, {}
         rows = []
         for child_id in result.sample_ids:
             parent, sample = self._samples[child_id]
             rows.append(SamplingRow(parent.params, parent.prompt_token_ids, sample.request.output_token_ids,
                                     sample.generator))
         sampler_out = self.sampler(result.sample_logits, rows)
-        self._sampler_logprobs = dict(zip(result.sample_ids, zip(sampler_out.logprobs, sampler_out.sampled_logprobs)))
-        return dict(zip(result.sample_ids, sampler_out.token_ids))
+        logprobs = dict(zip(result.sample_ids, zip(sampler_out.logprobs, sampler_out.sampled_logprobs)))
+        return dict(zip(result.sample_ids, sampler_out.token_ids)), logprobs
 
     def _record_prompt_logprobs(self, result: RunnerOutput) -> set[str]:
         touched = set()
@@ -230,14 +230,15 @@ class EngineCore:
                 touched.add(parent.request_id)
         return touched
 
-    def _process_samples(self, result: RunnerOutput, sampled: dict[str, int]) -> set[str]:
+    def _process_samples(self, sampled: dict[str, int], logprobs: dict[str, tuple[dict | None, float | None]]) -> set[str]:
         touched = set()
         for child_id, token in sampled.items():
             parent, sample = self._samples[child_id]
             self._counters["generated"] += 1
             if parent.first_token_time is None:
                 parent.first_token_time = time.monotonic()
-            self._record_logprobs(parent, sample, child_id)
+            if parent.params.logprobs is not None:
+                self._record_logprobs(sample, *logprobs[child_id])
             sample.detok.push([token])
             why = stop_reason_for(sample, parent.params, token, self.eos_ids, sample.request.max_tokens,
                                   self.max_model_len)
@@ -246,10 +247,7 @@ class EngineCore:
             touched.add(parent.request_id)
         return touched
 
-    def _record_logprobs(self, parent: ParentState, sample: SampleState, child_id: str) -> None:
-        if parent.params.logprobs is None:
-            return
-        entry, chosen = self._sampler_logprobs[child_id]
+    def _record_logprobs(self, sample: SampleState, entry: dict | None, chosen: float) -> None:
         sample.completion.logprobs.append(self._decorate(entry))
         sample.completion.cumulative_logprob += chosen
 
