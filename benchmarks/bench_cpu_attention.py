@@ -1,6 +1,9 @@
-"""Micro-benchmark of the CPU plugin's paged attention (print-only): decode batches and prefill chunks.
+"""Micro-benchmark of the CPU plugin's paged attention (print-only): native kernel vs gather + SDPA.
 
-Shapes follow SmolLM2-135M (Hq=9, Hkv=3, D=64, 30 layers). Run: python benchmarks/bench_cpu_attention.py
+Shapes follow SmolLM2-135M (Hq=9, Hkv=3, D=64, 30 layers): decode batches of 1, 16 and 64 requests at
+100 to 400 tokens of context, prefill chunks and a mixed step. Each line is the median time of a
+whole step (metadata once, then 30 layers, each with its own cache) of both decode paths, measured
+in the same process. Run: python benchmarks/bench_cpu_attention.py [--dtypes float32] [--threads 1]
 """
 
 from __future__ import annotations
@@ -44,45 +47,51 @@ def make_batch(query_lens: list[int], seq_lens: list[int], block_size: int, gen:
 
 
 def time_case(name: str, query_lens: list[int], seq_lens: list[int], dtype: torch.dtype, repeats: int) -> None:
-    """Print the median step (build_metadata once, then forward on NUM_LAYERS caches) and its parts."""
+    """Print the median step (build_metadata once, then forward on NUM_LAYERS caches) of each backend.
+
+    The native-kernel backend and the gather + SDPA fallback run interleaved, repeat by repeat, so that
+    load from other processes on the machine hits both alike.
+    """
     spec = AttentionSpec(9, 3, 64, 16, dtype)
-    backend = CpuAttentionBackend(spec)
+    backends = {"native": CpuAttentionBackend(spec), "gather+sdpa": CpuAttentionBackend(spec, native=False)}
     gen = torch.Generator().manual_seed(0)
     batch, num_blocks = make_batch(query_lens, seq_lens, spec.block_size, gen)
-    caches = [torch.randn(backend.kv_cache_shape(num_blocks), generator=gen).to(dtype) for _ in range(NUM_LAYERS)]
+    shape = backends["native"].kv_cache_shape(num_blocks)
+    caches = [torch.randn(shape, generator=gen).to(dtype) for _ in range(NUM_LAYERS)]
     tokens = sum(query_lens)
-    q = torch.randn(tokens, 9, 64, generator=gen).to(dtype)
-    k = torch.randn(tokens, 3, 64, generator=gen).to(dtype)
-    v = torch.randn(tokens, 3, 64, generator=gen).to(dtype)
-    meta_times, step_times = [], []
-    for _ in range(repeats + 2):
-        t0 = time.perf_counter()
-        meta = backend.build_metadata(batch)
-        t1 = time.perf_counter()
-        for cache in caches:
-            backend.forward(q, k, v, cache, meta, 0.125)
-        meta_times.append(t1 - t0)
-        step_times.append(time.perf_counter() - t0)
-    meta_ms = sorted(meta_times[2:])[repeats // 2] * 1e3
-    step_ms = sorted(step_times[2:])[repeats // 2] * 1e3
-    layer_ms = (step_ms - meta_ms) / NUM_LAYERS
-    print(f"{name:<44} {str(dtype).removeprefix('torch.'):<9} metadata {meta_ms:7.3f} ms  "
-          f"forward/layer {layer_ms:8.3f} ms  step ({NUM_LAYERS} layers) {step_ms:8.2f} ms")
+    q, k, v = (torch.randn(tokens, heads, 64, generator=gen).to(dtype) for heads in (9, 3, 3))
+    times: dict[str, list[float]] = {label: [] for label in backends}
+    for _ in range(repeats + 1):  # the first round warms up
+        for label, backend in backends.items():
+            t0 = time.perf_counter()
+            meta = backend.build_metadata(batch)
+            for cache in caches:
+                backend.forward(q, k, v, cache, meta, 0.125)
+            times[label].append(time.perf_counter() - t0)
+    step = {label: sorted(t[1:])[repeats // 2] * 1e3 for label, t in times.items()}
+    parts = "  ".join(f"{label} {ms:8.2f} ms" for label, ms in step.items())
+    speedup = step["gather+sdpa"] / step["native"]
+    print(f"{name:<46} {str(dtype).removeprefix('torch.'):<9} step ({NUM_LAYERS} layers): {parts}  x{speedup:4.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for dtype in (getattr(torch, d) for d in args.dtypes.split(",")):
-        time_case("decode B=64 ctx 256", [1] * 64, [256] * 64, dtype, args.repeats)
-        time_case("decode B=64 ctx 128..256 (ragged)", [1] * 64, [128 + 2 * i for i in range(64)], dtype, args.repeats)
-        for ctx in (100, 256, 350):
-            time_case(f"decode B=1 ctx {ctx}", [1], [ctx], dtype, args.repeats)
+        for batch in (1, 16, 64):
+            for ctx in (100, 250, 400):
+                time_case(f"decode B={batch} ctx {ctx}", [1] * batch, [ctx] * batch, dtype, args.repeats)
+            ragged = [100 + (300 * i) // max(batch - 1, 1) for i in range(batch)]
+            time_case(f"decode B={batch} ctx 100..400 (ragged)", [1] * batch, ragged, dtype, args.repeats)
         time_case("prefill 1 x 512 (no cache)", [512], [512], dtype, args.repeats)
-        time_case("mixed: 63 decodes ctx 256 + chunk 128 on 128", [1] * 63 + [128], [256] * 63 + [256], dtype, args.repeats)
+        time_case("prefill chunk 128 on 128 cached", [128], [256], dtype, args.repeats)
+        time_case("mixed: 63 decodes ctx 256 + chunk 128 on 128", [1] * 63 + [128], [256] * 64, dtype, args.repeats)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Side-by-side CPU benchmark: tokenmill and transformers on the same workload, in one process.
 
-Usage: python benchmarks/cpu_vs_transformers.py [--dtype float32] [--skip-batch] [--skip-single]
+Usage: python benchmarks/cpu_vs_transformers.py [--dtype float32] [--quantization auto] [--skip-batch] [--skip-single]
 Prints output tokens/s for the 64-prompt batch (128 new tokens each, greedy, EOS ignored) and
 single-stream decode tokens/s (256 new tokens), for both engines, and their ratios.
 """
@@ -16,13 +16,13 @@ import torch
 WORKLOAD = os.path.join(os.path.dirname(__file__), "workload.json")
 
 
-def tokenmill_figures(dtype: str, batch: bool, single: bool) -> tuple[dict, object]:
+def tokenmill_figures(dtype: str, quantization: str, batch: bool, single: bool) -> tuple[dict, object]:
     from tokenmill.bench.offline import run_batch, run_single
     from tokenmill.bench.workload import chat_workload
     from tokenmill.config import EngineArgs
     from tokenmill.engine.core import EngineCore
 
-    engine = EngineCore(EngineArgs(dtype=dtype))
+    engine = EngineCore(EngineArgs(dtype=dtype, quantization=quantization))
     figures = {}
     if batch:
         figures["batch_output_tok_s"] = run_batch(engine, chat_workload(WORKLOAD, "batch", engine.tokenizer))["output_tokens_per_s"]
@@ -78,13 +78,15 @@ def _hf_single(model, prompt: list[int], new: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--quantization", default="auto", help="tokenmill's --quantization (transformers runs dense)")
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--skip-single", action="store_true")
     args = parser.parse_args()
     batch, single = not args.skip_batch, not args.skip_single
-    ours, engine = tokenmill_figures(args.dtype, batch, single)
+    ours, engine = tokenmill_figures(args.dtype, args.quantization, batch, single)
     theirs = transformers_figures(engine, args.dtype, batch, single)
-    print(f"{'figure':<24}{'tokenmill':>12}{'transformers':>14}{'ratio':>8}   (dtype {args.dtype}, {torch.get_num_threads()} threads)")
+    print(f"{'figure':<24}{'tokenmill':>12}{'transformers':>14}{'ratio':>8}   (dtype {args.dtype}, "
+          f"tokenmill packed layers {engine.bundle.packed_layers or 'none'}, {torch.get_num_threads()} threads)")
     for key in ours:
         print(f"{key:<24}{ours[key]:>12.1f}{theirs[key]:>14.1f}{ours[key] / theirs[key]:>8.2f}")
 

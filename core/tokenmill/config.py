@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from tokenmill.errors import TokenmillError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZATIONS = ("auto", "none", "int4", "int8")  # loaders/quantization.py says what each packs
 
 
 @dataclass(slots=True)
@@ -15,7 +16,8 @@ class EngineArgs:
     """Options of one engine. Names follow vLLM's so that flags carry over."""
 
     model: str | None = None  # HF directory or .gguf file; None: the embedded SmolLM2 default
-    dtype: str = "auto"  # auto picks bfloat16 where the platform supports it
+    dtype: str = "auto"  # auto: the platform's preferred dtype (bfloat16 on GPUs, float32 on AVX2 CPUs)
+    quantization: str = "auto"  # auto: keep a GGUF's 4/8-bit layers packed where the platform can; none: dense
     device: str | None = None  # plugin name; None: $TOKENMILL_DEVICE or the best available
     block_size: int = 16
     kv_cache_memory: int | None = None  # bytes for the KV pool; None: the allocator's default
@@ -31,6 +33,8 @@ class EngineArgs:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise TokenmillError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.quantization not in QUANTIZATIONS:
+            raise TokenmillError(f"--quantization {self.quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
         for name in ("block_size", "max_num_batched_tokens", "max_num_seqs"):
             if getattr(self, name) < 1:
                 raise TokenmillError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
@@ -45,6 +49,9 @@ class EngineArgs:
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
         """Add the engine's flags to a CLI parser (model is left to the caller)."""
         parser.add_argument("--dtype", default="auto", choices=DTYPES)
+        parser.add_argument("-q", "--quantization", default="auto", choices=QUANTIZATIONS,
+                            help="auto: run a GGUF's 4-/8-bit layers packed where the platform has kernels; "
+                                 "none: dense in --dtype; int4/int8: pack every linear layer")
         parser.add_argument("--device", default=None, help="plugin to run on (default: $TOKENMILL_DEVICE or the best available)")
         parser.add_argument("--block-size", type=int, default=16)
         parser.add_argument("--kv-cache-memory", type=_parse_bytes, default=None, help="KV pool size, e.g. 2GiB or 500MB")

@@ -49,7 +49,7 @@ class IncrementalDetokenizer:
         self._stops = _StopStrings(stop)
         self._include_stop = include_stop_str_in_output
         self.stop_hit: str | None = None
-        self._released: list[str] = []
+        self._text = ""  # released so far
         self._held = ""  # decoded text not yet released (a possible stop-string start)
         context, carried = self._prompt_context(list(prompt_token_ids[-_CONTEXT_TOKENS:]))
         self._context: list[int] = context  # ids before the tail whose decode ends cleanly
@@ -60,7 +60,7 @@ class IncrementalDetokenizer:
     @property
     def text(self) -> str:
         """All text released so far."""
-        return "".join(self._released)
+        return self._text
 
     def push(self, new_token_ids: Sequence[int]) -> str:
         """Decode newly generated ids; returns the text released by this call (maybe "")."""
@@ -68,6 +68,13 @@ class IncrementalDetokenizer:
             return ""
         for token_id in new_token_ids:
             self._held += self._step(token_id)
+        return self._release(final=False)
+
+    def push_one(self, token_id: int) -> str:
+        """`push([token_id])` without the list: the engine's per-token call."""
+        if self.stop_hit is not None:
+            return ""
+        self._held += self._step(token_id)
         return self._release(final=False)
 
     def flush(self) -> str:
@@ -116,6 +123,10 @@ class IncrementalDetokenizer:
     def _release(self, final: bool) -> str:
         """Move held text to released, cutting at the earliest stop string; keep a possible
         stop-string start held unless final."""
+        if not self._stops.stops:  # the common case: nothing to hold back
+            out, self._held = self._held, ""
+            self._text += out
+            return out
         match = self._stops.find(self._held)
         if match is not None:
             start, stop = match
@@ -124,8 +135,7 @@ class IncrementalDetokenizer:
         else:
             keep = 0 if final else self._stops.held_suffix(self._held)
             out, self._held = self._held[: len(self._held) - keep], self._held[len(self._held) - keep :]
-        if out:
-            self._released.append(out)
+        self._text += out
         return out
 
     def _decode(self, ids: list[int]) -> str:

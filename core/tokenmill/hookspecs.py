@@ -3,7 +3,7 @@
 A plugin is a module (or object) registered under the entry-point group `tokenmill.plugins`
 whose functions carry `@hookimpl`. It must implement `tokenmill_platform`, and for its own
 platform `tokenmill_attention_backend`, `tokenmill_kv_allocator` and `tokenmill_communicator`.
-Op overrides and the step runner are optional: the core has plain-torch references for both.
+Op overrides, linear methods and the step runner are optional: the core has plain-torch references for both.
 
 Every hook except `tokenmill_platform` receives the chosen `platform`; an implementation must
 return None when `platform.name` is not its own, so several plugins can be installed at once.
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         AttentionSpec,
         Communicator,
         KVCacheAllocator,
+        LinearMethod,
         OpOverrides,
         Platform,
         StepRunner,
@@ -113,6 +114,19 @@ def tokenmill_step_runner(platform: "Platform", options: dict[str, Any]) -> "Ste
     :param options: engine options that matter to capture, e.g. {"enforce_eager": False,
         "max_num_seqs": 256}.
     :returns: a StepRunner, or None to run the step eagerly.
+
+    firstresult: the first non-None result wins; return None to decline.
+    """
+
+
+@hookspec(firstresult=True)
+def tokenmill_linear_method(platform: "Platform", scheme: str) -> "LinearMethod | None":
+    """Supply the kernels that run linear layers stored in a quantized `scheme`.
+
+    :param platform: the platform the engine runs on.
+    :param scheme: "int4" or "int8", as LinearMethod's docstring in tokenmill.interfaces defines.
+    :returns: a LinearMethod, or None when this platform has no kernel for `scheme`; the core then
+        keeps those layers dense under `--quantization auto` and refuses an explicit request.
 
     firstresult: the first non-None result wins; return None to decline.
     """

@@ -209,6 +209,30 @@ class StepRunner(Protocol):
         ...
 
 
+# --------------------------------------------------------------------------- linear method
+
+
+@runtime_checkable
+class LinearMethod(Protocol):
+    """Runs the model's linear layers from weights the platform repacked once, after loading.
+
+    Schemes (what `scheme` means; the core picks one per layer, see loaders/quantization.py):
+    - "int4": weight-only 4 bits, asymmetric, one scale and one offset per group of 32 inputs
+      (w = q * scale + offset, q in 0..15). Exact for GGUF Q4_1 and Q4_K weights.
+    - "int8": weight-only 8 bits, symmetric, one scale per output row.
+    """
+
+    scheme: str
+
+    def pack(self, weight: "torch.Tensor") -> Any:
+        """weight [N, K] in the model dtype, on the device -> opaque packed state for `apply`."""
+        ...
+
+    def apply(self, packed: Any, x: "torch.Tensor") -> "torch.Tensor":
+        """x [T, K] in the model dtype -> x @ W^T, [T, N] in the model dtype (bias is added by the core)."""
+        ...
+
+
 @dataclass(slots=True)
 class OpOverrides:
     """Faster versions of named ops a plugin supplies; names must be in ops.registry.OP_NAMES."""

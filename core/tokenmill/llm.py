@@ -62,7 +62,8 @@ class LLM:
                 request_id = str(self._next_id)
                 self._next_id += 1
                 prompt = item["prompt_token_ids"] if isinstance(item, dict) else item
-                self.engine.add_request(request_id, prompt, p, priority=priority[i] if priority else 0)
+                self.engine.add_request(request_id, prompt, p, priority=priority[i] if priority else 0,
+                                        final_only=True)
                 added.append(request_id)
         except Exception:
             for request_id in added:

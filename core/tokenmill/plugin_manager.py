@@ -155,6 +155,10 @@ class PluginManager:
             merged.update(result.ops)
         return merged
 
+    def linear_method(self, platform: Platform, scheme: str) -> Any:
+        """The platform's LinearMethod for `scheme`, or None when it has none."""
+        return self.pm.hook.tokenmill_linear_method(platform=platform, scheme=scheme)
+
     def step_runner(self, platform: Platform, options: dict[str, Any]) -> Any:
         """The platform's step runner, or None to run eagerly."""
         return self.pm.hook.tokenmill_step_runner(platform=platform, options=options)

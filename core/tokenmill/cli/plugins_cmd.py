@@ -23,6 +23,7 @@ SUPPLY_NAMES = {
     "tokenmill_kv_allocator": "kv_allocator",
     "tokenmill_communicator": "communicator",
     "tokenmill_op_overrides": "op_overrides",
+    "tokenmill_linear_method": "linear_methods",
     "tokenmill_step_runner": "step_runner",
 }
 

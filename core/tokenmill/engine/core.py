@@ -45,7 +45,8 @@ class EngineCore:
         self.platform = self.plugins.select(args.device)
         self.bundle = bundle or load_model_bundle(args.model, platform=self.platform, plugins=self.plugins,
                                                   dtype=args.dtype, block_size=args.block_size,
-                                                  max_model_len=args.max_model_len)
+                                                  max_model_len=args.max_model_len,
+                                                  quantization=args.quantization)
         if self.bundle.attn_spec.block_size != args.block_size:
             raise TokenmillError(f"the shared model was loaded for block size {self.bundle.attn_spec.block_size}, "
                                  f"not {args.block_size}; load it again or use the same --block-size")
@@ -74,6 +75,8 @@ class EngineCore:
         self.sampler = Sampler(list(self.eos_ids), ops=OpRegistry(self.plugins.op_overrides(self.platform)))
         self._parents: dict[str, ParentState] = {}
         self._samples: dict[str, tuple[ParentState, SampleState]] = {}  # scheduler request id -> owners
+        self._prompt_lp_ids: set[str] = set()  # scheduler ids whose prompt logprobs are still wanted
+        self._token_text: dict[int, str] = {}  # token id -> its text alone, for logprob entries
         self._counters = {"prompt": 0, "generated": 0, "computed": 0, "aborted": 0, "steps": 0, "preempted": 0}
         log.info("engine ready on %s: %d KV blocks of %d tokens, max_model_len %d",
                  self.platform.name, pool.num_blocks, args.block_size, self.max_model_len)
@@ -94,14 +97,19 @@ class EngineCore:
         return ids
 
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None,
-                    *, priority: int = 0) -> None:
-        """Validate and queue a request; a bad one raises RequestError and changes nothing."""
+                    *, priority: int = 0, final_only: bool = False) -> None:
+        """Validate and queue a request; a bad one raises RequestError and changes nothing.
+
+        `final_only` (vLLM's RequestOutputKind.FINAL_ONLY) makes `step` emit the request's output
+        only once it has finished, which saves building a snapshot every step for offline use.
+        """
         params = params or SamplingParams()
         if request_id in self._parents:
             raise RequestError(f"request id {request_id!r} is already in use; give each request a unique id")
         ids = self.tokenize(prompt)
         max_tokens = self._max_tokens(len(ids), params)
-        parent = ParentState(request_id, prompt if isinstance(prompt, str) else None, ids, params)
+        parent = ParentState(request_id, prompt if isinstance(prompt, str) else None, ids, params,
+                             final_only=final_only)
         if params.prompt_logprobs is not None:
             parent.prompt_logprobs = [None]
         requests = [self._new_sample(parent, i, max_tokens, priority) for i in range(params.n)]
@@ -114,6 +122,8 @@ class EngineCore:
                 self._samples.pop(request.request_id, None)
             raise
         self._parents[request_id] = parent
+        if params.prompt_logprobs is not None:
+            self._prompt_lp_ids.add(requests[0].request_id)
         self._counters["prompt"] += len(ids) * params.n
 
     def _max_tokens(self, prompt_len: int, params: SamplingParams) -> int:
@@ -141,7 +151,9 @@ class EngineCore:
                                        include_stop_str_in_output=params.include_stop_str_in_output)
         completion = CompletionOutput(index=index, logprobs=[] if params.logprobs is not None else None,
                                       cumulative_logprob=0.0 if params.logprobs is not None else None)
-        sample = SampleState(request, index, new_generator(seed, self.bundle.device), detok, completion)
+        row = SamplingRow(params, parent.prompt_token_ids, request.output_token_ids,
+                          new_generator(seed, self.bundle.device))
+        sample = SampleState(request, index, row, detok, completion)
         parent.samples.append(sample)
         self._samples[child_id] = (parent, sample)
         return request
@@ -155,6 +167,7 @@ class EngineCore:
         self.scheduler.abort_requests(ids)
         for child_id in ids:
             self._samples.pop(child_id, None)
+            self._prompt_lp_ids.discard(child_id)
         self._counters["aborted"] += 1
 
     def has_unfinished_requests(self) -> bool:
@@ -193,23 +206,17 @@ class EngineCore:
         self._counters["preempted"] += len(out.preempted_ids)
 
     def _prompt_logprob_ids(self, out: SchedulerOutput) -> set[str]:
-        wanted = set()
-        for s in out.scheduled:
-            owner = self._samples.get(s.request.request_id)
-            if owner and owner[1].index == 0 and owner[0].params.prompt_logprobs is not None \
-                    and s.start < s.request.num_prompt_tokens:
-                wanted.add(s.request.request_id)
-        return wanted
+        if not self._prompt_lp_ids:
+            return set()
+        return {s.request.request_id for s in out.scheduled
+                if s.request.request_id in self._prompt_lp_ids and s.start < s.request.num_prompt_tokens}
 
     def _sample(self, result: RunnerOutput) -> tuple[dict[str, int], dict[str, tuple[dict | None, float | None]]]:
         """Sampled token and (top logprobs, sampled token's logprob) for each sampling request."""
         if not result.sample_ids:
             return {}, {}
-        rows = []
-        for child_id in result.sample_ids:
-            parent, sample = self._samples[child_id]
-            rows.append(SamplingRow(parent.params, parent.prompt_token_ids, sample.request.output_token_ids,
-                                    sample.generator))
+        samples = self._samples
+        rows = [samples[child_id][1].row for child_id in result.sample_ids]
         sampler_out = self.sampler(result.sample_logits, rows)
         logprobs = dict(zip(result.sample_ids, zip(sampler_out.logprobs, sampler_out.sampled_logprobs)))
         return dict(zip(result.sample_ids, sampler_out.token_ids)), logprobs
@@ -228,23 +235,26 @@ class EngineCore:
                 entries = position_logprobs(logits[start:stop], targets, parent.params.prompt_logprobs)
                 parent.prompt_logprobs.extend(self._decorate(e) for e in entries)
                 touched.add(parent.request_id)
+            if len(parent.prompt_logprobs) >= len(prompt):
+                self._prompt_lp_ids.discard(child_id)  # complete: later steps need no prompt rows
         return touched
 
     def _process_samples(self, sampled: dict[str, int], logprobs: dict[str, tuple[dict | None, float | None]]) -> set[str]:
         touched = set()
+        samples, eos_ids, max_len = self._samples, self.eos_ids, self.max_model_len
         for child_id, token in sampled.items():
-            parent, sample = self._samples[child_id]
-            self._counters["generated"] += 1
+            parent, sample = samples[child_id]
+            params = parent.params
             if parent.first_token_time is None:
                 parent.first_token_time = time.monotonic()
-            if parent.params.logprobs is not None:
+            if params.logprobs is not None:
                 self._record_logprobs(sample, *logprobs[child_id])
-            sample.detok.push([token])
-            why = stop_reason_for(sample, parent.params, token, self.eos_ids, sample.request.max_tokens,
-                                  self.max_model_len)
+            sample.detok.push_one(token)
+            why = stop_reason_for(sample, params, token, eos_ids, sample.request.max_tokens, max_len)
             if why is not None:
                 self.scheduler.finish_request(child_id, sample.finish(*why))
             touched.add(parent.request_id)
+        self._counters["generated"] += len(sampled)
         return touched
 
     def _record_logprobs(self, sample: SampleState, entry: dict | None, chosen: float) -> None:
@@ -254,7 +264,14 @@ class EngineCore:
     def _decorate(self, entry: dict[int, tuple[float, int]] | None) -> dict | None:
         if entry is None:
             return None
-        return {tok: (lp, rank, self.tokenizer.decode([tok])) for tok, (lp, rank) in entry.items()}
+        return {tok: (lp, rank, self._text_of(tok)) for tok, (lp, rank) in entry.items()}
+
+    def _text_of(self, token_id: int) -> str:
+        """A token's text alone, as logprob entries show it; cached, as the same tokens recur."""
+        text = self._token_text.get(token_id)
+        if text is None:
+            text = self._token_text[token_id] = self.tokenizer.decode([token_id])
+        return text
 
     def _emit(self, touched: set[str]) -> list[RequestOutput]:
         outputs = []
@@ -262,8 +279,10 @@ class EngineCore:
             parent = self._parents.get(request_id)
             if parent is None:
                 continue
-            outputs.append(parent.to_output())
-            if parent.finished():
+            done = parent.finished()
+            if done or not parent.final_only:
+                outputs.append(parent.to_output(done))
+            if done:
                 self._forget(parent)
         return outputs
 
@@ -271,6 +290,7 @@ class EngineCore:
         del self._parents[parent.request_id]
         for sample in parent.samples:
             self._samples.pop(sample.request.request_id, None)
+            self._prompt_lp_ids.discard(sample.request.request_id)
 
     # ------------------------------------------------------------------ observability
 

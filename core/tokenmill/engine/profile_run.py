@@ -32,7 +32,8 @@ def profile_peak_activations(allocator: Any, bundle: Any, num_tokens: int, num_s
         query_lens_cpu=[num_tokens], seq_lens_cpu=[num_tokens], max_query_len=num_tokens, max_seq_len=num_tokens,
     )
     input_ids = torch.zeros(num_tokens, dtype=torch.int64, device=device)  # [T]
-    positions = torch.arange(num_tokens, dtype=torch.int64, device=device)  # [T]
+    # [T]; wrapped so a token budget above max_model_len never reads past the rotary table
+    positions = torch.arange(num_tokens, dtype=torch.int64, device=device) % bundle.max_model_len
 
     def step() -> None:
         hidden = bundle.model(input_ids, positions, caches, bundle.attn_backend.build_metadata(batch))  # [T, H]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
 from tokenmill.detokenizer import IncrementalDetokenizer
 from tokenmill.outputs import CompletionOutput, PositionLogprobs, RequestOutput
 from tokenmill.sampling.params import SamplingParams
+from tokenmill.sampling.sampler import SamplingRow
 from tokenmill.sched.request import Request, RequestStatus
 
 
@@ -18,7 +17,7 @@ class SampleState:
 
     request: Request
     index: int
-    generator: Any  # torch.Generator or None
+    row: SamplingRow  # built once: it reads request.output_token_ids, which grows in place
     detok: IncrementalDetokenizer
     completion: CompletionOutput
 
@@ -44,17 +43,21 @@ class ParentState:
     prompt_logprobs: list[PositionLogprobs | None] | None = None
     arrival_time: float = field(default_factory=time.monotonic)
     first_token_time: float | None = None
+    final_only: bool = False  # emit only the finished output, not a snapshot every step
 
     def finished(self) -> bool:
         return all(s.completion.finish_reason is not None for s in self.samples)
 
-    def to_output(self) -> RequestOutput:
-        """A snapshot whose lists are copies, so consumers can keep it across steps."""
+    def to_output(self, done: bool | None = None) -> RequestOutput:
+        """A snapshot whose lists are copies, so consumers can keep it across steps.
+
+        `done` is `finished()` when the caller has it already."""
         outputs = [_copy_completion(s) for s in self.samples]
         metrics = {"arrival_time": self.arrival_time}
         if self.first_token_time is not None:
             metrics["first_token_time"] = self.first_token_time
-        done = self.finished()
+        if done is None:
+            done = self.finished()
         if done:
             metrics["finished_time"] = time.monotonic()
         return RequestOutput(

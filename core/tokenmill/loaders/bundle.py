@@ -14,6 +14,7 @@ from tokenmill.interfaces import AttentionSpec
 from tokenmill.loaders.default_model import default_model_path
 from tokenmill.loaders.dtype import resolve_dtype
 from tokenmill.loaders.gguf_checkpoint import GGUFCheckpoint
+from tokenmill.loaders.quantization import check_quantization, linear_schemes, pack_model
 from tokenmill.loaders.safetensors_checkpoint import PICKLE_SUFFIXES, SafetensorsCheckpoint, refuse_pickle
 from tokenmill.loaders.weights import Checkpoint, load_weights
 from tokenmill.models import ArchConfig, arch_config, checkpoint_layout
@@ -37,6 +38,7 @@ class ModelBundle:
     eos_token_ids: list[int]
     source: str  # the path the model came from
     num_params: int
+    packed_layers: dict[str, int]  # scheme -> linear layers running packed ({} when all are dense)
 
 
 def open_checkpoint(model: str | None) -> Checkpoint:
@@ -63,8 +65,14 @@ def load_model_bundle(
     dtype: str = "auto",
     block_size: int = 16,
     max_model_len: int | None = None,
+    quantization: str = "none",
 ) -> ModelBundle:
-    """Load `model` for `platform`: weights cast to the resolved dtype on the platform's device."""
+    """Load `model` for `platform`: weights cast to the resolved dtype on the platform's device.
+
+    `quantization` (see loaders/quantization.py) then repacks linear layers for the platform's
+    int4/int8 kernels; the default here is "none" (dense), the engine's is "auto".
+    """
+    check_quantization(quantization)
     torch_dtype = resolve_dtype(dtype, platform)
     device = torch.device(platform.device_type)
     checkpoint = open_checkpoint(model)
@@ -77,9 +85,13 @@ def load_model_bundle(
     cos_sin = cos_sin_cache(arch, max_len, device)  # float32 [max_len, D]
     with torch.device("meta"):  # no memory or random init for weights the checkpoint overwrites
         net = entry.model_class(arch, ops, backend, cos_sin)
-    load_weights(net, checkpoint_layout(net, arch), checkpoint, torch_dtype, device)
+    layout = checkpoint_layout(net, arch)
+    load_weights(net, layout, checkpoint, torch_dtype, device)
     net.tie_weights()
     net.eval()
+    num_params = sum(p.numel() for p in net.parameters())
+    schemes = linear_schemes(net, layout, checkpoint, quantization)
+    packed = pack_model(net, schemes, platform=platform, plugins=plugins, quantization=quantization)
     return ModelBundle(
         model=net,
         arch=arch,
@@ -91,7 +103,8 @@ def load_model_bundle(
         max_model_len=max_len,
         eos_token_ids=_eos_ids(arch, tokenizer),
         source=checkpoint.source,
-        num_params=sum(p.numel() for p in net.parameters()),
+        num_params=num_params,
+        packed_layers=packed,
     )
 
 

@@ -125,6 +125,11 @@ class GGUFCheckpoint:
             weights = _unpermute(weights, heads)
         return torch.from_numpy(np.array(weights, copy=True))
 
+    def quant_type(self, name: str) -> str | None:
+        """The GGUF storage type of `name` ("Q4_1", "Q8_0", ...), or None for F32/F16/BF16."""
+        kind = self._tensors[name].tensor_type.name
+        return None if kind in ("F32", "F16", "BF16") else kind
+
     def where(self, name: str) -> str:
         """The file holding `name`, for error messages."""
         return self.source

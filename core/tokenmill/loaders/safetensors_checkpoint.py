@@ -98,6 +98,10 @@ class SafetensorsCheckpoint:
         except SafetensorError as exc:
             raise ModelLoadError(f"{path}: tensor {name!r} could not be read ({exc}); download it again") from None
 
+    def quant_type(self, name: str) -> str | None:
+        """Always None: tokenmill reads float safetensors only."""
+        return None
+
     def where(self, name: str) -> str:
         """The file that holds (or should hold) `name`, for error messages."""
         path = self._file_of.get(name)

@@ -25,6 +25,10 @@ class Checkpoint(Protocol):
 
     def where(self, name: str) -> str: ...
 
+    def quant_type(self, name: str) -> str | None:
+        """The quantized storage type of `name` (a GGUF type name such as "Q4_1"), None for float."""
+        ...
+
 
 def check_layout(checkpoint: Checkpoint, layout: Layout) -> None:
     """Raise ModelLoadError for the first tensor the layout needs that is missing or misshaped."""

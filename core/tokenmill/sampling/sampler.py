@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 import torch
 
 from tokenmill.ops import OpRegistry
+from tokenmill.sampling.argmax import argmax_rows
 from tokenmill.sampling.logprobs import PositionLogprobs, rows_logprobs
-from tokenmill.sampling.noise import log_uniform_noise
 from tokenmill.sampling.params import SamplingParams
 from tokenmill.sampling.penalties import apply_penalties
+from tokenmill.sampling.random_choice import sample_rows
+from tokenmill.sampling.row_tensors import RowTensors
 
 
 @dataclass(slots=True)
@@ -19,13 +21,20 @@ class SamplingRow:
 
     output_token_ids are the tokens generated before this step (used for penalties and
     min_tokens). generator comes from new_generator(params.seed, device) and must live as long
-    as the sequence; None draws from the device's global RNG.
+    as the sequence; None draws from the device's global RNG. The engine builds one row per
+    sequence and reuses it every step (output_token_ids is the sequence's own growing list), so
+    the params must not change after the row is built.
     """
 
     params: SamplingParams
     prompt_token_ids: list[int]
     output_token_ids: list[int]
     generator: torch.Generator | None = None
+    plain_greedy: bool = field(init=False)  # argmax with no penalties or logprobs (once past min_tokens)
+
+    def __post_init__(self) -> None:
+        p = self.params
+        self.plain_greedy = p.is_greedy and p.logprobs is None and not p.has_penalties
 
 
 @dataclass(slots=True)
@@ -56,22 +65,19 @@ class Sampler:
     def __init__(self, eos_token_ids: list[int], ops: OpRegistry | None = None) -> None:
         self.eos_token_ids = list(eos_token_ids)
         self.ops = ops if ops is not None else OpRegistry()
+        self._params = RowTensors()  # per-row parameter tensors of the last batch
 
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
         """logits float32 [B, V] on any device, rows of length B -> one token per row."""
         num_rows = len(rows)
-        if all(self._plain_greedy(row) for row in rows):
-            return SamplerOutput(logits.argmax(dim=-1).tolist(), [None] * num_rows, [None] * num_rows)
+        if all(row.plain_greedy and len(row.output_token_ids) >= row.params.min_tokens for row in rows):
+            return SamplerOutput(argmax_rows(logits).tolist(), [None] * num_rows, [None] * num_rows)
         want_lp = [i for i, row in enumerate(rows) if row.params.logprobs is not None]
         raw_lp = self._raw_logprobs(logits, want_lp)  # [L, V], before any processing
         logits = self._apply_penalties(logits, rows)
         self._mask_min_tokens(logits, rows)
         token_ids = self._choose(logits, rows)  # int64 [B]
         return self._output(token_ids, rows, want_lp, raw_lp)
-
-    def _plain_greedy(self, row: SamplingRow) -> bool:
-        p = row.params
-        return p.is_greedy and p.logprobs is None and not p.has_penalties and len(row.output_token_ids) >= p.min_tokens
 
     def _raw_logprobs(self, logits: torch.Tensor, want_lp: list[int]) -> torch.Tensor | None:
         if not want_lp:
@@ -113,32 +119,14 @@ class Sampler:
     def _choose(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
         greedy = [i for i, row in enumerate(rows) if row.params.is_greedy]
         if len(greedy) == len(rows):
-            return logits.argmax(dim=-1)
+            return argmax_rows(logits)
         if not greedy:
-            return self._sample(logits, rows)
+            return sample_rows(logits, rows, self.ops, self._params)
         others = [i for i, row in enumerate(rows) if not row.params.is_greedy]
         r_idx = _index(others, logits.device)  # [R]
-        out = logits.argmax(dim=-1)  # [B]; one read of the batch beats copying out the greedy rows
-        return out.index_copy_(0, r_idx, self._sample(logits.index_select(0, r_idx), [rows[i] for i in others]))
-
-    def _sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
-        """Random rows [R, V] -> int64 [R]: temperature, min_p, top_k/top_p, then the exponential race."""
-        device, dtype = logits.device, logits.dtype
-        temps = torch.tensor([r.params.temperature for r in rows], dtype=dtype, device=device)  # [R]
-        x = logits.div_(temps.unsqueeze(1))  # [R, V], in place: logits is the caller's or our copy
-        min_p = [r.params.min_p for r in rows]
-        if any(m > 0.0 for m in min_p):
-            x = apply_min_p(x, torch.tensor(min_p, dtype=dtype, device=device))
-        top_k = [r.params.top_k for r in rows]
-        top_p = [r.params.top_p for r in rows]
-        k_t = torch.tensor(top_k, dtype=torch.int64, device=device) if any(k > 0 for k in top_k) else None
-        p_t = torch.tensor(top_p, dtype=torch.float32, device=device) if any(p < 1.0 for p in top_p) else None
-        if k_t is not None or p_t is not None:
-            x = self.ops.top_k_top_p(x, k_t, p_t)
-        # Unnormalised probabilities suffice: the race ignores a positive factor per row.
-        probs = x.sub_(x.amax(dim=-1, keepdim=True)).exp_()  # [R, V]
-        noise = log_uniform_noise(probs, [r.generator for r in rows])  # [R, V], all < 0
-        return probs.div_(noise).argmin(dim=-1)  # the exponential race; masked tokens give 0
+        out = argmax_rows(logits)  # [B]; one read of the batch beats copying out the greedy rows
+        drawn = sample_rows(logits.index_select(0, r_idx), [rows[i] for i in others], self.ops, self._params)  # [R]
+        return out.index_copy_(0, r_idx, drawn)
 
     def _output(
         self, token_ids: torch.Tensor, rows: list[SamplingRow], want_lp: list[int], raw_lp: torch.Tensor | None
@@ -153,16 +141,6 @@ class Sampler:
                 logprobs[i] = entry
                 sampled[i] = entry[ids[i]][0]
         return SamplerOutput(ids, logprobs, sampled)
-
-
-def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
-    """Drop tokens whose probability is below min_p times the row's top probability, in place.
-
-    logits float32 [R, V] (temperature already applied), min_p [R] -> the same tensor. Works in log
-    space: p_j < min_p * p_max  <=>  logit_j < logit_max + log(min_p); min_p = 0 keeps everything.
-    """
-    threshold = logits.amax(dim=-1, keepdim=True) + min_p.log().unsqueeze(1)  # [R, 1]
-    return logits.masked_fill_(logits < threshold, float("-inf"))
 
 
 def _index(positions: list[int], device: torch.device) -> torch.Tensor:

@@ -52,6 +52,7 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_num_seqs = max_num_seqs
         self.max_model_len = max_model_len
+        self._pool_tokens = kv.num_blocks * kv.block_size  # the most tokens one request can ever hold
         self.running: list[Request] = []  # in admission order
         self.waiting: list[Request] = []  # sorted by _waiting_key; index 0 is admitted next
         self._requests: dict[str, Request] = {}  # every unfinished request
@@ -116,9 +117,8 @@ class Scheduler:
         self._schedule_running(step)
         if not step.preempted:
             self._schedule_waiting(step)
-        scheduled = list(step.scheduled.values())
-        num_tokens = sum(item.num_new_tokens for item in scheduled)
-        return SchedulerOutput(scheduled, num_tokens, step.preempted, finished_ids=step.finished)
+        num_tokens = self.max_num_batched_tokens - step.budget
+        return SchedulerOutput(list(step.scheduled.values()), num_tokens, step.preempted, finished_ids=step.finished)
 
     def update_from_output(self, output: SchedulerOutput, sampled: dict[str, int]) -> None:
         """Record a finished step: advance computed tokens and append the sampled ones.
@@ -126,22 +126,25 @@ class Scheduler:
         `sampled` maps the id of every scheduled request with samples=True to its new token.
         Requests finished or aborted since `schedule()` are skipped.
         """
+        running, live = RequestStatus.RUNNING, self._requests
         for item in output.scheduled:
             request = item.request
-            if request.status is not RequestStatus.RUNNING or self._requests.get(request.request_id) is not request:
+            if request.status is not running or live.get(request.request_id) is not request:
                 continue
             request.num_computed_tokens += item.num_new_tokens
             if item.samples:
                 request.append_output_token(sampled[request.request_id])
 
     def _schedule_running(self, step: _Step) -> None:
+        running = RequestStatus.RUNNING
         for request in list(self.running):
             if step.budget <= 0:
                 break
-            if request.status is not RequestStatus.RUNNING:
+            if request.status is not running:
                 continue  # preempted earlier in this step
-            num_new = min(request.num_tokens - request.num_computed_tokens, step.budget)
-            if num_new <= 0 or self._finish_if_outgrown(request, step):
+            num_tokens = len(request.all_token_ids)
+            num_new = min(num_tokens - request.num_computed_tokens, step.budget)
+            if num_new <= 0 or (num_tokens > self._pool_tokens and self._finish_if_outgrown(request, step)):
                 continue
             block_ids = self._allocate_or_preempt(request, num_new, step)
             if block_ids is not None:
@@ -201,7 +204,7 @@ class Scheduler:
 
         Only possible when max_model_len exceeds the pool: the request could never take its next step.
         """
-        if self.kv.num_blocks_for(request.num_tokens) <= self.kv.num_blocks:
+        if request.num_tokens <= self._pool_tokens:
             return False
         self.finish_request(request.request_id, RequestStatus.FINISHED_LENGTH)
         step.finished.append(request.request_id)

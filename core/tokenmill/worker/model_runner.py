@@ -31,17 +31,26 @@ class ModelRunner:
         self.block_size = block_size
         self.device = device
         self._forward: Callable[..., torch.Tensor] = self._eager_forward
+        # A step whose every row samples (decode) goes from token ids to logits in one callable,
+        # which the platform's step runner (e.g. CUDA graphs) wraps whole, output head included.
+        self._logits_step: Callable[..., torch.Tensor] = self._all_row_logits
         if step_runner is not None:
-            self._forward = step_runner.wrap(self._eager_forward)
+            self._logits_step = step_runner.wrap(self._all_row_logits)
 
     def _eager_forward(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: Any) -> torch.Tensor:
         return self.model(input_ids, positions, self.kv_caches, metadata)  # [T, H]
+
+    def _all_row_logits(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: Any) -> torch.Tensor:
+        return self.model.compute_logits(self._forward(input_ids, positions, metadata))  # float32 [T, V]
 
     @torch.inference_mode()
     def execute(self, out: SchedulerOutput, want_prompt_logits: set[str] = frozenset()) -> RunnerOutput:
         """Run one step; `want_prompt_logits` names requests whose prompt rows need logits too."""
         inputs = build_step_inputs(out, self.block_size, self.device)
         metadata = self.attn_backend.build_metadata(inputs.batch)
+        if len(inputs.sample_ids) == inputs.input_ids.shape[0] and not want_prompt_logits & inputs.query_ranges.keys():
+            # every row samples, so rows and sampling requests line up one to one, in order
+            return RunnerOutput(inputs.sample_ids, self._logits_step(inputs.input_ids, inputs.positions, metadata))
         hidden = self._forward(inputs.input_ids, inputs.positions, metadata)  # [T, H]
         result = RunnerOutput(inputs.sample_ids, self._sample_logits(hidden, inputs))
         for request_id in want_prompt_logits & inputs.query_ranges.keys():

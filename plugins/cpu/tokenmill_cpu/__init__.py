@@ -10,7 +10,9 @@ from tokenmill.interfaces import AttentionSpec, OpOverrides, Platform
 from tokenmill_cpu.allocator import CpuKVAllocator
 from tokenmill_cpu.attention import CpuAttentionBackend
 from tokenmill_cpu.communicator import GlooCommunicator
+from tokenmill_cpu.fast_ops import fast_ops
 from tokenmill_cpu.ipex import ipex_ops
+from tokenmill_cpu.linear_methods import METHODS, kernels_available
 from tokenmill_cpu.platform import CpuPlatform, make_platform
 
 PLATFORM_NAME = "cpu"
@@ -42,8 +44,15 @@ def tokenmill_communicator(platform: Platform, group: Any) -> GlooCommunicator |
 
 @hookimpl
 def tokenmill_op_overrides(platform: Platform) -> OpOverrides | None:
-    """IPEX-backed ops when IPEX matches torch; None (core references) otherwise."""
+    """Fewer-op float32 norms and rotary, and IPEX's kernels over them when IPEX matches torch."""
     if platform.name != PLATFORM_NAME:
         return None
-    ops = ipex_ops()
-    return OpOverrides(ops) if ops else None
+    return OpOverrides({**fast_ops(), **ipex_ops()})
+
+
+@hookimpl
+def tokenmill_linear_method(platform: Platform, scheme: str) -> Any:
+    """Weight-only int4/int8 matmuls (torch's packed CPU kernels), for the cpu platform only."""
+    if platform.name != PLATFORM_NAME or scheme not in METHODS or not kernels_available():
+        return None
+    return METHODS[scheme]()

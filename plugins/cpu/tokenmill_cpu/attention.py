@@ -1,10 +1,13 @@
-"""CpuAttentionBackend: paged attention on the host with gathers and torch SDPA.
+"""CpuAttentionBackend: paged attention on the host, a native decode kernel plus torch SDPA.
 
 Cache layout per layer: (2, N, S, Hkv, D), k at [0] and v at [1]. Each step, `forward` scatters
-the new keys/values into their slots, gathers each request's blocks back into a dense
-[L, Hkv, D] run, and calls scaled_dot_product_attention: once for all decode requests together
-(GQA folded into the query axis, keys padded to the longest request and masked), and once per
-prefill chunk (a causal mask offset by the request's cached length).
+the new keys/values into their slots, then attends:
+- decode requests (one new token each), all together: by the native kernel (paged_decode.cpp),
+  which reads each request's blocks in place, once; where it cannot build, by gathering the blocks
+  into a dense run and one padded, masked SDPA call (GQA folded into the query axis);
+- each prefill chunk: SDPA, causal on the new tokens alone, or over the gathered cache with a mask
+  offset by the request's cached length (GQA folded into the query axis, which keeps SDPA on its
+  fused kernel: enable_gqa with a mask falls back to the slow math path).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch.nn.functional as F
 from tokenmill.interfaces import AttentionBatch, AttentionSpec
 
 from tokenmill_cpu.attention_metadata import CpuAttentionMetadata, DecodePlan, KVRows, PrefillPlan, build_metadata
+from tokenmill_cpu.paged_decode import paged_decode_kernel
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -22,16 +26,20 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 class CpuAttentionBackend:
     """Paged attention for one AttentionSpec on the CPU."""
 
-    name = "cpu_sdpa"
+    name = "cpu_paged"
 
-    def __init__(self, spec: AttentionSpec) -> None:
+    def __init__(self, spec: AttentionSpec, native: bool = True) -> None:
+        """`native=False` keeps decode on the gather + SDPA path (the kernel's fallback and reference)."""
         self.spec = spec
+        self._kernel = paged_decode_kernel(spec.dtype, spec.head_size) if native else None
 
     def unsupported_reasons(self, spec: AttentionSpec) -> list[str]:
         """Why `spec` cannot run here; empty when it can."""
         reasons = []
         if spec.num_kv_heads < 1 or spec.num_heads % spec.num_kv_heads:
-            reasons.append(f"num_heads {spec.num_heads} must be a positive multiple of num_kv_heads {spec.num_kv_heads}")
+            reasons.append(
+                f"num_heads {spec.num_heads} must be a positive multiple of num_kv_heads {spec.num_kv_heads}"
+            )
         if spec.head_size < 1:
             reasons.append(f"head_size must be positive, got {spec.head_size}")
         if spec.block_size < 1:
@@ -46,7 +54,7 @@ class CpuAttentionBackend:
 
     def build_metadata(self, batch: AttentionBatch) -> CpuAttentionMetadata:
         """Gather indices and masks for the step; shared by every layer."""
-        return build_metadata(batch, self.spec.block_size)
+        return build_metadata(batch, self.spec.block_size, self.spec.num_heads // self.spec.num_kv_heads)
 
     def forward(
         self,
@@ -73,6 +81,12 @@ class CpuAttentionBackend:
 
     def _decode(self, query: torch.Tensor, kv_cache: torch.Tensor, plan: DecodePlan, scale: float) -> torch.Tensor:
         """query [Bd, Hq, D] (one token per request) -> [Bd, Hq, D]."""
+        if self._kernel is not None and kv_cache.stride(-1) == 1:
+            return self._kernel(query, kv_cache, plan.block_table, plan.seq_lens, scale).to(query.dtype)
+        return self._decode_sdpa(query, kv_cache, plan, scale)
+
+    def _decode_sdpa(self, query: torch.Tensor, kv_cache: torch.Tensor, plan: DecodePlan, scale: float) -> torch.Tensor:
+        """The fallback: gather the blocks densely, then one padded SDPA call; [Bd, Hq, D] -> [Bd, Hq, D]."""
         num_reqs, num_heads, head_size = query.shape
         num_kv_heads = kv_cache.shape[3]
         kv = _gather(kv_cache, plan.kv_rows)  # [2, Bd * nb * S, Hkv, D]
@@ -96,20 +110,28 @@ class CpuAttentionBackend:
     ) -> torch.Tensor:  # [ql, Hq, D]
         # 4-D [1, H, len, D] operands: SDPA's fused CPU kernel takes only 4-D input (3-D falls back
         # to the much slower math path).
-        q = query[plan.start : plan.end].transpose(0, 1).unsqueeze(0)  # [1, Hq, ql, D]
-        if plan.block_ids is None:  # nothing cached: the new keys are the whole sequence
+        if plan.kv_rows is None:  # nothing cached: plain causal attention over the new keys
+            q = query[plan.start : plan.end].transpose(0, 1).unsqueeze(0)  # [1, Hq, ql, D]
             k = key[plan.start : plan.end].transpose(0, 1).unsqueeze(0)  # [1, Hkv, ql, D]
             v = value[plan.start : plan.end].transpose(0, 1).unsqueeze(0)
-            causal = True
-        else:
-            kv = _gather(kv_cache, plan.kv_rows)[:, : plan.seq_len]  # [2, L, Hkv, D]
-            k, v = kv[0].transpose(0, 1).unsqueeze(0), kv[1].transpose(0, 1).unsqueeze(0)  # [1, Hkv, L, D]
-            causal = False
-        gqa = q.shape[1] != k.shape[1]
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=plan.mask, is_causal=causal, scale=scale, enable_gqa=gqa
-        )  # [1, Hq, ql, D]
-        return out[0].transpose(0, 1)
+            gqa = q.shape[1] != k.shape[1]
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)  # [1, Hq, ql, D]
+            return out[0].transpose(0, 1)  # [ql, Hq, D]
+        return self._prefill_on_cache(query[plan.start : plan.end], kv_cache, plan, scale)
+
+    def _prefill_on_cache(
+        self, query: torch.Tensor, kv_cache: torch.Tensor, plan: PrefillPlan, scale: float
+    ) -> torch.Tensor:
+        """query [ql, Hq, D] over the gathered cache, GQA folded into the query axis -> [ql, Hq, D]."""
+        query_len, num_heads, head_size = query.shape
+        num_kv_heads = kv_cache.shape[3]
+        kv = _gather(kv_cache, plan.kv_rows)[:, : plan.seq_len]  # [2, L, Hkv, D]
+        k, v = kv[0].transpose(0, 1).unsqueeze(0), kv[1].transpose(0, 1).unsqueeze(0)  # [1, Hkv, L, D]
+        q = query.view(query_len, num_kv_heads, -1, head_size).permute(1, 2, 0, 3)  # [Hkv, G, ql, D]
+        q = q.reshape(1, num_kv_heads, -1, head_size)  # [1, Hkv, G * ql, D]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask, scale=scale)  # [1, Hkv, G * ql, D]
+        out = out.view(num_kv_heads, -1, query_len, head_size).permute(2, 0, 1, 3)  # [ql, Hkv, G, D]
+        return out.reshape(query_len, num_heads, head_size)
 
 
 def _gather(kv_cache: torch.Tensor, rows: KVRows) -> torch.Tensor:

@@ -1,8 +1,8 @@
-"""Per-step plans for the CPU attention backend: gather indices and masks, built once per step.
+"""Per-step plans for the CPU attention backend: block tables, gather indices and masks, built once per step.
 
 Everything here runs once per model step, before the first layer, from the host-side lists of
-an AttentionBatch, so that the per-layer `forward` does only gathers and SDPA calls, with no
-Python loop over decode requests and no host sync.
+an AttentionBatch, so that the per-layer `forward` only calls kernels (the native decode kernel,
+gathers, SDPA), with no Python loop over decode requests and no host sync.
 """
 
 from __future__ import annotations
@@ -39,17 +39,26 @@ class KVRows:
 
 @dataclass(slots=True)
 class DecodePlan:
-    """All requests of the step with one new token, attended together in one padded SDPA call."""
+    """All requests of the step with one new token, attended together in one call.
+
+    The native kernel reads block_table and seq_lens; the gather + SDPA fallback reads kv_rows,
+    max_len and mask.
+    """
 
     rows: slice | torch.Tensor  # their query rows: a slice when consecutive, else int64 [Bd]
-    block_ids: torch.Tensor  # int64 [Bd * nb], each request's first nb blocks, row-major
-    num_blocks: int  # nb = ceil(max_len / S)
+    block_table: torch.Tensor  # int64 [Bd, nb] contiguous, each request's first nb blocks
+    seq_lens: torch.Tensor  # int64 [Bd]
     max_len: int  # L, the longest of their seq_lens; keys are padded to it
     mask: torch.Tensor | None  # bool [Bd, 1, 1, L], True where key j < seq_len; None if all equal
     kv_rows: KVRows = field(init=False)
 
     def __post_init__(self) -> None:
         self.kv_rows = KVRows(self.block_ids)
+
+    @property
+    def block_ids(self) -> torch.Tensor:
+        """int64 [Bd * nb]: the block table row-major, the order the gather fallback reads."""
+        return self.block_table.view(-1)
 
 
 @dataclass(slots=True)
@@ -60,7 +69,9 @@ class PrefillPlan:
     end: int
     seq_len: int  # cached + new tokens
     block_ids: torch.Tensor | None  # int64 [ceil(seq_len / S)]; None when nothing was cached
-    mask: torch.Tensor | None  # bool [query_len, seq_len], row i sees j <= seq_len - query_len + i
+    # bool [G * query_len, seq_len]: row g * query_len + i (query head g of a KV head's group, token
+    # i) sees keys j <= seq_len - query_len + i; None when nothing was cached
+    mask: torch.Tensor | None
     kv_rows: KVRows | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,13 +89,13 @@ class CpuAttentionMetadata:
     prefills: list[PrefillPlan]
 
 
-def build_metadata(batch: AttentionBatch, block_size: int) -> CpuAttentionMetadata:
-    """Split the batch into one decode group and per-request prefill plans."""
+def build_metadata(batch: AttentionBatch, block_size: int, group: int) -> CpuAttentionMetadata:
+    """Split the batch into one decode group and per-request prefill plans (G = `group` query heads per KV head)."""
     starts = _starts(batch.query_lens_cpu)
     block_tables = batch.block_tables.to(torch.int64)  # [B, max_blocks]
     decode_ids = [b for b, n in enumerate(batch.query_lens_cpu) if n == 1]
     prefills = [
-        _prefill_plan(block_tables[b], starts[b], batch.query_lens_cpu[b], batch.seq_lens_cpu[b], block_size)
+        _prefill_plan(block_tables[b], starts[b], batch.query_lens_cpu[b], batch.seq_lens_cpu[b], block_size, group)
         for b, n in enumerate(batch.query_lens_cpu)
         if n > 1
     ]
@@ -115,19 +126,21 @@ def _decode_plan(
     consecutive = rows_list == list(range(rows_list[0], rows_list[0] + len(ids)))
     rows = slice(rows_list[0], rows_list[0] + len(ids)) if consecutive else torch.tensor(rows_list)
     ids_t = torch.tensor(ids, dtype=torch.int64)
-    block_ids = block_tables.index_select(0, ids_t)[:, :num_blocks].reshape(-1)  # [Bd * nb]
+    table = block_tables.index_select(0, ids_t)[:, :num_blocks].contiguous()  # [Bd, nb]
+    lens_t = torch.tensor(lens, dtype=torch.int64)  # [Bd]
     mask = None
     if min(lens) != max_len:
-        lens_t = torch.tensor(lens, dtype=torch.int64)  # [Bd]
         mask = (torch.arange(max_len) < lens_t.unsqueeze(1)).view(len(ids), 1, 1, max_len)
-    return DecodePlan(rows, block_ids, num_blocks, max_len, mask)
+    return DecodePlan(rows, table, lens_t, max_len, mask)
 
 
-def _prefill_plan(table: torch.Tensor, start: int, query_len: int, seq_len: int, block_size: int) -> PrefillPlan:
+def _prefill_plan(
+    table: torch.Tensor, start: int, query_len: int, seq_len: int, block_size: int, group: int
+) -> PrefillPlan:
     cached = seq_len - query_len
     if cached == 0:  # the new keys are the whole sequence: plain causal attention on them
         return PrefillPlan(start, start + query_len, seq_len, None, None)
     block_ids = table[: -(-seq_len // block_size)].contiguous()  # [nb]
-    rows = torch.arange(query_len).unsqueeze(1) + cached  # [ql, 1], absolute position of each row
-    mask = torch.arange(seq_len).unsqueeze(0) <= rows  # [ql, seq_len]
+    rows = (torch.arange(query_len) + cached).repeat(group).unsqueeze(1)  # [G * ql, 1], each row's position
+    mask = torch.arange(seq_len).unsqueeze(0) <= rows  # [G * ql, seq_len]
     return PrefillPlan(start, start + query_len, seq_len, block_ids, mask)

@@ -1,17 +1,21 @@
 """CUDA graphs for decode steps: capture per padded batch size, replay through static buffers.
 
-The wrapped step is `step(input_ids [T], positions [T], attn_metadata, *extra) -> hidden [T, H]`.
+The wrapped step is `step(input_ids [T], positions [T], attn_metadata, *extra) -> [T, ...]`, one
+output row per token (the model runner wraps ids -> logits [T, V], the output head included).
 A pure-decode step of B requests (T == B) is padded to the smallest captured size >= B: its ids,
 positions and Triton metadata are copied into that graph's static buffers (padding rows get
 seq_len 0 and slot -1, so they write no cache and read no keys), the graph is replayed, and
-rows [:B] of its output are returned. Every other step (prefill chunks, mixed steps, batches
-above the largest size, other metadata types) runs `step` eagerly. `extra` arguments (e.g. the
-KV cache list) are baked into the graphs: when their tensors change, the graphs are recaptured.
+rows [:B] of its output are returned as a view, valid until the next call. Every other step
+(prefill chunks, mixed steps, batches above the largest size, other metadata types) runs `step`
+eagerly. `extra` arguments (e.g. the KV cache list) are baked into the graphs: when their tensors
+change, the graphs are recaptured. Graphs of at most `gemv_rows` rows record their linears as
+Triton GEMVs (gemv_capture.py), and the Triton kernels launch with PDL (tokenmill_triton.pdl).
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -20,6 +24,8 @@ from typing import Any, Callable
 import torch
 
 from tokenmill_triton.metadata import TritonAttentionMetadata, fill_static, static_decode_metadata
+
+from tokenmill_cuda import gemv_capture
 
 log = logging.getLogger(__name__)
 DEFAULT_TABLE_WIDTH = 256  # blocks per sequence the static buffers start with (4k tokens at S = 16)
@@ -48,7 +54,7 @@ class _Captured:
     input_ids: torch.Tensor  # [size]
     positions: torch.Tensor  # [size]
     metadata: TritonAttentionMetadata
-    output: torch.Tensor  # [size, H]
+    output: torch.Tensor  # [size, ...]
 
 
 class CudaGraphStep:
@@ -62,6 +68,7 @@ class CudaGraphStep:
         self.pool = None
         self.fingerprint: Any = None
         self.capture_seconds = 0.0
+        self.gemv_rows = gemv_capture.MAX_ROWS  # 0 keeps cuBLAS in every graph
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, attn_metadata: Any, *extra: Any) -> torch.Tensor:
         num = input_ids.shape[0]
@@ -74,7 +81,7 @@ class CudaGraphStep:
         entry.positions[:num].copy_(positions, non_blocking=True)
         fill_static(entry.metadata, attn_metadata)
         entry.graph.replay()
-        return entry.output[:num].clone()
+        return entry.output[:num]
 
     def _replayable(self, num: int, md: Any) -> bool:
         return (
@@ -92,6 +99,7 @@ class CudaGraphStep:
             if self.graphs:
                 log.info("recapturing CUDA graphs (block-table width %d, arguments changed: %s)", width, fingerprint != self.fingerprint)
             self.graphs.clear()
+            self.pool = None  # a pool whose graphs are gone cannot take new captures
             self.fingerprint = fingerprint
             self.width = max(self.width, 1 << (width - 1).bit_length())
 
@@ -103,17 +111,20 @@ class CudaGraphStep:
         pos = torch.zeros(size, dtype=positions.dtype, device=positions.device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(side), self._linears(size):
             self.step(ids, pos, static, *extra)  # compiles Triton kernels outside the capture
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        with torch.cuda.graph(graph, pool=self.pool), self._linears(size):
             output = self.step(ids, pos, static, *extra)
         self.pool = graph.pool()
         entry = _Captured(graph, ids, pos, static, output)
         self.graphs[size] = entry
         self.capture_seconds += time.perf_counter() - start
         return entry
+
+    def _linears(self, size: int) -> contextlib.AbstractContextManager:
+        return gemv_capture.GemvCapture(self.gemv_rows) if size <= self.gemv_rows else contextlib.nullcontext()
 
     def capture_all(self, example_metadata: TritonAttentionMetadata, *extra: Any,
                     input_dtype: torch.dtype = torch.int64) -> float:

@@ -6,11 +6,14 @@ import torch
 import triton
 import triton.language as tl
 
+from tokenmill_triton.pdl import launch_options, wait_for_previous
+
 BLOCK = 1024
 
 
 @triton.jit
-def _silu_and_mul_kernel(x_ptr, out_ptr, x_stride, out_stride, inter, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(x_ptr, out_ptr, x_stride, out_stride, inter, BLOCK: tl.constexpr, USE_PDL: tl.constexpr):
+    wait_for_previous(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < inter
@@ -30,6 +33,6 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty((x2.shape[0], inter), dtype=x.dtype, device=x.device)
     if x2.shape[0]:
         _silu_and_mul_kernel[(x2.shape[0], triton.cdiv(inter, BLOCK))](
-            x2, out, x2.stride(0), out.stride(0), inter, BLOCK=BLOCK, num_warps=4,
+            x2, out, x2.stride(0), out.stride(0), inter, BLOCK=BLOCK, num_warps=4, **launch_options(),
         )
     return out.view(*x.shape[:-1], inter)

@@ -9,7 +9,7 @@ from tokenmill.interfaces import AttentionBatch, AttentionSpec
 from tokenmill_triton import metadata as md_mod
 from tokenmill_triton.cache_write import reshape_and_cache, rows_contiguous
 from tokenmill_triton.decode_attention import decode_attention, decode_block_n
-from tokenmill_triton.metadata import DecodeShape, TritonAttentionMetadata
+from tokenmill_triton.metadata import DecodeShape, DecodeWorkspace, TritonAttentionMetadata
 from tokenmill_triton.prefill_attention import prefill_attention
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -39,6 +39,8 @@ class TritonAttentionBackend:
             spec.num_heads, spec.num_kv_heads, spec.head_size, spec.block_size,
             _num_sms(self.device), decode_block_n(spec.head_size),
         )
+        self.workspace = DecodeWorkspace(self.shape, self.device)
+        self._arange = torch.arange(256, dtype=torch.int32, device=self.device)  # grown on demand
 
     def unsupported_reasons(self, spec: AttentionSpec) -> list[str]:
         """Head size a power of two in 16..256, block size >= 16 (power of two), a float dtype, GQA."""
@@ -62,8 +64,11 @@ class TritonAttentionBackend:
         return (2, num_blocks, s.block_size, s.num_kv_heads, s.head_size)
 
     def build_metadata(self, batch: AttentionBatch) -> TritonAttentionMetadata:
-        """Split requests into decode and prefill, choose context splits, allocate partials."""
-        return md_mod.build(batch, self.shape, self.device)
+        """Split requests into decode and prefill, choose context splits, lend partials from the workspace."""
+        num = len(batch.query_lens_cpu)
+        if num > self._arange.shape[0]:
+            self._arange = torch.arange(2 * num, dtype=torch.int32, device=self.device)
+        return md_mod.build(batch, self.workspace, self._arange)
 
     def static_metadata(self, batch_size: int, max_blocks_per_seq: int) -> TritonAttentionMetadata:
         """Fixed-address pure-decode metadata for graph capture; refill it with `fill_static`."""

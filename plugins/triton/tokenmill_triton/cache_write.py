@@ -6,6 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tokenmill_triton.pdl import launch_options, wait_for_previous
+
 
 @triton.jit
 def _reshape_and_cache_kernel(
@@ -18,7 +20,9 @@ def _reshape_and_cache_kernel(
     v_offset,  # elements between cache[0] and cache[1]: N * S * Hkv * D
     ROW: tl.constexpr,  # Hkv * D
     BLOCK: tl.constexpr,  # next power of two >= ROW
+    USE_PDL: tl.constexpr,
 ):
+    wait_for_previous(USE_PDL)
     token = tl.program_id(0)
     slot = tl.load(slot_ptr + token).to(tl.int64)
     if slot < 0:
@@ -54,5 +58,5 @@ def reshape_and_cache(
     _reshape_and_cache_kernel[(num_tokens,)](
         key, value, kv_cache, slot_mapping,
         key.stride(0), value.stride(0), kv_cache[0].numel(),
-        ROW=row, BLOCK=triton.next_power_of_2(row), num_warps=4 if row >= 1024 else 1,
+        ROW=row, BLOCK=triton.next_power_of_2(row), num_warps=4 if row >= 1024 else 1, **launch_options(),
     )

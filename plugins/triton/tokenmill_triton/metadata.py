@@ -46,6 +46,7 @@ class TritonAttentionMetadata:
     num_splits: int  # context splits of the decode kernel
     partial_acc: torch.Tensor  # float32 [Bd, Hq, num_splits, D] (unused when num_splits == 1)
     partial_ml: torch.Tensor  # float32 [Bd, Hq, num_splits, 2]: running max and sum
+    split_counts: torch.Tensor  # int32 [Bd, Hkv], all zero between kernels: splits done so far
     max_query_len: int
     max_seq_len: int
     shape: DecodeShape
@@ -64,35 +65,75 @@ def choose_num_splits(num_decodes: int, max_seq_len: int, shape: DecodeShape) ->
     return max(1, min(wanted, MAX_SPLITS, -(-max_seq_len // shape.block_n)))
 
 
-def _partials(num_decodes: int, splits: int, shape: DecodeShape, device) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = num_decodes if splits > 1 else 0
+class DecodeWorkspace:
+    """Grow-only device buffers behind each step's split partials and split counters.
+
+    Steps run one after another on one stream, so every step may reuse the same memory; this
+    saves the allocations (and the counters' memset) a fresh step would cost. The decode kernel
+    leaves the counters at zero when it ends, ready for the next layer and the next step.
+    """
+
+    def __init__(self, shape: DecodeShape, device) -> None:
+        self.shape = shape
+        self.device = device
+        self.acc, self.ml, self.counts = _partials(0, MAX_SPLITS, shape, device)
+
+    def take(self, num_decodes: int, splits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(acc [Bd, Hq, splits, D], ml [Bd, Hq, splits, 2], counts int32 [Bd, Hkv]) views."""
+        s = self.shape
+        rows = num_decodes if splits > 1 else 0
+        capacity = self.counts.numel() // s.num_kv_heads  # rows of MAX_SPLITS partials
+        if rows > capacity:
+            self.acc, self.ml, self.counts = _partials(max(rows, 2 * capacity), MAX_SPLITS, s, self.device)
+        acc_shape, ml_shape = (rows, s.num_heads, splits, s.head_size), (rows, s.num_heads, splits, 2)
+        return (_prefix(self.acc, acc_shape), _prefix(self.ml, ml_shape),
+                _prefix(self.counts, (rows, s.num_kv_heads)))
+
+
+def _prefix(buffer: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The first elements of `buffer`, viewed as a contiguous tensor of `shape`."""
+    return buffer.view(-1)[:_numel(shape)].view(shape)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _partials(rows: int, splits: int, shape: DecodeShape, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     acc = torch.empty((rows, shape.num_heads, splits, shape.head_size), dtype=torch.float32, device=device)
     ml = torch.empty((rows, shape.num_heads, splits, 2), dtype=torch.float32, device=device)
-    return acc, ml
+    return acc, ml, torch.zeros((rows, shape.num_kv_heads), dtype=torch.int32, device=device)
 
 
-def build(batch: AttentionBatch, shape: DecodeShape, device) -> TritonAttentionMetadata:
-    """Metadata for one step; the only host-to-device copy is the two request index lists."""
+def build(batch: AttentionBatch, workspace: DecodeWorkspace, arange: torch.Tensor) -> TritonAttentionMetadata:
+    """Metadata for one step; `arange` is int32 [>= B] on the device (a pure-decode step's request list).
+
+    A pure-decode step copies nothing to the device; a mixed step copies its two request lists.
+    """
+    shape, device = workspace.shape, workspace.device
     qlens = batch.query_lens_cpu
-    decodes = [i for i, q in enumerate(qlens) if q == 1]
-    prefills = [i for i, q in enumerate(qlens) if q > 1]
-    pure_decode = len(decodes) == len(qlens)
+    pure_decode = batch.max_query_len == 1
+    decodes = range(len(qlens)) if pure_decode else [i for i, q in enumerate(qlens) if q == 1]
+    prefills = [] if pure_decode else [i for i, q in enumerate(qlens) if q > 1]
     splits = choose_num_splits(len(decodes), batch.max_seq_len, shape)
-    index = torch.arange(len(qlens), dtype=torch.int32, device=device) if pure_decode else None
-    acc, ml = _partials(len(decodes), splits, shape, device)
+    acc, ml, counts = workspace.take(len(decodes), splits)
     return TritonAttentionMetadata(
         query_start_loc=batch.query_start_loc.to(device, torch.int32),
         seq_lens=batch.seq_lens.to(device, torch.int32),
         block_tables=batch.block_tables.to(device, torch.int32),
         slot_mapping=batch.slot_mapping.to(device, torch.int64),
-        decode_reqs=index if pure_decode else torch.tensor(decodes, dtype=torch.int32).to(device),
-        prefill_reqs=torch.tensor(prefills, dtype=torch.int32).to(device),
+        decode_reqs=arange[:len(qlens)] if pure_decode else _index(decodes, device),
+        prefill_reqs=arange[:0] if pure_decode else _index(prefills, device),
         num_decodes=len(decodes),
         num_prefills=len(prefills),
         max_prefill_query_len=max((qlens[i] for i in prefills), default=0),
         num_splits=splits,
         partial_acc=acc,
         partial_ml=ml,
+        split_counts=counts,
         max_query_len=batch.max_query_len,
         max_seq_len=batch.max_seq_len,
         shape=shape,
@@ -107,7 +148,7 @@ def static_decode_metadata(batch_size: int, max_blocks_per_seq: int, shape: Deco
     """
     max_seq_len = max_blocks_per_seq * shape.block_size
     splits = choose_num_splits(batch_size, max_seq_len, shape)
-    acc, ml = _partials(batch_size, splits, shape, device)
+    acc, ml, counts = _partials(batch_size if splits > 1 else 0, splits, shape, device)
     index = torch.arange(batch_size + 1, dtype=torch.int32, device=device)
     return TritonAttentionMetadata(
         query_start_loc=index,
@@ -122,10 +163,15 @@ def static_decode_metadata(batch_size: int, max_blocks_per_seq: int, shape: Deco
         num_splits=splits,
         partial_acc=acc,
         partial_ml=ml,
+        split_counts=counts,
         max_query_len=1,
         max_seq_len=max_seq_len,
         shape=shape,
     )
+
+
+def _index(rows: list[int], device) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.int32).to(device, non_blocking=True)
 
 
 def fill_static(static: TritonAttentionMetadata, real: TritonAttentionMetadata) -> None:
@@ -134,7 +180,8 @@ def fill_static(static: TritonAttentionMetadata, real: TritonAttentionMetadata) 
     if width > static.block_tables.shape[1]:
         raise ValueError(f"block table of width {width} exceeds the captured width {static.block_tables.shape[1]}")
     static.seq_lens[:rows].copy_(real.seq_lens, non_blocking=True)
-    static.seq_lens[rows:].zero_()
     static.block_tables[:rows, :width].copy_(real.block_tables, non_blocking=True)
     static.slot_mapping[:rows].copy_(real.slot_mapping, non_blocking=True)
-    static.slot_mapping[rows:].fill_(-1)
+    if rows < static.num_decodes:
+        static.seq_lens[rows:].zero_()
+        static.slot_mapping[rows:].fill_(-1)

@@ -6,6 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tokenmill_triton.pdl import launch_options, wait_for_previous
+
 
 @triton.jit
 def _rotate_heads(src_ptr, dst_ptr, src_stride, dst_stride, token, cos, sin,
@@ -28,8 +30,9 @@ def _rotate_heads(src_ptr, dst_ptr, src_stride, dst_stride, token, cos, sin,
 def _rotary_kernel(
     pos_ptr, q_ptr, k_ptr, q_out_ptr, k_out_ptr, cache_ptr,
     q_stride, k_stride, q_out_stride, k_out_stride, num_q_heads, num_k_heads,
-    HALF: tl.constexpr, QH_PAD: tl.constexpr, KH_PAD: tl.constexpr,
+    HALF: tl.constexpr, QH_PAD: tl.constexpr, KH_PAD: tl.constexpr, USE_PDL: tl.constexpr,
 ):
+    wait_for_previous(USE_PDL)
     token = tl.program_id(0).to(tl.int64)
     pos = tl.load(pos_ptr + token).to(tl.int64)
     j = tl.arange(0, HALF)
@@ -61,6 +64,6 @@ def rotary(
             positions, query, key, q_out, k_out, cos_sin_cache.contiguous(),
             query.stride(0), key.stride(0), q_out.stride(0), k_out.stride(0), q_heads, k_heads,
             HALF=head_size // 2, QH_PAD=triton.next_power_of_2(q_heads), KH_PAD=triton.next_power_of_2(k_heads),
-            num_warps=4,
+            num_warps=4, **launch_options(),
         )
     return q_out, k_out

@@ -151,6 +151,36 @@ def test_top_k_top_p_goes_through_the_op_registry():
     rows = [_row(SamplingParams(top_k=5)), _row(SamplingParams(top_p=0.9)), _row(SamplingParams())]
     sampler(_logits(3, 100), rows)
     sampler(_logits(2, 100), rows[2:] * 2)  # no truncation asked for: the op is skipped
-    assert len(calls) == 1
-    top_k, top_p = calls[0]
-    assert top_k.tolist() == [5, 0, 0] and torch.allclose(top_p, torch.tensor([1.0, 0.9, 1.0]))
+    assert len(calls) == 2  # the top-k row on its candidates, then the others on the whole vocabulary
+    (k_narrow, p_narrow), (k_wide, p_wide) = calls
+    assert k_narrow.tolist() == [5] and p_narrow is None
+    assert k_wide is None and torch.allclose(p_wide, torch.tensor([0.9, 1.0]))
+
+
+def test_top_k_rows_same_seed_same_tokens_whatever_the_batch():
+    vocab, steps = 5000, 8
+    target = SamplingParams(temperature=1.0, top_k=40, top_p=0.9, min_p=0.01, seed=77)
+    target_logits = [_logits(1, vocab, seed=300 + s, scale=0.5) for s in range(steps)]
+    alone = _run_steps(target_logits, [_row(target)], 0)
+    mates = [SamplingParams(temperature=0.7, top_k=400), SamplingParams(temperature=0.0), SamplingParams(seed=3)]
+    rows = [_row(p) for p in mates[:1]] + [_row(target)] + [_row(p) for p in mates[1:]]
+    per_step = [torch.cat([_logits(1, vocab, seed=900 + s), target_logits[s], _logits(2, vocab, seed=950 + s)])
+                for s in range(steps)]
+    assert _run_steps(per_step, rows, 1) == alone
+    assert len(set(alone)) > 1
+
+
+def test_top_k_with_top_p_and_min_p_match_hf():
+    logits = torch.log(torch.tensor([[0.3, 0.25, 0.15, 0.1, 0.08, 0.06, 0.04, 0.02]]))
+    cases = [
+        (SamplingParams(top_k=5, top_p=0.6, temperature=1.0), [TopKLogitsWarper(5), TopPLogitsWarper(0.6)]),
+        (SamplingParams(top_k=6, min_p=0.3, temperature=0.9), [MinPLogitsWarper(0.3), TopKLogitsWarper(6)]),
+    ]
+    for params, warpers in cases:
+        freq = _frequencies(logits, params)
+        warped = logits / params.temperature
+        for warper in warpers:
+            warped = warper(torch.zeros(1, 1, dtype=torch.int64), warped)
+        expected = torch.softmax(warped[0].double(), dim=-1)
+        assert torch.equal(freq > 0, expected > 0), (params, freq, expected)
+        assert (freq - expected).abs().max() < 0.015, (params, freq, expected)

@@ -1,4 +1,4 @@
-"""intel_extension_for_pytorch is optional: absent or mismatched means plain torch, matched means its ops."""
+"""intel_extension_for_pytorch is optional: absent or mismatched means the plugin's own ops, matched means IPEX's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import torch
 import tokenmill_cpu
 from tokenmill.ops import OpRegistry
 from tokenmill_cpu import ipex
+from tokenmill_cpu.fast_ops import fast_ops
+from tokenmill_cpu.fast_ops import rms_norm as fast_rms_norm
 
 
 @pytest.fixture()
@@ -21,12 +23,13 @@ def fresh_probe():
     ipex._load.cache_clear()
 
 
-def test_absent_ipex_means_plain_torch(monkeypatch, fresh_probe):
+def test_absent_ipex_means_the_plugins_own_ops(monkeypatch, fresh_probe):
     monkeypatch.setitem(sys.modules, ipex.MODULE_NAME, None)  # makes the import raise ImportError
     assert ipex.ipex_version() is None and ipex.ipex_ops() == {}
     platform = tokenmill_cpu.tokenmill_platform()
     assert platform.ipex_version is None and platform.is_available().available
-    assert tokenmill_cpu.tokenmill_op_overrides(platform=platform) is None
+    overrides = tokenmill_cpu.tokenmill_op_overrides(platform=platform).ops
+    assert overrides.keys() == fast_ops().keys() and overrides["rms_norm"] is fast_rms_norm
 
 
 def test_ipex_built_for_another_torch_is_ignored(monkeypatch, fresh_probe):

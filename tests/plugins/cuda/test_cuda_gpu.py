@@ -57,8 +57,10 @@ def _decode_batch(seq_lens: list[int], blocks_per_req: int):
     )
 
 
+@pytest.mark.parametrize("gemv_rows", [0, 1])
 @torch.inference_mode()
-def test_cuda_graph_replay_matches_eager_with_padding(random_llama, tmp_path):
+def test_cuda_graph_replay_matches_eager_with_padding(random_llama, tmp_path, gemv_rows):
+    """cuBLAS graphs write bit-identical K/V; a GEMV-captured batch-1 graph rounds its own way."""
     from tokenmill_cuda.graph_runner import CudaGraphRunner
 
     bundle = _tiny_model(random_llama, tmp_path, "bfloat16")
@@ -68,6 +70,7 @@ def test_cuda_graph_replay_matches_eager_with_padding(random_llama, tmp_path):
     eager_caches = [init.clone() for _ in range(arch.num_layers)]
     graph_caches = [init.clone() for _ in range(arch.num_layers)]
     graphed = CudaGraphRunner({"max_num_seqs": 16}).wrap(lambda i, p, m: bundle.model(i, p, graph_caches, m))
+    graphed.gemv_rows = gemv_rows
     gen = torch.Generator().manual_seed(0)
     for batch in (3, 5, 1, 16, 17, 3):  # 3 -> graph 4, 5 -> graph 8, 17 -> eager
         seq_lens = torch.randint(1, 120, (batch,), generator=gen).tolist()
@@ -78,7 +81,11 @@ def test_cuda_graph_replay_matches_eager_with_padding(random_llama, tmp_path):
         got = graphed(ids, pos, md)
         torch.testing.assert_close(got.float(), want.float(), atol=3e-2, rtol=3e-2)
         for e, g in zip(eager_caches, graph_caches):
-            assert torch.equal(e, g), "graph replay must write the same K/V as eager"
+            if batch > gemv_rows:
+                assert torch.equal(e, g), "graph replay must write the same K/V as eager"
+            else:
+                torch.testing.assert_close(g.float(), e.float(), atol=3e-2, rtol=3e-2)
+                g.copy_(e)  # later batches compare exactly again
     assert sorted(graphed.graphs) == [1, 4, 8, 16]
     assert graphed.capture_seconds < 10
 
@@ -97,6 +104,17 @@ def test_engine_greedy_on_cuda_float32_equals_cpu_plugin(random_llama, tmp_path)
     cpu = _greedy(folder, "cpu", "float32")
     assert _greedy(folder, "cuda", "float32", kv_cache_memory=GiB) == cpu
     assert _greedy(folder, "cuda", "float32", kv_cache_memory=GiB, enforce_eager=True) == cpu
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_engine_graphs_and_pdl_match_eager_greedy(random_llama, tmp_path, dtype):
+    """Graph replay (with GEMVs at batch 1 and PDL launches) picks the tokens eager mode picks."""
+    folder = str(random_llama.write_model(tmp_path / "tiny", random_llama.TINY, device="cpu"))
+    graphs = _greedy(folder, "cuda", dtype, kv_cache_memory=GiB)
+    eager = _greedy(folder, "cuda", dtype, kv_cache_memory=GiB, enforce_eager=True)
+    agree = sum(g[:4] == e[:4] for g, e in zip(graphs, eager))
+    assert agree == 8 if dtype == "float32" else agree >= 6, (graphs, eager)  # bf16 GEMVs round their own way
 
 
 @pytest.mark.slow

@@ -62,3 +62,16 @@ def test_enforce_eager_returns_the_step_itself():
 
     assert CudaGraphRunner({"enforce_eager": True}).wrap(step) is step
     assert CudaGraphRunner({"max_num_seqs": 8}).wrap(step) is not step
+
+
+def test_gemv_capture_routes_only_small_16_bit_linears(monkeypatch):
+    from tokenmill_cuda import gemv_capture
+
+    calls = []
+    monkeypatch.setattr(gemv_capture, "gemv", lambda x, w, b=None: calls.append(x.shape[0]) or torch.nn.functional.linear(x, w, b))
+    lin = torch.nn.Linear(8, 4).to(torch.bfloat16)
+    with torch.inference_mode(), gemv_capture.GemvCapture(max_rows=2):
+        lin(torch.randn(2, 8, dtype=torch.bfloat16))  # routed
+        lin(torch.randn(3, 8, dtype=torch.bfloat16))  # too many rows
+        lin.float()(torch.randn(1, 8))  # float32 stays with the library
+    assert calls == [2]

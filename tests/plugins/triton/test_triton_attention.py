@@ -74,3 +74,15 @@ def test_static_metadata_pads_rows_and_matches_eager():
     ref = attention_reference(case, write_reference(case), 32**-0.5)
     assert rel_error(out[:2], ref) < 1e-5
     assert torch.equal(out[2:], torch.zeros_like(out[2:])), "padding rows see no keys"
+
+
+def test_split_counters_return_to_zero_so_the_next_step_merges_too():
+    backend = TritonAttentionBackend(AttentionSpec(4, 2, 32, 16, torch.float32), DEVICE)
+    for seed in (0, 1):  # the second step reuses the first one's workspace and counters
+        case = make_case([1, 1], [300, 47], 4, 2, 32, 16, torch.float32, DEVICE, seed=seed)
+        metadata = backend.build_metadata(case.batch)
+        assert metadata.num_splits > 1
+        out = backend.forward(case.query, case.key, case.value, case.kv_cache, metadata, 32**-0.5)
+        ref = attention_reference(case, write_reference(case), 32**-0.5)
+        assert rel_error(out, ref) < 1e-5
+        assert not metadata.split_counts.any(), "the merging program must reset its counter"

@@ -1,8 +1,9 @@
 """Runs the Triton kernel tests under TRITON_INTERPRET=1 on a host without a GPU.
 
 The variable must be set before any @triton.jit decorator runs, that is before a tokenmill_triton
-kernel module is imported; conftest files load before the test modules beside them. On a machine
-with CUDA the same tests run compiled on the GPU instead.
+kernel module is imported by any test (the CUDA plugin's tests import them too, and run first), so
+it lives in the root conftest, which loads before every test module. On a machine with CUDA the
+same tests run compiled on the GPU instead.
 
 Triton 3.6's interpreter holds a loaded scalar as a one-element 1-D numpy array and turns it into
 a loop bound with int(array), which numpy >= 2.4 refuses; `_scalar_index` restores the old

@@ -1,0 +1,256 @@
+// Paged decode attention on the CPU: one query token per request, read straight from the block pool.
+//
+// Built by native_build.py into a small shared library and called through ctypes (paged_decode.py).
+// Why C++ rather than torch ops: decode attention is bound by reading the KV cache, and torch can
+// only attend over paged keys after copying them into a dense run (a gather), which reads and
+// writes the cache once more; its small per-request matmuls also run far below bandwidth. Here
+// each request reads its keys and values exactly once, block by block, with the G query heads
+// that share a KV head processed together while the block sits in L1.
+//
+// Layout: k and v pools of element type T (float, bf16 bits, _Float16), addressed through block,
+// head and row strides with D contiguous (the plugin's [N, S, Hkv, D]); queries and outputs float32
+// [B, Hq, D] contiguous; block tables int64 [B, table_stride]; seq_lens int64 [B].
+// Measured and dropped: software prefetch of the next block, and register tiles over several query
+// heads; neither beat this simple form on the Zen3 reference machine.
+// Portable: GCC vector extensions lower to AVX2, AVX-512, NEON or scalar code, whatever -march gives.
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+typedef _Float16 f16x8 __attribute__((vector_size(16)));
+
+struct bf16 {
+    uint16_t bits;
+};
+
+static inline f32x8 load8(const float* p) {
+    f32x8 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline f32x8 load8(const bf16* p) {  // bf16 is the top half of a float32
+    u16x8 h;
+    std::memcpy(&h, p, sizeof h);
+    u32x8 w = __builtin_convertvector(h, u32x8) << 16;
+    f32x8 v;
+    std::memcpy(&v, &w, sizeof v);
+    return v;
+}
+
+static inline f32x8 load8(const _Float16* p) {
+    f16x8 h;
+    std::memcpy(&h, p, sizeof h);
+    return __builtin_convertvector(h, f32x8);
+}
+
+static inline float hsum(f32x8 v) {
+    float s = 0.0f;
+    for (int i = 0; i < 8; ++i) s += v[i];
+    return s;
+}
+
+// [sum(a[0]), ..., sum(a[7])]: the lane sums of eight vectors, by a tree of pairwise shuffles.
+static inline f32x8 hsum8(const f32x8* a) {
+    const i32x8 even = {0, 8, 2, 10, 4, 12, 6, 14}, odd = {1, 9, 3, 11, 5, 13, 7, 15};
+    const i32x8 lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+    const i32x8 lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
+    f32x8 x[4], y[2];
+    for (int i = 0; i < 4; ++i)
+        x[i] = __builtin_shuffle(a[2 * i], a[2 * i + 1], even) + __builtin_shuffle(a[2 * i], a[2 * i + 1], odd);
+    for (int i = 0; i < 2; ++i)
+        y[i] = __builtin_shuffle(x[2 * i], x[2 * i + 1], lo2) + __builtin_shuffle(x[2 * i], x[2 * i + 1], hi2);
+    return __builtin_shuffle(y[0], y[1], lo4) + __builtin_shuffle(y[0], y[1], hi4);
+}
+
+// q . k_t for the eight keys t = 0..7, whose rows lie `stride` elements apart.
+template <typename T>
+static inline f32x8 dot8(const float* q, const T* k, int64_t stride, int64_t D) {
+    f32x8 a[8] = {};
+    for (int64_t d = 0; d < D; d += 8) {
+        const f32x8 qd = load8(q + d);
+        for (int t = 0; t < 8; ++t) a[t] += qd * load8(k + t * stride + d);
+    }
+    return hsum8(a);
+}
+
+template <typename T>
+static inline float dot1(const float* q, const T* k, int64_t D) {
+    f32x8 acc = {};
+    for (int64_t d = 0; d < D; d += 8) acc += load8(q + d) * load8(k + d);
+    return hsum(acc);
+}
+
+// e^x for x <= 0 (softmax after subtracting the max): 2^n * e^r with |r| <= ln2/2 and a degree-6
+// Taylor polynomial (relative error < 4e-8). Hand-written because libm's expf is scalar and its
+// vector variant (libmvec) is only reached under -ffast-math, which would flush denormals to zero
+// for the whole process.
+static inline f32x8 exp8(f32x8 x) {
+    const f32x8 lo = f32x8{} - 87.0f;
+    x = x < lo ? lo : x;
+    const f32x8 magic = f32x8{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+    f32x8 t = x * 1.44269504088896341f + magic;
+    f32x8 n = t - magic;
+    f32x8 r = x - n * 0.693359375f + n * 2.12194440e-4f;  // ln2 split in two for exactness
+    f32x8 p = f32x8{} + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    i32x8 e = (__builtin_convertvector(n, i32x8) + 127) << 23;
+    f32x8 scale;
+    std::memcpy(&scale, &e, sizeof scale);
+    return p * scale;
+}
+
+// One layer's keys or values in the pool: row t of block `blk` for KV head h is at
+// base + blk * block_stride + h * head_stride + t * row_stride (element strides, D contiguous).
+template <typename T>
+struct Pool {
+    const T* base;
+    int64_t block_stride, head_stride, row_stride;
+
+    const T* rows(int64_t blk, int64_t h) const { return base + blk * block_stride + h * head_stride; }
+};
+
+// One work item: KV heads h0 .. h0 + nh - 1 of one request, over its L keys. Its query heads are
+// the nh * G rows r = 0 .. R - 1, row r reading KV head h0 + r / G.
+struct Item {
+    const int64_t* table;  // the request's block ids
+    int64_t L, h0, nh, G, D, S;
+
+    int64_t num_rows() const { return nh * G; }
+    int64_t head(int64_t r) const { return h0 + r / G; }
+    int64_t block_len(int64_t j) const { return L - j * S < S ? L - j * S : S; }
+};
+
+// scores[r * L + l] = q_r . k_l (q already scaled); returns nothing, fills maxes[r] = max_l scores.
+template <typename T>
+static void qk(const float* q, const Pool<T>& k, const Item& it, float* scores, float* maxes) {
+    const int64_t D = it.D, stride = k.row_stride;
+    for (int64_t r = 0; r < it.num_rows(); ++r) maxes[r] = -3.0e38f;
+    for (int64_t j = 0; j * it.S < it.L; ++j) {
+        const int64_t n = it.block_len(j);
+        for (int64_t r = 0; r < it.num_rows(); ++r) {
+            const T* blk = k.rows(it.table[j], it.head(r));
+            float* out = scores + r * it.L + j * it.S;
+            f32x8 vmax = f32x8{} + maxes[r];
+            int64_t t = 0;
+            for (; t + 8 <= n; t += 8) {
+                const f32x8 dots = dot8(q + r * D, blk + t * stride, stride, D);
+                vmax = dots > vmax ? dots : vmax;
+                std::memcpy(out + t, &dots, sizeof dots);
+            }
+            for (; t < n; ++t) {
+                out[t] = dot1(q + r * D, blk + t * stride, D);
+                maxes[r] = out[t] > maxes[r] ? out[t] : maxes[r];
+            }
+            for (int i = 0; i < 8; ++i) maxes[r] = vmax[i] > maxes[r] ? vmax[i] : maxes[r];
+        }
+    }
+}
+
+// In place: scores[r * L + l] becomes e^(score - max_r); returns nothing, fills sums[r].
+static void exp_rows(float* scores, const float* maxes, float* sums, int64_t L, int64_t R) {
+    for (int64_t r = 0; r < R; ++r) {
+        float* x = scores + r * L;
+        f32x8 acc = {};
+        int64_t l = 0;
+        for (; l + 8 <= L; l += 8) {
+            const f32x8 e = exp8(load8(x + l) - maxes[r]);
+            std::memcpy(x + l, &e, sizeof e);
+            acc += e;
+        }
+        float sum = hsum(acc);
+        for (; l < L; ++l) {
+            x[l] = exp8(f32x8{} + (x[l] - maxes[r]))[0];
+            sum += x[l];
+        }
+        sums[r] = sum;
+    }
+}
+
+// out[0:8W] += sum_t p[t] * v_t[0:8W] over n rows `stride` apart; W accumulators hide FMA latency.
+template <int W, typename T>
+static inline void axpy_rows(float* out, const float* p, const T* v, int64_t n, int64_t stride) {
+    f32x8 acc[W];
+    for (int i = 0; i < W; ++i) acc[i] = load8(out + 8 * i);
+    for (int64_t t = 0; t < n; ++t) {
+        const float pt = p[t];
+        for (int i = 0; i < W; ++i) acc[i] += pt * load8(v + t * stride + 8 * i);
+    }
+    for (int i = 0; i < W; ++i) std::memcpy(out + 8 * i, &acc[i], sizeof(f32x8));
+}
+
+// out[r] = sum_l weights[r * L + l] * v_l / sums[r].
+template <typename T>
+static void pv(const float* weights, const float* sums, const Pool<T>& v, const Item& it, float* out) {
+    const int64_t D = it.D, stride = v.row_stride;
+    std::memset(out, 0, sizeof(float) * it.num_rows() * D);
+    for (int64_t j = 0; j * it.S < it.L; ++j) {
+        const int64_t n = it.block_len(j);
+        for (int64_t r = 0; r < it.num_rows(); ++r) {
+            const T* blk = v.rows(it.table[j], it.head(r));
+            const float* p = weights + r * it.L + j * it.S;
+            float* o = out + r * D;
+            int64_t d = 0;
+            for (; d + 64 <= D; d += 64) axpy_rows<8>(o + d, p, blk + d, n, stride);
+            if (D - d >= 32) axpy_rows<4>(o + d, p, blk + d, n, stride), d += 32;
+            if (D - d >= 16) axpy_rows<2>(o + d, p, blk + d, n, stride), d += 16;
+            if (D - d >= 8) axpy_rows<1>(o + d, p, blk + d, n, stride);
+        }
+    }
+    for (int64_t r = 0; r < it.num_rows(); ++r)
+        for (int64_t d = 0; d < D; ++d) out[r * D + d] /= sums[r];
+}
+
+struct Shape {
+    int64_t num_heads, num_kv_heads, head_size, block_size, table_stride;
+};
+
+// Work items are whole requests when there are enough of them to keep every thread busy: a
+// request's blocks are then read front to back, all heads at once. Otherwise, one item per KV head.
+template <typename T>
+static void decode(const float* q, const Pool<T>& k, const Pool<T>& v, const int64_t* tables,
+                   const int64_t* seq_lens, float* out, int64_t B, const Shape& s, float scale, int num_threads) {
+    const int64_t G = s.num_heads / s.num_kv_heads, D = s.head_size;
+    const int64_t nh = B >= 4 * num_threads ? s.num_kv_heads : 1, items_per_req = s.num_kv_heads / nh;
+#pragma omp parallel num_threads(num_threads)
+    {
+        std::vector<float> scores, qs(nh * G * D), stats(2 * nh * G);  // stats: R maxes, then R sums
+#pragma omp for schedule(dynamic)
+        for (int64_t item = 0; item < B * items_per_req; ++item) {
+            const int64_t b = item / items_per_req, h0 = item % items_per_req * nh;
+            const Item it{tables + b * s.table_stride, seq_lens[b], h0, nh, G, D, s.block_size};
+            const int64_t R = it.num_rows(), row0 = (b * s.num_heads + h0 * G) * D;  // first query head
+            for (int64_t i = 0; i < R * D; ++i) qs[i] = q[row0 + i] * scale;
+            scores.resize(R * it.L);
+            qk(qs.data(), k, it, scores.data(), stats.data());
+            exp_rows(scores.data(), stats.data(), stats.data() + R, it.L, R);
+            pv(scores.data(), stats.data() + R, v, it, out + row0);
+        }
+    }
+}
+
+#define TM_DECODE_ENTRY(NAME, T)                                                                          \
+    extern "C" void NAME(const float* q, const void* k, const void* v, int64_t block_stride,            \
+                         int64_t head_stride, int64_t row_stride, const int64_t* tables,                  \
+                         const int64_t* seq_lens, float* out, int64_t B, int64_t num_heads,               \
+                         int64_t num_kv_heads, int64_t head_size, int64_t block_size,                     \
+                         int64_t table_stride, float scale, int num_threads) {                            \
+        const Pool<T> kp{static_cast<const T*>(k), block_stride, head_stride, row_stride};               \
+        const Pool<T> vp{static_cast<const T*>(v), block_stride, head_stride, row_stride};               \
+        const Shape s{num_heads, num_kv_heads, head_size, block_size, table_stride};                      \
+        decode(q, kp, vp, tables, seq_lens, out, B, s, scale, num_threads);                               \
+    }
+
+TM_DECODE_ENTRY(tm_paged_decode_f32, float)
+TM_DECODE_ENTRY(tm_paged_decode_bf16, bf16)
+TM_DECODE_ENTRY(tm_paged_decode_f16, _Float16)

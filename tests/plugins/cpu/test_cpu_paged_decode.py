@@ -1,0 +1,103 @@
+"""The native paged decode kernel against a float64 reference and the gather + SDPA fallback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenmill.interfaces import AttentionBatch, AttentionSpec
+from tokenmill_cpu import native_build
+from tokenmill_cpu.attention import CpuAttentionBackend
+from tokenmill_cpu.paged_decode import paged_decode_kernel
+
+needs_kernel = pytest.mark.skipif(
+    paged_decode_kernel(torch.float32, 64) is None, reason="no C++ compiler: the kernel falls back to torch"
+)
+TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+
+
+def _decode_batch(seq_lens: list[int], block_size: int, gen: torch.Generator) -> tuple[AttentionBatch, int]:
+    """One new token per request, blocks scattered at random over a pool with a few spare blocks."""
+    counts = [-(-n // block_size) for n in seq_lens]
+    num_blocks = sum(counts) + 3
+    order = torch.randperm(num_blocks, generator=gen).tolist()
+    tables, offset = [], 0
+    for count in counts:
+        tables.append(order[offset : offset + count])
+        offset += count
+    width = max(counts) + 2  # wider than needed, as the runner's padded tables are
+    slots = [t[(n - 1) // block_size] * block_size + (n - 1) % block_size for t, n in zip(tables, seq_lens)]
+    batch = AttentionBatch(
+        query_start_loc=torch.arange(len(seq_lens) + 1, dtype=torch.int32),
+        seq_lens=torch.tensor(seq_lens, dtype=torch.int32),
+        block_tables=torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32),
+        slot_mapping=torch.tensor(slots),
+        query_lens_cpu=[1] * len(seq_lens),
+        seq_lens_cpu=list(seq_lens),
+        max_query_len=1,
+        max_seq_len=max(seq_lens),
+    )
+    return batch, num_blocks
+
+
+def _reference(query: torch.Tensor, cache: torch.Tensor, batch: AttentionBatch, scale: float) -> torch.Tensor:
+    """Per request, dense float64 attention over its blocks: [B, Hq, D]."""
+    _, _, block_size, num_kv_heads, head_size = cache.shape
+    outs = []
+    for b, n in enumerate(batch.seq_lens_cpu):
+        blocks = batch.block_tables[b, : -(-n // block_size)].long()
+        k, v = (cache[i, blocks].reshape(-1, num_kv_heads, head_size)[:n].double() for i in (0, 1))  # [n, Hkv, D]
+        q = query[b].double().view(num_kv_heads, -1, head_size)  # [Hkv, G, D]
+        probs = torch.softmax(torch.einsum("hgd,nhd->hgn", q, k) * scale, dim=-1)  # [Hkv, G, n]
+        outs.append(torch.einsum("hgn,nhd->hgd", probs, v).reshape(-1, head_size))  # [Hq, D]
+    return torch.stack(outs)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "head_size", "block_size", "seq_lens"),
+    [
+        (9, 3, 64, 16, [1, 17, 250, 16, 33]),  # SmolLM2's shape, ragged, partial last blocks
+        (8, 8, 128, 16, [5, 300]),  # no GQA, wide heads
+        (8, 1, 80, 5, [1, 2, 41]),  # all heads on one KV head, D with an 8-float tail, odd blocks
+        (4, 2, 8, 1, [7, 3]),  # one-token blocks, the smallest head
+    ],
+)
+def test_kernel_matches_float64_reference(dtype, heads, kv_heads, head_size, block_size, seq_lens):
+    gen = torch.Generator().manual_seed(len(seq_lens) + head_size)
+    backend = CpuAttentionBackend(AttentionSpec(heads, kv_heads, head_size, block_size, dtype))
+    batch, num_blocks = _decode_batch(seq_lens, block_size, gen)
+    cache = (torch.randn(backend.kv_cache_shape(num_blocks), generator=gen) * 2).to(dtype)
+    query = torch.randn(len(seq_lens), heads, head_size, generator=gen).to(dtype)
+    new_kv = torch.randn(2, len(seq_lens), kv_heads, head_size, generator=gen).to(dtype)
+    out = backend.forward(query, new_kv[0], new_kv[1], cache, backend.build_metadata(batch), head_size**-0.5)
+    assert out.dtype == dtype and out.shape == query.shape
+    expected = _reference(query, cache, batch, head_size**-0.5)
+    torch.testing.assert_close(out.double(), expected, atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
+
+
+@needs_kernel
+def test_kernel_agrees_with_the_sdpa_fallback_on_strided_queries():
+    """Queries sliced out of a fused projection; the two decode paths give the same rows."""
+    spec = AttentionSpec(9, 3, 64, 16, torch.float32)
+    gen = torch.Generator().manual_seed(1)
+    batch, num_blocks = _decode_batch([3, 64, 129, 200], spec.block_size, gen)
+    qkv = torch.randn(4, (9 + 3 + 3) * 64, generator=gen)  # [T, (Hq + 2 Hkv) * D]
+    q, k, v = (t.view(4, -1, 64) for t in qkv.split([9 * 64, 3 * 64, 3 * 64], dim=-1))
+    outs = []
+    for native in (True, False):
+        backend = CpuAttentionBackend(spec, native=native)
+        cache = torch.randn(backend.kv_cache_shape(num_blocks), generator=torch.Generator().manual_seed(2))
+        outs.append(backend.forward(q, k, v, cache, backend.build_metadata(batch), 0.125))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+
+
+def test_switching_native_off_keeps_the_torch_fallback(monkeypatch):
+    monkeypatch.setenv(native_build.ENV_DISABLE, "0")
+    assert native_build.load_kernel("paged_decode.cpp") is None
+    assert CpuAttentionBackend(AttentionSpec(4, 2, 64, 16, torch.float32))._kernel is None
+
+
+def test_heads_off_the_vector_width_use_the_fallback():
+    assert paged_decode_kernel(torch.float32, 36) is None
