@@ -33,8 +33,7 @@ class EngineArgs:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise TokenmillError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-        if self.quantization not in QUANTIZATIONS:
-            raise TokenmillError(f"--quantization {self.quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
+        check_quantization(self.quantization)
         for name in ("block_size", "max_num_batched_tokens", "max_num_seqs"):
             if getattr(self, name) < 1:
                 raise TokenmillError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
@@ -69,6 +68,12 @@ class EngineArgs:
     def from_cli_args(cls, ns: argparse.Namespace) -> "EngineArgs":
         """Build from a parsed namespace, taking every field the namespace has."""
         return cls(**{f.name: getattr(ns, f.name) for f in fields(cls) if hasattr(ns, f.name)})
+
+
+def check_quantization(quantization: str) -> None:
+    """Refuse an unknown --quantization value, listing the known ones."""
+    if quantization not in QUANTIZATIONS:
+        raise TokenmillError(f"--quantization {quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
 
 
 def _parse_bytes(text: str) -> int:

@@ -9,12 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from tokenmill.config import check_quantization
 from tokenmill.errors import ModelLoadError, TokenmillError
 from tokenmill.interfaces import AttentionSpec
 from tokenmill.loaders.default_model import default_model_path
 from tokenmill.loaders.dtype import resolve_dtype
 from tokenmill.loaders.gguf_checkpoint import GGUFCheckpoint
-from tokenmill.loaders.quantization import check_quantization, linear_schemes, pack_model
+from tokenmill.loaders.quantization import linear_schemes, pack_model
 from tokenmill.loaders.safetensors_checkpoint import PICKLE_SUFFIXES, SafetensorsCheckpoint, refuse_pickle
 from tokenmill.loaders.weights import Checkpoint, load_weights
 from tokenmill.models import ArchConfig, arch_config, checkpoint_layout

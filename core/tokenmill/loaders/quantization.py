@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from tokenmill.config import QUANTIZATIONS
+from tokenmill.config import check_quantization
 from tokenmill.errors import TokenmillError
 from tokenmill.loaders.weights import Checkpoint
 from tokenmill.models.layout import Layout
@@ -20,12 +20,6 @@ OUTPUT_HEAD = "lm_head"
 # nearly (Q4_0, symmetric); the 5-, 6- and 8-bit types fit the int8 scheme.
 _INT4_SOURCES = frozenset({"Q4_0", "Q4_1", "Q4_K"})
 _INT8_SOURCES = frozenset({"Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0"})
-
-
-def check_quantization(quantization: str) -> None:
-    """Refuse an unknown --quantization value, listing the known ones."""
-    if quantization not in QUANTIZATIONS:
-        raise TokenmillError(f"--quantization {quantization!r} is not one of {', '.join(QUANTIZATIONS)}")
 
 
 def linear_schemes(model: nn.Module, layout: Layout, checkpoint: Checkpoint, quantization: str) -> dict[str, str]:

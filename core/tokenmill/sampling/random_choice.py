@@ -28,7 +28,7 @@ def sample_rows(logits: torch.Tensor, rows: list, ops: OpRegistry, params: RowTe
     if not narrow:
         return _race_full(x, rows, ops, params)
     wide = [i for i, r in enumerate(rows) if not 0 < r.params.top_k < vocab]
-    n_idx, w_idx = _index(narrow, device), _index(wide, device)  # [N], [W]
+    n_idx, w_idx = index_tensor(narrow, device), index_tensor(wide, device)  # [N], [W]
     out = torch.empty(len(rows), dtype=torch.int64, device=device)  # [R]
     out[n_idx] = _race_top_k(x.index_select(0, n_idx), [rows[i] for i in narrow], ops, params)
     out[w_idx] = _race_full(x.index_select(0, w_idx), [rows[i] for i in wide], ops, params)
@@ -82,5 +82,6 @@ def apply_min_p(logits: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill_(logits < threshold, float("-inf"))
 
 
-def _index(positions: list[int], device: torch.device) -> torch.Tensor:
+def index_tensor(positions: list[int], device: torch.device) -> torch.Tensor:
+    """Row positions as an int64 [len(positions)] tensor on `device`, for index_select/index_copy_."""
     return torch.tensor(positions, dtype=torch.int64, device=device)

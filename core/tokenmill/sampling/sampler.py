@@ -11,7 +11,7 @@ from tokenmill.sampling.argmax import argmax_rows
 from tokenmill.sampling.logprobs import PositionLogprobs, rows_logprobs
 from tokenmill.sampling.params import SamplingParams
 from tokenmill.sampling.penalties import apply_penalties
-from tokenmill.sampling.random_choice import sample_rows
+from tokenmill.sampling.random_choice import index_tensor, sample_rows
 from tokenmill.sampling.row_tensors import RowTensors
 
 
@@ -84,7 +84,7 @@ class Sampler:
             return None
         if len(want_lp) == logits.shape[0]:
             return logits.log_softmax(dim=-1)  # [B, V]
-        return logits[_index(want_lp, logits.device)].log_softmax(dim=-1)  # [L, V]
+        return logits[index_tensor(want_lp, logits.device)].log_softmax(dim=-1)  # [L, V]
 
     def _apply_penalties(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
         penalised = [i for i, row in enumerate(rows) if row.params.has_penalties]
@@ -92,7 +92,7 @@ class Sampler:
             return logits
         sel = [rows[i] for i in penalised]
         whole = len(penalised) == len(rows)
-        index = _index(penalised, logits.device)  # [P]
+        index = index_tensor(penalised, logits.device)  # [P]
         sub = apply_penalties(
             logits if whole else logits.index_select(0, index),  # [P, V]
             [r.prompt_token_ids for r in sel],
@@ -114,7 +114,7 @@ class Sampler:
                 row_idx += [i] * len(stops)
                 tok_idx += stops
         if row_idx:
-            logits[_index(row_idx, logits.device), _index(tok_idx, logits.device)] = float("-inf")
+            logits[index_tensor(row_idx, logits.device), index_tensor(tok_idx, logits.device)] = float("-inf")
 
     def _choose(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
         greedy = [i for i, row in enumerate(rows) if row.params.is_greedy]
@@ -123,7 +123,7 @@ class Sampler:
         if not greedy:
             return sample_rows(logits, rows, self.ops, self._params)
         others = [i for i, row in enumerate(rows) if not row.params.is_greedy]
-        r_idx = _index(others, logits.device)  # [R]
+        r_idx = index_tensor(others, logits.device)  # [R]
         out = argmax_rows(logits)  # [B]; one read of the batch beats copying out the greedy rows
         drawn = sample_rows(logits.index_select(0, r_idx), [rows[i] for i in others], self.ops, self._params)  # [R]
         return out.index_copy_(0, r_idx, drawn)
@@ -135,13 +135,10 @@ class Sampler:
         logprobs: list[PositionLogprobs | None] = [None] * len(rows)
         sampled: list[float | None] = [None] * len(rows)
         if raw_lp is not None:
-            chosen = token_ids.index_select(0, _index(want_lp, token_ids.device))  # [L]
+            chosen = token_ids.index_select(0, index_tensor(want_lp, token_ids.device))  # [L]
             entries = rows_logprobs(raw_lp, chosen, [rows[i].params.logprobs for i in want_lp])
             for i, entry in zip(want_lp, entries):
                 logprobs[i] = entry
                 sampled[i] = entry[ids[i]][0]
         return SamplerOutput(ids, logprobs, sampled)
 
-
-def _index(positions: list[int], device: torch.device) -> torch.Tensor:
-    return torch.tensor(positions, dtype=torch.int64, device=device)

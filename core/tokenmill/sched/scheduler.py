@@ -144,7 +144,7 @@ class Scheduler:
                 continue  # preempted earlier in this step
             num_tokens = len(request.all_token_ids)
             num_new = min(num_tokens - request.num_computed_tokens, step.budget)
-            if num_new <= 0 or (num_tokens > self._pool_tokens and self._finish_if_outgrown(request, step)):
+            if num_new <= 0 or self._finish_if_outgrown(request, step):
                 continue
             block_ids = self._allocate_or_preempt(request, num_new, step)
             if block_ids is not None:

@@ -44,14 +44,9 @@ class _Lists:
     def add(self, s: ScheduledRequest, block_size: int) -> None:
         begin, end = s.start, s.start + s.num_new_tokens
         row0, blocks = len(self.tokens), s.block_ids
-        if end - begin == 1:  # a decode: no slices or generators
-            self.tokens.append(s.request.all_token_ids[begin])
-            self.positions.append(begin)
-            self.slots.append(blocks[begin // block_size] * block_size + begin % block_size)
-        else:
-            self.tokens.extend(s.request.all_token_ids[begin:end])
-            self.positions.extend(range(begin, end))
-            self.slots.extend(blocks[p // block_size] * block_size + p % block_size for p in range(begin, end))
+        self.tokens.extend(s.request.all_token_ids[begin:end])
+        self.positions.extend(range(begin, end))
+        self.slots.extend(blocks[p // block_size] * block_size + p % block_size for p in range(begin, end))
         self.query_lens.append(end - begin)
         self.seq_lens.append(end)
         self.tables.append(blocks)

@@ -33,8 +33,8 @@ class GemvCapture(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.linear and fits(args[0], args[1] if len(args) > 1 else kwargs["weight"], self.max_rows):
+        if func is F.linear:
             x, weight = args[0], args[1] if len(args) > 1 else kwargs["weight"]
-            bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            return gemv(x, weight, bias)
+            if fits(x, weight, self.max_rows):
+                return gemv(x, weight, args[2] if len(args) > 2 else kwargs.get("bias"))
         return func(*args, **kwargs)
