@@ -1,8 +1,10 @@
-"""Dense float32 vs the CPU plugin's packed int4/int8 linears, on SmolLM2-135M's 30 layers of shapes.
+"""Dense float32 vs the CPU plugin's packed linears (native blocks and torch's kernels), on SmolLM2-135M's shapes.
 
 Each layer gets its own weights, so a pass streams ~0.5 GB of float32 from memory as a real
 decode step does (one layer's weights would sit in cache and flatter float32). Prints ms per
-pass over all 30 layers for each row count, and the ratio to float32, measured in this process.
+pass over all 30 layers and the head for each row count, and the ratio to float32, measured in this
+process. Decoder layers run int4 and the head int8, as the default model does: "native" is the
+plugin's Q4_1/Q8_0 block kernels, "torch" is torch's packed kernels (the no-compiler fallback).
 
     python benchmarks/bench_cpu_linear.py [--rows 1 8 32 64] [--threads 2]
 """
@@ -15,10 +17,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from tokenmill_cpu.linear_methods import Int4LinearMethod, Int8LinearMethod
+from tokenmill_cpu.linear_methods import Int4LinearMethod, Int8LinearMethod, linear_method
 
 LAYERS = 30
-SHAPES = [(1728, 576), (576, 576), (3072, 576), (576, 1536)]  # qkv, o, gate_up, down: [N, K]
+SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536)]  # qkv, o, gate_up, down: [N, K]
 HEAD = (49152, 576)  # the tied output head
 
 
@@ -35,35 +37,37 @@ def timed(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 4, 8, 16, 24, 32, 64])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    weights = [[torch.randn(n, k) * 0.02 for n, k in SHAPES] for _ in range(LAYERS)] + [[torch.randn(*HEAD) * 0.02]]
-    int4, int8 = Int4LinearMethod(), Int8LinearMethod()
-    packed = {
-        "int4": [[(int4, int4.pack(w)) for w in layer] for layer in weights[:-1]] + [[(int8, int8.pack(weights[-1][0]))]],
-        "int8": [[(int8, int8.pack(w)) for w in layer] for layer in weights],
-    }
-    print(f"{'rows':>5} {'float32 ms':>11} {'int4 ms':>9} {'x':>6} {'int8 ms':>9} {'x':>6}")
+    weights = [[torch.randn(n, k) * 0.02 for n, k in SHAPES] for _ in range(LAYERS)]
+    head = torch.randn(*HEAD) * 0.02
+    kinds = {"torch": (Int4LinearMethod(), Int8LinearMethod())}
+    if (native := (linear_method("int4"), linear_method("int8")))[0] is not None:
+        kinds["native"] = native
+    packed = {kind: [(int4, int4.pack(w)) for layer in weights for w in layer] + [(int8, int8.pack(head))]
+              for kind, (int4, int8) in kinds.items()}
+    print(f"{'rows':>5} {'float32 ms':>11}" + "".join(f" {kind + ' ms':>10} {'x':>6}" for kind in packed))
     with torch.inference_mode():
         for rows in args.rows:
             inputs = {k: torch.randn(rows, k) for k in {k for _, k in SHAPES}}
 
             def dense() -> None:
-                for layer in weights:
-                    for w in layer:
-                        F.linear(inputs[w.shape[1]], w)
+                for w in [w for layer in weights for w in layer] + [head]:
+                    F.linear(inputs[w.shape[1]], w)
 
             def run(kind: str) -> None:
-                for layer in packed[kind]:
-                    for method, state in layer:
-                        method.apply(state, inputs[state.codes.shape[1] * (2 if method.scheme == "int4" else 1)])
+                for method, state in packed[kind]:
+                    method.apply(state, inputs[state.dense.shape[1]])
 
             base = timed(dense, args.repeats)
-            t4, t8 = timed(lambda: run("int4"), args.repeats), timed(lambda: run("int8"), args.repeats)
-            print(f"{rows:>5} {base * 1e3:>11.1f} {t4 * 1e3:>9.1f} {base / t4:>6.2f} {t8 * 1e3:>9.1f} {base / t8:>6.2f}")
+            line = f"{rows:>5} {base * 1e3:>11.1f}"
+            for kind in packed:
+                took = timed(lambda: run(kind), args.repeats)
+                line += f" {took * 1e3:>10.1f} {base / took:>6.2f}"
+            print(line)
 
 
 if __name__ == "__main__":

@@ -219,7 +219,8 @@ class LinearMethod(Protocol):
     Schemes (what `scheme` means; the core picks one per layer, see loaders/quantization.py):
     - "int4": weight-only 4 bits, asymmetric, one scale and one offset per group of 32 inputs
       (w = q * scale + offset, q in 0..15). Exact for GGUF Q4_1 and Q4_K weights.
-    - "int8": weight-only 8 bits, symmetric, one scale per output row.
+    - "int8": weight-only 8 bits, symmetric, one scale per output row or finer (per group of 32
+      inputs is exact for GGUF Q8_0 weights).
     """
 
     scheme: str

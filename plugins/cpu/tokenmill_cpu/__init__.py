@@ -6,13 +6,15 @@ from typing import Any
 
 from tokenmill.hookspecs import hookimpl
 from tokenmill.interfaces import AttentionSpec, OpOverrides, Platform
+from tokenmill.ops import reference
 
 from tokenmill_cpu.allocator import CpuKVAllocator
 from tokenmill_cpu.attention import CpuAttentionBackend
 from tokenmill_cpu.communicator import GlooCommunicator
 from tokenmill_cpu.fast_ops import fast_ops
 from tokenmill_cpu.ipex import ipex_ops
-from tokenmill_cpu.linear_methods import METHODS, kernels_available
+from tokenmill_cpu.layer_ops import layer_ops
+from tokenmill_cpu.linear_methods import linear_method
 from tokenmill_cpu.platform import CpuPlatform, make_platform
 
 PLATFORM_NAME = "cpu"
@@ -44,15 +46,15 @@ def tokenmill_communicator(platform: Platform, group: Any) -> GlooCommunicator |
 
 @hookimpl
 def tokenmill_op_overrides(platform: Platform) -> OpOverrides | None:
-    """Fewer-op float32 norms and rotary, and IPEX's kernels over them when IPEX matches torch."""
+    """Native float32 norms, rotary and silu_and_mul over fewer-op torch ones, and IPEX's kernels
+    over all of them when IPEX matches torch."""
     if platform.name != PLATFORM_NAME:
         return None
-    return OpOverrides({**fast_ops(), **ipex_ops()})
+    torch_ops = {"silu_and_mul": reference.silu_and_mul, **fast_ops()}
+    return OpOverrides({**torch_ops, **layer_ops(torch_ops), **ipex_ops()})
 
 
 @hookimpl
 def tokenmill_linear_method(platform: Platform, scheme: str) -> Any:
-    """Weight-only int4/int8 matmuls (torch's packed CPU kernels), for the cpu platform only."""
-    if platform.name != PLATFORM_NAME or scheme not in METHODS or not kernels_available():
-        return None
-    return METHODS[scheme]()
+    """Weight-only int4/int8 matmuls (native block kernels, else torch's), for the cpu platform only."""
+    return linear_method(scheme) if platform.name == PLATFORM_NAME else None

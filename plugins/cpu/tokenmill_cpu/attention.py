@@ -66,10 +66,13 @@ class CpuAttentionBackend:
         scale: float,
     ) -> torch.Tensor:  # [T, Hq, D]
         """Write the new k/v at slot_mapping, then attend causally over each request's cache."""
+        decode = metadata.decode
+        if metadata.pure_decode and self._native_decode(key, value, kv_cache):  # one call writes and attends
+            new_kv = (key, value, metadata.slot_mapping)
+            return self._kernel(query, kv_cache, decode.block_table, decode.seq_lens, scale, new_kv).to(query.dtype)
         slots = kv_cache.view(2, -1, *kv_cache.shape[3:])  # [2, N * S, Hkv, D]
         slots[0].index_copy_(0, metadata.slot_mapping, key)
         slots[1].index_copy_(0, metadata.slot_mapping, value)
-        decode = metadata.decode
         if metadata.pure_decode:
             return self._decode(query, kv_cache, decode, scale)  # pure decode: no output scatter
         out = torch.empty_like(query)
@@ -78,6 +81,9 @@ class CpuAttentionBackend:
         for plan in metadata.prefills:
             out[plan.start : plan.end] = self._prefill(query, key, value, kv_cache, plan, scale)
         return out
+
+    def _native_decode(self, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor) -> bool:
+        return self._kernel is not None and kv_cache.stride(-1) == 1 and self._kernel.can_write(key, value, kv_cache)
 
     def _decode(self, query: torch.Tensor, kv_cache: torch.Tensor, plan: DecodePlan, scale: float) -> torch.Tensor:
         """query [Bd, Hq, D] (one token per request) -> [Bd, Hq, D]."""

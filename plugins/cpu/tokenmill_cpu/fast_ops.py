@@ -4,6 +4,7 @@ A single-stream decode of a small model is dozens of small ops per layer, so the
 their arithmetic, is what these save: one fused torch.rms_norm instead of six ops, and rotary as
 roll + multiply-add with the step's cos/sin looked up once instead of once per layer. Float32
 only; other dtypes fall back to the core references, which compute in float32 themselves.
+The native layer ops (layer_ops.py) replace these where they build; these are their fallback.
 """
 
 from __future__ import annotations

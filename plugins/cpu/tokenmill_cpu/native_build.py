@@ -4,7 +4,7 @@ Why ctypes and a plain C ABI rather than torch.utils.cpp_extension: the kernels 
 headers, so a build takes about a second instead of a minute, and needs only a C++ compiler.
 The library links the same libgomp that torch has already loaded, so its OpenMP threads are
 torch's. Builds are cached under $TOKENMILL_CACHE_DIR/kernels (default ~/.cache/tokenmill),
-keyed by the source, the flags and the host CPU, since -march=native code is host-specific.
+keyed by the source, its sibling headers, the flags and the host CPU, since -march=native code is host-specific.
 A missing compiler or a failed build returns None: callers keep their torch fallback.
 """
 
@@ -27,23 +27,25 @@ FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 ENV_DISABLE = "TOKENMILL_CPU_NATIVE"  # "0" keeps every kernel on its torch fallback
 
 
-def load_kernel(source_name: str) -> ctypes.CDLL | None:
-    """The compiled library of the sibling file `source_name`, building it once; None if unavailable."""
+def load_kernel(source_name: str, defines: tuple[str, ...] = ()) -> ctypes.CDLL | None:
+    """The compiled library of the sibling file `source_name` (with -D `defines`), building it once;
+    None if unavailable."""
     if os.environ.get(ENV_DISABLE, "1") == "0":
         return None
-    return _build_and_load(Path(__file__).with_name(source_name))
+    return _build_and_load(Path(__file__).with_name(source_name), defines)
 
 
-@functools.cache  # one build and one load per process
-def _build_and_load(source: Path) -> ctypes.CDLL | None:
+@functools.cache  # one build and one load per process and variant
+def _build_and_load(source: Path, defines: tuple[str, ...]) -> ctypes.CDLL | None:
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         log.info("no C++ compiler found: %s stays on its torch fallback", source.name)
         return None
     try:
-        target = _cache_dir() / f"{source.stem}-{_build_key(source, compiler)}.so"
+        flags = (*FLAGS, *(f"-D{name}" for name in defines))
+        target = _cache_dir() / f"{source.stem}-{_build_key(source, compiler, flags)}.so"
         if not target.exists():
-            _compile(compiler, source, target)
+            _compile(compiler, flags, source, target)
         return ctypes.CDLL(str(target))
     except subprocess.CalledProcessError as err:
         log.warning("building %s failed, using the torch fallback:\n%s", source.name, err.stderr)
@@ -52,22 +54,24 @@ def _build_and_load(source: Path) -> ctypes.CDLL | None:
     return None
 
 
-def _compile(compiler: str, source: Path, target: Path) -> None:
+def _compile(compiler: str, flags: tuple[str, ...], source: Path, target: Path) -> None:
     """Build into a temporary file, then rename: concurrent builders never see a partial library."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        subprocess.run([compiler, *FLAGS, str(source), "-o", tmp], check=True, capture_output=True, text=True)
+        subprocess.run([compiler, *flags, str(source), "-o", tmp], check=True, capture_output=True, text=True)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _build_key(source: Path, compiler: str) -> str:
+def _build_key(source: Path, compiler: str, flags: tuple[str, ...]) -> str:
     digest = hashlib.sha256(source.read_bytes())
-    digest.update(" ".join((compiler, *FLAGS, platform.machine(), _cpu_flags())).encode())
+    for header in sorted(source.parent.glob("*.h")):  # the sources' shared headers
+        digest.update(header.read_bytes())
+    digest.update(" ".join((compiler, *flags, platform.machine(), _cpu_flags())).encode())
     return digest.hexdigest()[:16]
 
 

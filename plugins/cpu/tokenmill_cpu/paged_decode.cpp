@@ -7,6 +7,8 @@
 // each request reads its keys and values exactly once, block by block, with the G query heads
 // that share a KV head processed together while the block sits in L1.
 //
+// With `slots`, the step's new keys and values are first written into the pool (one call does a
+// pure-decode step's cache write and attention).
 // Layout: k and v pools of element type T (float, bf16 bits, _Float16), addressed through block,
 // head and row strides with D contiguous (the plugin's [N, S, Hkv, D]); queries and outputs float32
 // [B, Hq, D] contiguous; block tables int64 [B, table_stride]; seq_lens int64 [B].
@@ -18,8 +20,8 @@
 #include <cstring>
 #include <vector>
 
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef int32_t i32x8 __attribute__((vector_size(32)));
+#include "vec_math.h"
+
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
 typedef uint32_t u32x8 __attribute__((vector_size(32)));
 typedef _Float16 f16x8 __attribute__((vector_size(16)));
@@ -27,12 +29,6 @@ typedef _Float16 f16x8 __attribute__((vector_size(16)));
 struct bf16 {
     uint16_t bits;
 };
-
-static inline f32x8 load8(const float* p) {
-    f32x8 v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
 
 static inline f32x8 load8(const bf16* p) {  // bf16 is the top half of a float32
     u16x8 h;
@@ -47,12 +43,6 @@ static inline f32x8 load8(const _Float16* p) {
     f16x8 h;
     std::memcpy(&h, p, sizeof h);
     return __builtin_convertvector(h, f32x8);
-}
-
-static inline float hsum(f32x8 v) {
-    float s = 0.0f;
-    for (int i = 0; i < 8; ++i) s += v[i];
-    return s;
 }
 
 // [sum(a[0]), ..., sum(a[7])]: the lane sums of eight vectors, by a tree of pairwise shuffles.
@@ -84,30 +74,6 @@ static inline float dot1(const float* q, const T* k, int64_t D) {
     f32x8 acc = {};
     for (int64_t d = 0; d < D; d += 8) acc += load8(q + d) * load8(k + d);
     return hsum(acc);
-}
-
-// e^x for x <= 0 (softmax after subtracting the max): 2^n * e^r with |r| <= ln2/2 and a degree-6
-// Taylor polynomial (relative error < 4e-8). Hand-written because libm's expf is scalar and its
-// vector variant (libmvec) is only reached under -ffast-math, which would flush denormals to zero
-// for the whole process.
-static inline f32x8 exp8(f32x8 x) {
-    const f32x8 lo = f32x8{} - 87.0f;
-    x = x < lo ? lo : x;
-    const f32x8 magic = f32x8{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-    f32x8 t = x * 1.44269504088896341f + magic;
-    f32x8 n = t - magic;
-    f32x8 r = x - n * 0.693359375f + n * 2.12194440e-4f;  // ln2 split in two for exactness
-    f32x8 p = f32x8{} + 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    i32x8 e = (__builtin_convertvector(n, i32x8) + 127) << 23;
-    f32x8 scale;
-    std::memcpy(&scale, &e, sizeof scale);
-    return p * scale;
 }
 
 // One layer's keys or values in the pool: row t of block `blk` for KV head h is at
@@ -239,15 +205,41 @@ static void decode(const float* q, const Pool<T>& k, const Pool<T>& v, const int
     }
 }
 
+// The step's new keys and values, written into their slots before attending (a pure-decode step
+// then needs no separate cache write); rows of Hkv * D elements, `new_stride` apart.
+template <typename T>
+struct NewRows {
+    const T *k, *v;
+    int64_t new_stride_k, new_stride_v;
+    const int64_t* slots;  // [B], or nullptr when the cache is already written
+};
+
+template <typename T>
+static void write_rows(const NewRows<T>& rows, T* k, T* v, int64_t B, const Shape& s, int64_t block_stride,
+                       int64_t head_stride, int64_t row_stride) {
+    if (rows.slots == nullptr) return;
+    for (int64_t b = 0; b < B; ++b) {
+        const int64_t at = rows.slots[b] / s.block_size * block_stride + rows.slots[b] % s.block_size * row_stride;
+        for (int64_t h = 0; h < s.num_kv_heads; ++h) {
+            std::memcpy(k + at + h * head_stride, rows.k + b * rows.new_stride_k + h * s.head_size, s.head_size * sizeof(T));
+            std::memcpy(v + at + h * head_stride, rows.v + b * rows.new_stride_v + h * s.head_size, s.head_size * sizeof(T));
+        }
+    }
+}
+
 #define TM_DECODE_ENTRY(NAME, T)                                                                          \
-    extern "C" void NAME(const float* q, const void* k, const void* v, int64_t block_stride,            \
-                         int64_t head_stride, int64_t row_stride, const int64_t* tables,                  \
-                         const int64_t* seq_lens, float* out, int64_t B, int64_t num_heads,               \
-                         int64_t num_kv_heads, int64_t head_size, int64_t block_size,                     \
-                         int64_t table_stride, float scale, int num_threads) {                            \
+    extern "C" void NAME(const float* q, void* k, void* v, int64_t block_stride, int64_t head_stride,    \
+                         int64_t row_stride, const int64_t* tables, const int64_t* seq_lens, float* out,  \
+                         int64_t B, int64_t num_heads, int64_t num_kv_heads, int64_t head_size,           \
+                         int64_t block_size, int64_t table_stride, float scale, int num_threads,          \
+                         const void* new_k, const void* new_v, int64_t new_stride_k, int64_t new_stride_v, \
+                         const int64_t* slots) {                                                          \
+        const Shape s{num_heads, num_kv_heads, head_size, block_size, table_stride};                      \
+        const NewRows<T> rows{static_cast<const T*>(new_k), static_cast<const T*>(new_v), new_stride_k,   \
+                              new_stride_v, slots};                                                       \
+        write_rows(rows, static_cast<T*>(k), static_cast<T*>(v), B, s, block_stride, head_stride, row_stride); \
         const Pool<T> kp{static_cast<const T*>(k), block_stride, head_stride, row_stride};               \
         const Pool<T> vp{static_cast<const T*>(v), block_stride, head_stride, row_stride};               \
-        const Shape s{num_heads, num_kv_heads, head_size, block_size, table_stride};                      \
         decode(q, kp, vp, tables, seq_lens, out, B, s, scale, num_threads);                               \
     }
 

@@ -31,8 +31,8 @@ QUESTIONS = [
 ]
 NUM_NEW = 64
 LOGIT_TOLERANCE = 1e-3  # float32 through 30 layers; seen: ~6e-5
-PACKED_TOP1_AGREEMENT = 0.95  # share of greedy tokens that are also transformers' argmax
-PACKED_LOGIT_TOLERANCE = 2.0
+PACKED_TOP1_AGREEMENT = 0.99  # share of greedy tokens that are also transformers' argmax; seen: 1.000
+PACKED_LOGIT_TOLERANCE = 0.1  # seen: ~0.01 (the GGUF blocks repack exactly; ~16-bit activations)
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +127,10 @@ def _hf_greedy(hf, prompts: list[list[int]]) -> list[list[int]]:
 
 
 def test_packed_weights_stay_close_to_transformers(hf, chat_prompts, cpu, record_property):
-    """--quantization auto runs the Q4_1 layers as int4 and the Q8_0 head as int8 (bf16 activations
-    in the packed kernels), so it is no longer exact: its greedy tokens must still be transformers'
-    top choice almost everywhere, and its logits close."""
+    """--quantization auto runs the Q4_1 layers and the Q8_0 head on the plugin's native block kernels,
+    straight from the GGUF's own blocks, with activations rounded to ~16 bits inside the kernel:
+    not bit-exact, so its greedy tokens must be transformers' top choice (almost) everywhere and its
+    logits close."""
     plugins, platform = cpu
     bundle = load_model_bundle(None, platform=platform, plugins=plugins, dtype="float32", quantization="auto")
     assert bundle.packed_layers == {"int4": 4 * bundle.arch.num_layers, "int8": 1}

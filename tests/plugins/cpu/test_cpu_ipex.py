@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import tokenmill_cpu
-from tokenmill.ops import OpRegistry
-from tokenmill_cpu import ipex
+from tokenmill.ops import OpRegistry, reference
+from tokenmill_cpu import ipex, native_build
 from tokenmill_cpu.fast_ops import fast_ops
 from tokenmill_cpu.fast_ops import rms_norm as fast_rms_norm
 
@@ -29,7 +29,16 @@ def test_absent_ipex_means_the_plugins_own_ops(monkeypatch, fresh_probe):
     platform = tokenmill_cpu.tokenmill_platform()
     assert platform.ipex_version is None and platform.is_available().available
     overrides = tokenmill_cpu.tokenmill_op_overrides(platform=platform).ops
-    assert overrides.keys() == fast_ops().keys() and overrides["rms_norm"] is fast_rms_norm
+    assert overrides.keys() == {*fast_ops(), "silu_and_mul"}
+    assert all(op.__module__.startswith("tokenmill_cpu.") for op in overrides.values() if op is not reference.silu_and_mul)
+    assert overrides["rms_norm"].__qualname__ == "LayerOps.rms_norm"  # the native op (CI has g++)
+
+
+def test_without_native_ops_the_torch_versions_serve(monkeypatch, fresh_probe):
+    monkeypatch.setitem(sys.modules, ipex.MODULE_NAME, None)
+    monkeypatch.setenv(native_build.ENV_DISABLE, "0")
+    overrides = tokenmill_cpu.tokenmill_op_overrides(platform=tokenmill_cpu.tokenmill_platform()).ops
+    assert overrides["rms_norm"] is fast_rms_norm and overrides["silu_and_mul"] is reference.silu_and_mul
 
 
 def test_ipex_built_for_another_torch_is_ignored(monkeypatch, fresh_probe):

@@ -1,4 +1,4 @@
-"""The CPU plugin's int4/int8 linear methods against plain-torch references on the same codes."""
+"""The CPU plugin's int4/int8 linear methods (native blocks and torch's kernels) against references."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from tokenmill.plugin_manager import load_plugins
-from tokenmill_cpu.linear_methods import GROUP, MAX_PACKED_ROWS, Int4LinearMethod, Int8LinearMethod
+from tokenmill_cpu.linear_methods import (
+    GROUP,
+    MAX_BLOCK_ROWS,
+    MAX_PACKED_ROWS,
+    BlockLinearMethod,
+    Int4LinearMethod,
+    Int8LinearMethod,
+    linear_method,
+)
 
 N, K = 96, 256
 
@@ -92,3 +100,36 @@ def test_the_cpu_plugin_offers_both_schemes_and_declines_others():
     assert plugins.linear_method(platform, "int4").scheme == "int4"
     assert plugins.linear_method(platform, "int8").scheme == "int8"
     assert plugins.linear_method(platform, "fp8") is None
+
+
+@pytest.mark.parametrize("scheme", ["int4", "int8"])
+def test_the_native_block_method_is_preferred_and_torch_is_the_fallback(scheme):
+    native = linear_method(scheme)
+    assert isinstance(native, BlockLinearMethod) and native.scheme == scheme
+    assert type(linear_method(scheme, native=False)) is {"int4": Int4LinearMethod, "int8": Int8LinearMethod}[scheme]
+    assert linear_method("fp8") is None
+
+
+@pytest.mark.parametrize("scheme", ["int4", "int8"])
+def test_the_block_method_matches_the_weight_and_hands_wide_steps_to_float32(scheme):
+    weight, _ = q4_1_weight()
+    method = linear_method(scheme)
+    packed = method.pack(weight)
+    x = torch.randn(MAX_BLOCK_ROWS, K)
+    ref = x.double() @ weight.double().t()
+    tolerance = 1e-4 if scheme == "int4" else 1e-2  # Q4_1 weights are exact in int4; int8 rounds them
+    assert (method.apply(packed, x).double() - ref).abs().max() <= tolerance * ref.abs().max()
+    wide = torch.randn(MAX_BLOCK_ROWS + 1, K)
+    assert torch.equal(method.apply(packed, wide), F.linear(wide, weight))
+
+
+def test_a_bfloat16_model_runs_every_step_on_the_blocks():
+    weight, _ = q4_1_weight()
+    method = linear_method("int4")
+    packed = method.pack(weight.bfloat16())
+    assert packed.dense is None
+    x = torch.randn(MAX_BLOCK_ROWS + 5, K, dtype=torch.bfloat16)
+    out = method.apply(packed, x)
+    assert out.dtype == torch.bfloat16
+    ref = x.double() @ weight.bfloat16().double().t()
+    assert (out.double() - ref).abs().max() <= 1e-2 * ref.abs().max()

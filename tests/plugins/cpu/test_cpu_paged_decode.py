@@ -79,18 +79,22 @@ def test_kernel_matches_float64_reference(dtype, heads, kv_heads, head_size, blo
 
 @needs_kernel
 def test_kernel_agrees_with_the_sdpa_fallback_on_strided_queries():
-    """Queries sliced out of a fused projection; the two decode paths give the same rows."""
+    """Queries, keys and values sliced out of a fused projection; the two decode paths give the same
+    rows and leave the same cache (the native one writes the new keys/values inside its call)."""
     spec = AttentionSpec(9, 3, 64, 16, torch.float32)
     gen = torch.Generator().manual_seed(1)
     batch, num_blocks = _decode_batch([3, 64, 129, 200], spec.block_size, gen)
     qkv = torch.randn(4, (9 + 3 + 3) * 64, generator=gen)  # [T, (Hq + 2 Hkv) * D]
     q, k, v = (t.view(4, -1, 64) for t in qkv.split([9 * 64, 3 * 64, 3 * 64], dim=-1))
-    outs = []
+    outs, caches = [], []
     for native in (True, False):
         backend = CpuAttentionBackend(spec, native=native)
-        cache = torch.randn(backend.kv_cache_shape(num_blocks), generator=torch.Generator().manual_seed(2))
-        outs.append(backend.forward(q, k, v, cache, backend.build_metadata(batch), 0.125))
+        caches.append(torch.randn(backend.kv_cache_shape(num_blocks), generator=torch.Generator().manual_seed(2)))
+        outs.append(backend.forward(q, k, v, caches[-1], backend.build_metadata(batch), 0.125))
     torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    assert torch.equal(caches[0], caches[1])
+    written = caches[0].view(2, -1, 3, 64)[:, batch.slot_mapping]  # [2, T, Hkv, D]
+    assert torch.equal(written[0], k) and torch.equal(written[1], v)
 
 
 def test_switching_native_off_keeps_the_torch_fallback(monkeypatch):

@@ -1,0 +1,87 @@
+"""The native layer ops (norms, rotary, silu_and_mul) against the core's reference ops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenmill.ops import reference
+from tokenmill.plugin_manager import load_plugins
+from tokenmill_cpu import native_build
+from tokenmill_cpu.layer_ops import layer_ops
+
+HEAD = 64
+REFERENCES = {name: getattr(reference, name) for name in ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "rotary")}
+
+
+@pytest.fixture
+def ops() -> dict:
+    built = layer_ops(REFERENCES)
+    if not built:
+        pytest.fail("the native layer ops did not build (CI has g++; see the log for the compiler error)")
+    return built
+
+
+@pytest.fixture
+def cos_sin() -> torch.Tensor:
+    half = torch.arange(HEAD // 2) / (HEAD // 2)
+    angles = torch.arange(512)[:, None] * (10000.0**-half)[None]  # [P, D/2]
+    return torch.cat((angles.cos(), angles.sin()), dim=-1)  # float32 [P, D]
+
+
+def test_norms_match_the_reference_on_strided_rows(ops):
+    wide = torch.randn(5, 700) * 4
+    x, res, w = wide[:, 3:579], torch.randn(5, 576), torch.rand(576)  # x: a column slice
+    torch.testing.assert_close(ops["rms_norm"](x, w, 1e-5), reference.rms_norm(x, w, 1e-5))
+    ours, theirs = ops["fused_add_rms_norm"](x, res, w, 1e-5), reference.fused_add_rms_norm(x, res, w, 1e-5)
+    torch.testing.assert_close(ours[0], theirs[0])
+    torch.testing.assert_close(ours[1], theirs[1], rtol=0, atol=0)  # the sum is one exact float add
+
+
+def test_silu_and_mul_matches_the_reference_without_overflow(ops):
+    x = torch.randn(4, 2 * 96) * 30  # |gate| up to ~100: exp would overflow a naive sigmoid
+    x[0, :8] = torch.tensor([-200.0, -88.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 200.0])
+    out = ops["silu_and_mul"](x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, reference.silu_and_mul(x), rtol=1e-6, atol=1e-6)
+
+
+def test_rotary_matches_the_reference_on_split_qkv(ops, cos_sin):
+    qkv = torch.randn(4, (9 + 3 + 3) * HEAD)
+    q, k, _ = qkv.split([9 * HEAD, 3 * HEAD, 3 * HEAD], dim=-1)  # strided views, as the model passes them
+    positions = torch.tensor([0, 3, 100, 511])
+    before = qkv.clone()
+    ours, theirs = ops["rotary"](positions, q, k, cos_sin, HEAD), reference.rotary(positions, q, k, cos_sin, HEAD)
+    torch.testing.assert_close(ours[0], theirs[0])
+    torch.testing.assert_close(ours[1], theirs[1])
+    assert torch.equal(qkv, before)  # inputs untouched
+
+
+def test_rows_never_depend_on_the_batch(ops):
+    x, res, w = torch.randn(300, 576), torch.randn(300, 576), torch.rand(576)  # large enough to go parallel
+    together = ops["fused_add_rms_norm"](x, res, w, 1e-6)[0]
+    alone = torch.cat([ops["fused_add_rms_norm"](x[i : i + 1], res[i : i + 1], w, 1e-6)[0] for i in range(300)])
+    assert torch.equal(together, alone)
+
+
+def test_other_dtypes_and_odd_sizes_take_the_fallback(ops, cos_sin):
+    x, w = torch.randn(3, 576, dtype=torch.bfloat16), torch.rand(576, dtype=torch.bfloat16)
+    torch.testing.assert_close(ops["rms_norm"](x, w, 1e-5), reference.rms_norm(x, w, 1e-5))
+    odd = torch.randn(3, 2 * 12)  # I = 12: not a whole number of 8-float vectors
+    torch.testing.assert_close(ops["silu_and_mul"](odd), reference.silu_and_mul(odd))
+    q, k = torch.randn(2, HEAD, dtype=torch.bfloat16), torch.randn(2, HEAD, dtype=torch.bfloat16)
+    positions = torch.tensor([1, 2])
+    torch.testing.assert_close(ops["rotary"](positions, q, k, cos_sin, HEAD)[0],
+                               reference.rotary(positions, q, k, cos_sin, HEAD)[0])
+
+
+def test_switching_native_off_leaves_the_torch_ops(monkeypatch):
+    monkeypatch.setenv(native_build.ENV_DISABLE, "0")
+    assert layer_ops(REFERENCES) == {}
+
+
+def test_the_cpu_platform_serves_the_native_ops():
+    plugins = load_plugins()
+    overrides = plugins.op_overrides(plugins.select("cpu"))
+    assert {"rms_norm", "fused_add_rms_norm", "rotary", "silu_and_mul"} <= overrides.keys()
+    assert overrides["silu_and_mul"].__qualname__ == "LayerOps.silu_and_mul"
