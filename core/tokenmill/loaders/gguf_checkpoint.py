@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from gguf import GGMLQuantizationType, GGUFReader, dequantize
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, dequantize
 
 from tokenmill.errors import ModelLoadError
+from tokenmill.loaders.gguf_blocks import FAST_TYPES, dequantize_blocks
 from tokenmill.loaders.gguf_names import gguf_to_hf_name, needs_unpermute
 
 # llama.cpp architecture name -> transformers architecture
@@ -22,7 +24,11 @@ DEQUANTIZABLE = tuple(
 
 class _PlainArrayReader(GGUFReader):
     """GGUFReader over a plain-ndarray view of its memory map: the same bytes, but slicing skips
-    np.memmap's per-slice Python hooks, which make parsing a 50k-token vocabulary take seconds."""
+    np.memmap's per-slice Python hooks, which make parsing a 50k-token vocabulary take seconds.
+    Arrays (the vocabulary and merges are ~100k strings) are parsed in one pass: strings become
+    memoryview slices, which answer the `nbytes`, `tobytes()` and `bytes()` that the reader and
+    ReaderField.contents() use, and a numeric array is one part instead of one per element. Both
+    give contents() the same values; together they cut the metadata parse from ~1.2 s to ~0.1 s."""
 
     @property
     def data(self) -> np.ndarray:
@@ -31,6 +37,33 @@ class _PlainArrayReader(GGUFReader):
     @data.setter
     def data(self, value: np.ndarray) -> None:
         self._plain_data = value.view(np.ndarray) if isinstance(value, np.memmap) else value
+        self._bytes = memoryview(self._plain_data).cast("B")
+
+    def _get_str(self, offset: int) -> tuple[Any, Any]:
+        if self.byte_order != "I":  # a file of the other byte order: the library's own path
+            return super()._get_str(offset)
+        size = self._bytes[offset : offset + 8]
+        return size, self._bytes[offset + 8 : offset + 8 + int.from_bytes(size, sys.byteorder)]
+
+    def _get_field_parts(self, orig_offs: int, raw_type: int) -> tuple[int, list[Any], list[int], list[Any]]:
+        if self.byte_order != "I" or raw_type != GGUFValueType.ARRAY:
+            return super()._get_field_parts(orig_offs, raw_type)
+        head = self._bytes[orig_offs : orig_offs + 12]  # item type (uint32), count (uint64)
+        item_type = GGUFValueType(int.from_bytes(head[:4], sys.byteorder))
+        count = int.from_bytes(head[4:], sys.byteorder)
+        types = [GGUFValueType.ARRAY] + ([item_type] if count else [])
+        if item_type == GGUFValueType.STRING:
+            parts, offs = [head], orig_offs + 12
+            for _ in range(count):
+                size, text = self._get_str(offs)
+                parts += (size, text)
+                offs += 8 + text.nbytes
+            return offs - orig_offs, parts, list(range(2, 2 + 2 * count, 2)), types
+        nptype = self.gguf_scalar_to_np.get(item_type)
+        if nptype is None:  # arrays of arrays: the library's path
+            return super()._get_field_parts(orig_offs, raw_type)
+        values = self._get(orig_offs + 12, nptype, count)
+        return 12 + int(values.nbytes), [head, values], [1], types
 
 
 class GGUFCheckpoint:
@@ -119,11 +152,14 @@ class GGUFCheckpoint:
                 f"dequantize (supported: {supported}); use a GGUF quantized with one of those"
             )
         shape = self.shape(name)
-        weights = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+        if t.tensor_type in FAST_TYPES:
+            weights = dequantize_blocks(t.data, t.tensor_type).reshape(shape)
+        else:
+            weights = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
         if self.gguf_arch == "llama" and needs_unpermute(name):
             heads = self.config["num_attention_heads"] if ".q_proj." in name else self.config["num_key_value_heads"]
             weights = _unpermute(weights, heads)
-        return torch.from_numpy(np.array(weights, copy=True))
+        return torch.from_numpy(weights if weights.flags.writeable else np.array(weights))  # mmap views: copied
 
     def quant_type(self, name: str) -> str | None:
         """The GGUF storage type of `name` ("Q4_1", "Q8_0", ...), or None for F32/F16/BF16."""

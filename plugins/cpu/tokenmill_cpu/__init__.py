@@ -8,6 +8,7 @@ from tokenmill.hookspecs import hookimpl
 from tokenmill.interfaces import AttentionSpec, OpOverrides, Platform
 from tokenmill.ops import reference
 
+from tokenmill_cpu import native_build
 from tokenmill_cpu.allocator import CpuKVAllocator
 from tokenmill_cpu.attention import CpuAttentionBackend
 from tokenmill_cpu.communicator import GlooCommunicator
@@ -28,8 +29,11 @@ def tokenmill_platform() -> CpuPlatform:
 
 @hookimpl
 def tokenmill_attention_backend(platform: Platform, spec: AttentionSpec) -> CpuAttentionBackend | None:
-    """Gather + SDPA paged attention, for the cpu platform only."""
-    return CpuAttentionBackend(spec) if platform.name == PLATFORM_NAME else None
+    """Paged attention (a native decode kernel, gather + SDPA), for the cpu platform only."""
+    if platform.name != PLATFORM_NAME:
+        return None
+    native_build.start_builds()  # the model's first CPU hook: compile every kernel while it loads
+    return CpuAttentionBackend(spec)
 
 
 @hookimpl

@@ -6,12 +6,13 @@ The library links the same libgomp that torch has already loaded, so its OpenMP 
 torch's. Builds are cached under $TOKENMILL_CACHE_DIR/kernels (default ~/.cache/tokenmill),
 keyed by the source, its sibling headers, the flags and the host CPU, since -march=native code is host-specific.
 A missing compiler or a failed build returns None: callers keep their torch fallback.
+`start_builds` compiles every kernel in background threads (the compiler runs outside the GIL),
+so a first start-up overlaps the ~4 s of compiling with reading the model.
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import logging
 import os
@@ -19,23 +20,44 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 ENV_DISABLE = "TOKENMILL_CPU_NATIVE"  # "0" keeps every kernel on its torch fallback
+SOURCES = ("paged_decode.cpp", "quant_matmul.cpp", "layer_ops.cpp")  # what a CPU engine loads
+
+_builds: dict[tuple[str, tuple[str, ...]], Future] = {}  # one build and load per process and variant
+_builds_lock = threading.Lock()
+_builder = ThreadPoolExecutor(max_workers=len(SOURCES), thread_name_prefix="tokenmill-native-build")
+
+
+def start_builds(source_names: tuple[str, ...] = SOURCES) -> None:
+    """Start building (or loading) these kernels in the background; `load_kernel` waits for them."""
+    for name in source_names:
+        _start(name, ())
 
 
 def load_kernel(source_name: str, defines: tuple[str, ...] = ()) -> ctypes.CDLL | None:
     """The compiled library of the sibling file `source_name` (with -D `defines`), building it once;
     None if unavailable."""
+    build = _start(source_name, defines)
+    return None if build is None else build.result()
+
+
+def _start(source_name: str, defines: tuple[str, ...]) -> Future | None:
     if os.environ.get(ENV_DISABLE, "1") == "0":
         return None
-    return _build_and_load(Path(__file__).with_name(source_name), defines)
+    with _builds_lock:
+        key = (source_name, defines)
+        if key not in _builds:
+            _builds[key] = _builder.submit(_build_and_load, Path(__file__).with_name(source_name), defines)
+        return _builds[key]
 
 
-@functools.cache  # one build and one load per process and variant
 def _build_and_load(source: Path, defines: tuple[str, ...]) -> ctypes.CDLL | None:
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if compiler is None:
