@@ -58,16 +58,34 @@ def _start(source_name: str, defines: tuple[str, ...]) -> Future | None:
         return _builds[key]
 
 
+def describe() -> str:
+    """Which kernels this host runs, for `tokenmill plugins`."""
+    if os.environ.get(ENV_DISABLE, "1") == "0":
+        return f"torch kernels: {ENV_DISABLE}=0"
+    found = compiler()
+    if found is None:
+        return "torch kernels: no C++ compiler found; install g++ for the faster native ones"
+    return f"native kernels built with {os.path.basename(found)}"
+
+
+def compiler() -> str | None:
+    """The C++ compiler the kernels are built with ($CXX, else g++ or c++ on PATH); None if there is
+    none or native kernels are switched off."""
+    if os.environ.get(ENV_DISABLE, "1") == "0":
+        return None
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+
+
 def _build_and_load(source: Path, defines: tuple[str, ...]) -> ctypes.CDLL | None:
-    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if compiler is None:
+    compiler_path = compiler()
+    if compiler_path is None:
         log.info("no C++ compiler found: %s stays on its torch fallback", source.name)
         return None
     try:
         flags = (*FLAGS, *(f"-D{name}" for name in defines))
-        target = _cache_dir() / f"{source.stem}-{_build_key(source, compiler, flags)}.so"
+        target = _cache_dir() / f"{source.stem}-{_build_key(source, compiler_path, flags)}.so"
         if not target.exists():
-            _compile(compiler, flags, source, target)
+            _compile(compiler_path, flags, source, target)
         return ctypes.CDLL(str(target))
     except subprocess.CalledProcessError as err:
         log.warning("building %s failed, using the torch fallback:\n%s", source.name, err.stderr)

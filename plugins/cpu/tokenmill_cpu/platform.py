@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from tokenmill.interfaces import Availability
 from tokenmill_cpu.ipex import ipex_version
+from tokenmill_cpu.native_build import describe
 
 # The plugin contract version this plugin was written against; the core refuses a mismatch.
 BUILT_FOR_CONTRACT = 1
@@ -16,7 +17,8 @@ class CpuPlatform:
     """The host CPU. Always available: it is the reference every other platform is compared with.
 
     `ipex_version` is set when intel_extension_for_pytorch imports and matches torch's major.minor;
-    the plugin then takes its op overrides from it. Without it everything runs in plain torch.
+    the plugin then takes its norm from it. `kernels` says whether the native kernels can be built
+    here (a C++ compiler, TOKENMILL_CPU_NATIVE not 0) or torch's ops run instead.
     """
 
     name: str = "cpu"
@@ -28,16 +30,20 @@ class CpuPlatform:
     static_shapes: bool = False
     graph_capture: str | None = None
     ipex_version: str | None = None
+    kernels: str = "torch kernels"
 
     def is_available(self) -> Availability:
-        """The CPU is always there; the reason names the accelerator extension in use, if any."""
-        extra = f"intel_extension_for_pytorch {self.ipex_version}" if self.ipex_version else "plain torch"
-        return Availability(True, f"host CPU ({extra})")
+        """The CPU is always there; the reason says which kernels run: native ones, IPEX's, torch's."""
+        kernels = self.kernels
+        if self.ipex_version:
+            kernels += f", intel_extension_for_pytorch {self.ipex_version}"
+        return Availability(True, f"host CPU ({kernels})")
 
 
 def make_platform() -> CpuPlatform:
     """The platform object for this process, with the optional IPEX probe done once."""
-    return CpuPlatform(ipex_version=ipex_version(), supported_dtypes=dtypes_by_preference())
+    return CpuPlatform(ipex_version=ipex_version(), supported_dtypes=dtypes_by_preference(),
+                       kernels=describe())
 
 
 def dtypes_by_preference(cpuinfo_path: str = "/proc/cpuinfo") -> tuple[str, ...]:
