@@ -68,7 +68,7 @@ class PagedSelfAttention(nn.Module):
         self.head_size = arch.head_size
         self.num_heads, self.num_kv_heads = arch.num_heads, arch.num_kv_heads
         self.q_size, self.kv_size = arch.q_size, arch.kv_size
-        self.split_sizes = (arch.q_size, arch.kv_size, arch.kv_size)
+        self.kv_end = arch.q_size + arch.kv_size  # where v starts in the merged q/k/v projection
         self.scale = arch.head_size**-0.5
         self.qkv_proj = nn.Linear(arch.hidden_size, arch.q_size + 2 * arch.kv_size, bias=arch.qkv_bias)
         self.o_proj = nn.Linear(arch.q_size, arch.hidden_size, bias=arch.o_bias)
@@ -84,7 +84,8 @@ class PagedSelfAttention(nn.Module):
         cos_sin: torch.Tensor,  # float32 [P, D]
     ) -> torch.Tensor:  # [T, H]
         num_tokens = hidden.shape[0]
-        q, k, v = self.qkv_proj(hidden).split(self.split_sizes, dim=-1)  # [T, Hq*D], [T, Hkv*D] x2
+        qkv = self.qkv_proj(hidden)  # [T, (Hq + 2 Hkv) * D]
+        q, k, v = qkv[:, : self.q_size], qkv[:, self.q_size : self.kv_end], qkv[:, self.kv_end :]  # slices: cheaper than split
         q, k = self.normalize_qk(q, k)
         q, k = self._rotary(positions, q, k, cos_sin, self.head_size)
         out = self._backend.forward(

@@ -115,6 +115,12 @@ class BlockLinearMethod(_PackedMethod):
         """weight [N, K], K a multiple of 32 -> blocks [N, K/32, bytes]; GGUF-born weights repack exactly."""
         return PackedWeight(self._pack(weight), None, self._dense(weight))
 
+    def apply(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
+        """x [T, K] -> [T, N] in x's dtype (the shared apply, minus two no-op casts on the float32 decode path)."""
+        if x.dtype != torch.float32 or (packed.dense is not None and x.shape[0] > MAX_BLOCK_ROWS):
+            return super().apply(packed, x)
+        return self._matmul(x, packed.codes)
+
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         return self._matmul(x, packed.codes)
 
