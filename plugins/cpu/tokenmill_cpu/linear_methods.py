@@ -21,7 +21,7 @@ from tokenmill_cpu.quant_matmul import QuantMatmul, quant_matmul
 
 GROUP = 32  # inputs per int4 scale/offset group
 MAX_PACKED_ROWS = 24  # torch's kernels: above this many rows float32 is faster (measured crossover: 24-32)
-MAX_BLOCK_ROWS = 32  # native kernels vs float32 (benchmarks/bench_cpu_linear.py): 1.1-1.2x faster at 24-32 rows
+MAX_BLOCK_ROWS = 32  # native vs float32 (benchmarks/bench_cpu_linear.py): 1.4x at 16 rows, about even at 24-32
 _COMPUTE = torch.bfloat16  # the activation dtype torch's packed kernels are vectorised for
 BLOCK_LAYOUTS = {"int4": ("q4_1", pack_q4_1), "int8": ("q8_0", pack_q8_0)}  # scheme -> GGUF block layout
 
