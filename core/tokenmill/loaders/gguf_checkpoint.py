@@ -28,7 +28,8 @@ class _PlainArrayReader(GGUFReader):
     Arrays (the vocabulary and merges are ~100k strings) are parsed in one pass: strings become
     memoryview slices, which answer the `nbytes`, `tobytes()` and `bytes()` that the reader and
     ReaderField.contents() use, and a numeric array is one part instead of one per element. Both
-    give contents() the same values; together they cut the metadata parse from ~1.2 s to ~0.1 s."""
+    give contents() the same values (a test compares); reading the default model's header went from
+    ~1.2 s to ~0.7 s."""
 
     @property
     def data(self) -> np.ndarray:

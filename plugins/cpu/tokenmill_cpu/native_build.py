@@ -4,7 +4,8 @@ Why ctypes and a plain C ABI rather than torch.utils.cpp_extension: the kernels 
 headers, so a build takes about a second instead of a minute, and needs only a C++ compiler.
 The library links the same libgomp that torch has already loaded, so its OpenMP threads are
 torch's. Builds are cached under $TOKENMILL_CACHE_DIR/kernels (default ~/.cache/tokenmill),
-keyed by the source, its sibling headers, the flags and the host CPU, since -march=native code is host-specific.
+keyed by the source, its sibling headers, the flags and the host CPU, since -march=native code
+is host-specific.
 A missing compiler or a failed build returns None: callers keep their torch fallback.
 `start_builds` compiles every kernel in background threads (the compiler runs outside the GIL),
 so a first start-up overlaps the ~4 s of compiling with reading the model.

@@ -14,7 +14,8 @@ _ENTRY_POINTS = {
     torch.float16: "tm_paged_decode_f16",
 }
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
-_ARGTYPES = [_PTR] * 3 + [_I64] * 3 + [_PTR] * 3 + [_I64] * 6 + [ctypes.c_float, ctypes.c_int] + [_PTR] * 2 + [_I64] * 2 + [_PTR]
+_ARGTYPES = [_PTR] * 3 + [_I64] * 3 + [_PTR] * 3 + [_I64] * 6 + [ctypes.c_float, ctypes.c_int]  # cache, shapes
+_ARGTYPES += [_PTR] * 2 + [_I64] * 2 + [_PTR]  # new keys/values, their row strides, their slots
 
 
 class PagedDecodeKernel:

@@ -119,8 +119,10 @@ void row_dot(const BlockQ8* w, const ActBlock* x, int64_t nb, float* out, int64_
         const float d = static_cast<float>(w[b].d);
         for (int r = 0; r < R; ++r) {
             const ActBlock& a = x[r * nb + b];
-            const __m256i hi = _mm256_sign_epi8(load32(a.hi), q), lo = _mm256_sign_epi8(load32(a.lo), q);  // x * sign(q)
-            const __m256 dot = _mm256_fmadd_ps(dot_u8_s8(magnitude, hi), _mm256_set1_ps(kSplit), dot_u8_s8(magnitude, lo));
+            const __m256i hi = _mm256_sign_epi8(load32(a.hi), q);  // x * sign(q): |q| * that = q * x
+            const __m256i lo = _mm256_sign_epi8(load32(a.lo), q);
+            const __m256 dot =
+                _mm256_fmadd_ps(dot_u8_s8(magnitude, hi), _mm256_set1_ps(kSplit), dot_u8_s8(magnitude, lo));
             acc[r] = _mm256_fmadd_ps(dot, _mm256_set1_ps(d * a.d), acc[r]);
         }
     }
