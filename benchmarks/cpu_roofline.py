@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
+from bench_cpu_linear import timed  # a sibling script: this directory is on sys.path when run as one
 
 WORKLOAD = os.path.join(os.path.dirname(__file__), "workload.json")
 PEERS = {"vLLM CPU (bf16)": 463.0, "llama.cpp BF16 GGUF": 348.0, "transformers (bf16)": 216.0}
@@ -23,13 +23,7 @@ PEERS = {"vLLM CPU (bf16)": 463.0, "llama.cpp BF16 GGUF": 348.0, "transformers (
 
 def best_rate(fn, work: float, repeats: int = 5) -> float:
     """`work` units per second of the fastest of `repeats` calls (after one warm-up call)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return work / best
+    return work / timed(fn, repeats)
 
 
 def matmul_gflops(dtype: torch.dtype, m: int, k: int, n: int) -> float:

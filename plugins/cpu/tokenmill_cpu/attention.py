@@ -67,9 +67,8 @@ class CpuAttentionBackend:
     ) -> torch.Tensor:  # [T, Hq, D]
         """Write the new k/v at slot_mapping, then attend causally over each request's cache."""
         decode = metadata.decode
-        if metadata.pure_decode and self._native_decode(key, value, kv_cache):  # one call writes and attends
-            new_kv = (key, value, metadata.slot_mapping)
-            return self._kernel(query, kv_cache, decode.block_table, decode.seq_lens, scale, new_kv).to(query.dtype)
+        if metadata.pure_decode and self._kernel_fits(kv_cache) and self._kernel.can_write(key, value, kv_cache):
+            return self._decode(query, kv_cache, decode, scale, (key, value, metadata.slot_mapping))  # writes too
         slots = kv_cache.view(2, -1, *kv_cache.shape[3:])  # [2, N * S, Hkv, D]
         slots[0].index_copy_(0, metadata.slot_mapping, key)
         slots[1].index_copy_(0, metadata.slot_mapping, value)
@@ -82,13 +81,15 @@ class CpuAttentionBackend:
             out[plan.start : plan.end] = self._prefill(query, key, value, kv_cache, plan, scale)
         return out
 
-    def _native_decode(self, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor) -> bool:
-        return self._kernel is not None and kv_cache.stride(-1) == 1 and self._kernel.can_write(key, value, kv_cache)
+    def _kernel_fits(self, kv_cache: torch.Tensor) -> bool:
+        return self._kernel is not None and kv_cache.stride(-1) == 1
 
-    def _decode(self, query: torch.Tensor, kv_cache: torch.Tensor, plan: DecodePlan, scale: float) -> torch.Tensor:
-        """query [Bd, Hq, D] (one token per request) -> [Bd, Hq, D]."""
-        if self._kernel is not None and kv_cache.stride(-1) == 1:
-            return self._kernel(query, kv_cache, plan.block_table, plan.seq_lens, scale).to(query.dtype)
+    def _decode(self, query: torch.Tensor, kv_cache: torch.Tensor, plan: DecodePlan, scale: float,
+                new_kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """query [Bd, Hq, D] (one token per request) -> [Bd, Hq, D]; new_kv (native kernel only) is
+        written into the cache by the same call."""
+        if self._kernel_fits(kv_cache):
+            return self._kernel(query, kv_cache, plan.block_table, plan.seq_lens, scale, new_kv).to(query.dtype)
         return self._decode_sdpa(query, kv_cache, plan, scale)
 
     def _decode_sdpa(self, query: torch.Tensor, kv_cache: torch.Tensor, plan: DecodePlan, scale: float) -> torch.Tensor:

@@ -51,6 +51,8 @@ class _PackedMethod:
         """x [T, K] -> [T, N] in x's dtype."""
         if packed.dense is not None and x.shape[0] > self.max_packed_rows:
             return F.linear(x, packed.dense)
+        if x.dtype == self.compute_dtype:  # e.g. float32 decode on the native kernels: no casts to make
+            return self._kernel(packed, x)
         return self._kernel(packed, x.to(self.compute_dtype)).to(x.dtype)
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
@@ -114,12 +116,6 @@ class BlockLinearMethod(_PackedMethod):
     def pack(self, weight: torch.Tensor) -> PackedWeight:
         """weight [N, K], K a multiple of 32 -> blocks [N, K/32, bytes]; GGUF-born weights repack exactly."""
         return PackedWeight(self._pack(weight), None, self._dense(weight))
-
-    def apply(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
-        """x [T, K] -> [T, N] in x's dtype (the shared apply, minus two no-op casts on the float32 decode path)."""
-        if x.dtype != torch.float32 or (packed.dense is not None and x.shape[0] > MAX_BLOCK_ROWS):
-            return super().apply(packed, x)
-        return self._matmul(x, packed.codes)
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         return self._matmul(x, packed.codes)

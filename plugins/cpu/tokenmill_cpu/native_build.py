@@ -70,10 +70,7 @@ def describe() -> str:
 
 
 def compiler() -> str | None:
-    """The C++ compiler the kernels are built with ($CXX, else g++ or c++ on PATH); None if there is
-    none or native kernels are switched off."""
-    if os.environ.get(ENV_DISABLE, "1") == "0":
-        return None
+    """The C++ compiler the kernels are built with ($CXX, else g++ or c++ on PATH); None if there is none."""
     return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import torch
 
 BLOCK = 32  # inputs per block
-Q4_1_BYTES = 20  # float16 d, float16 m, 16 bytes of 4-bit codes
-Q8_0_BYTES = 34  # float16 d, 32 int8 codes
 
 
 def pack_q4_1(weight: torch.Tensor) -> torch.Tensor:

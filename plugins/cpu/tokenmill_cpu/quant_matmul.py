@@ -14,7 +14,7 @@ _ENTRY_POINTS = {"q4_1": "tm_matmul_q4_1", "q8_0": "tm_matmul_q8_0"}
 
 
 class QuantMatmul:
-    """x [M, K] float32 @ w.T for w in one GGUF block layout, with the activations quantized to 8 bits."""
+    """x [M, K] float32 @ w.T for w in one GGUF block layout, the activations rounded to ~16 bits."""
 
     def __init__(self, lib: ctypes.CDLL, layout: str) -> None:
         self._fn = getattr(lib, _ENTRY_POINTS[layout])
