@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from tokenmill.errors import TokenmillError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+KV_CACHE_DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: the model's dtype
 QUANTIZATIONS = ("auto", "none", "int4", "int8")  # loaders/quantization.py says what each packs
 
 
@@ -18,6 +19,7 @@ class EngineArgs:
     model: str | None = None  # HF directory or .gguf file; None: the embedded SmolLM2 default
     dtype: str = "auto"  # auto: the platform's preferred dtype (bfloat16 on GPUs, float32 on AVX2 CPUs)
     quantization: str = "auto"  # auto: keep a GGUF's 4/8-bit layers packed where the platform can; none: dense
+    kv_cache_dtype: str = "auto"  # the KV cache's dtype; auto: the model's (bfloat16 halves attention's traffic)
     device: str | None = None  # plugin name; None: $TOKENMILL_DEVICE or the best available
     block_size: int = 16
     kv_cache_memory: int | None = None  # bytes for the KV pool; None: the allocator's default
@@ -33,6 +35,8 @@ class EngineArgs:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise TokenmillError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise TokenmillError(f"--kv-cache-dtype {self.kv_cache_dtype!r} is not one of {', '.join(KV_CACHE_DTYPES)}")
         check_quantization(self.quantization)
         for name in ("block_size", "max_num_batched_tokens", "max_num_seqs"):
             if getattr(self, name) < 1:
@@ -51,6 +55,8 @@ class EngineArgs:
         parser.add_argument("-q", "--quantization", default="auto", choices=QUANTIZATIONS,
                             help="auto: run a GGUF's 4-/8-bit layers packed where the platform has kernels; "
                                  "none: dense in --dtype; int4/int8: pack every linear layer")
+        parser.add_argument("--kv-cache-dtype", default="auto", choices=KV_CACHE_DTYPES,
+                            help="dtype of the KV cache (default: auto, the model's dtype)")
         parser.add_argument("--device", default=None, help="plugin to run on (default: $TOKENMILL_DEVICE or the best available)")
         parser.add_argument("--block-size", type=int, default=16)
         parser.add_argument("--kv-cache-memory", type=_parse_bytes, default=None, help="KV pool size, e.g. 2GiB or 500MB")

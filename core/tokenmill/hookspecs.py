@@ -1,12 +1,15 @@
 """The pluggy hook specifications: the whole contract between the core and a hardware plugin.
 
 A plugin is a module (or object) registered under the entry-point group `tokenmill.plugins`
-whose functions carry `@hookimpl`. It must implement `tokenmill_platform`, and for its own
-platform `tokenmill_attention_backend`, `tokenmill_kv_allocator` and `tokenmill_communicator`.
-Op overrides, linear methods and the step runner are optional: the core has plain-torch references for both.
+whose functions carry `@hookimpl`. It must implement `tokenmill_platform`,
+`tokenmill_attention_backend`, `tokenmill_kv_allocator` and `tokenmill_communicator`. Everything
+else is optional, and the core's default is written in each docstring.
 
-Every hook except `tokenmill_platform` receives the chosen `platform`; an implementation must
-return None when `platform.name` is not its own, so several plugins can be installed at once.
+`tokenmill_platform` is asked of every plugin. Once the engine has chosen a platform, every other
+hook is called on that platform's plugin alone (contract 2), so implementations need no guard on
+`platform.name`; a contract-1 plugin's guards keep working. Implementations may accept fewer
+arguments than a spec names (pluggy passes only those they declare), which is how older plugins
+keep working when a minor version adds an argument.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ if TYPE_CHECKING:
         AttentionBackend,
         AttentionSpec,
         Communicator,
+        ExecutionContext,
         KVCacheAllocator,
         LinearMethod,
         OpOverrides,
         Platform,
+        ShapeBuckets,
         StepRunner,
     )
 
@@ -50,6 +55,20 @@ def tokenmill_platform() -> "Platform":
     """
 
 
+@hookspec
+def tokenmill_startup(platform: "Platform", options: dict[str, Any]) -> None:
+    """Prepare the chosen platform, once per engine, before the model loads (since 2.0; optional).
+
+    The place for start-up side effects: compiling kernels in the background, initialising a
+    runtime. Not called for plugins that were not chosen.
+
+    :param platform: the platform the engine runs on.
+    :param options: engine options, e.g. {"dtype": "auto", "max_num_seqs": 256, "enforce_eager": False}.
+
+    results are collected into a list (and ignored).
+    """
+
+
 # ----------------------------------------------------------------------------- required pieces
 
 
@@ -67,11 +86,16 @@ def tokenmill_attention_backend(platform: "Platform", spec: "AttentionSpec") -> 
 
 
 @hookspec(firstresult=True)
-def tokenmill_kv_allocator(platform: "Platform", device_index: int) -> "KVCacheAllocator | None":
+def tokenmill_kv_allocator(
+    platform: "Platform", device_index: int, memory_utilization: float
+) -> "KVCacheAllocator | None":
     """Supply the allocator that owns the KV block pool's memory on one device.
 
     :param platform: the platform the engine runs on.
     :param device_index: which device of that platform (the tensor-parallel rank's local device).
+    :param memory_utilization: --gpu-memory-utilization, the share (0, 1] of the device's memory
+        that weights, activations and the KV pool may fill together (default 0.9; since 2.0).
+        Host-memory allocators may ignore it.
     :returns: a KVCacheAllocator.
 
     firstresult: the first non-None result wins; return None to decline.
@@ -108,12 +132,43 @@ def tokenmill_op_overrides(platform: "Platform") -> "OpOverrides | None":
 
 @hookspec(firstresult=True)
 def tokenmill_step_runner(platform: "Platform", options: dict[str, Any]) -> "StepRunner | None":
-    """Supply a graph-capture or compilation wrapper for the model step.
+    """Supply a graph-capture or compilation wrapper for the model step (interfaces.Step).
+
+    Every step (prefill, mixed and decode) goes through the wrapped step; on static platforms it
+    is already padded to a bucket. Not asked under --enforce-eager.
 
     :param platform: the platform the engine runs on.
-    :param options: engine options that matter to capture, e.g. {"enforce_eager": False,
-        "max_num_seqs": 256}.
+    :param options: engine options that matter to capture: enforce_eager, max_num_seqs,
+        max_model_len, block_size, and `buckets` (the ShapeBuckets in force, or None).
     :returns: a StepRunner, or None to run the step eagerly.
+
+    firstresult: the first non-None result wins; return None to decline.
+    """
+
+
+@hookspec(firstresult=True)
+def tokenmill_shape_buckets(platform: "Platform", limits: dict[str, int]) -> "ShapeBuckets | None":
+    """Declare the padded shapes a static-shape platform compiles for (since 2.0; optional).
+
+    Asked only when `platform.static_shapes` is True.
+
+    :param platform: the platform the engine runs on.
+    :param limits: {"max_num_batched_tokens", "max_num_seqs", "max_blocks_per_seq"}: the largest
+        T, B and block-table width the engine will ask for.
+    :returns: ShapeBuckets whose largest entries cover the limits, or None for the core's default
+        (tokenmill.worker.padding.default_buckets: powers of two from 16 tokens, 1 request and
+        1 block up to the limits).
+
+    firstresult: the first non-None result wins; return None to decline.
+    """
+
+
+@hookspec(firstresult=True)
+def tokenmill_execution_context(platform: "Platform") -> "ExecutionContext | None":
+    """Supply the grad mode and per-step sync point for device work (since 2.0; optional).
+
+    :param platform: the platform the engine runs on.
+    :returns: an ExecutionContext, or None for torch.inference_mode() and no sync.
 
     firstresult: the first non-None result wins; return None to decline.
     """

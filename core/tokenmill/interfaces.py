@@ -4,19 +4,26 @@ This module is the shape of the plugin contract. It imports torch only under TYP
 reading the contract is free; tensors cross it with the shapes and dtypes written on each method.
 Notation: T = tokens in the step (flattened over requests), B = requests in the step,
 Hq / Hkv = query / KV heads, D = head size, N = number of KV blocks, S = block size.
+
+Optional members (marked "optional" below) may be left out by a plugin; the core then uses the
+default written beside them (tokenmill.plugin_base.optional reads them). The base classes in
+tokenmill.plugin_base supply every optional member, so a plugin that subclasses them is complete.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
 
-# Bump when any hookspec or Protocol below changes incompatibly. A plugin states the version it was
-# built for in Platform.contract_version; the plugin manager refuses any other value.
-CONTRACT_VERSION = 1
+# "major.minor". An additive change (a new optional hook, member or argument) bumps the minor, and
+# plugins built for an older minor of the same major keep working; anything else bumps the major.
+# Plugins built for contract 1 (an int 1) are still accepted: every contract-2 addition is optional.
+# contract_version.py holds the rules, docs/backends.md the compatibility table.
+CONTRACT_VERSION = "2.0"
 
 
 # --------------------------------------------------------------------------- discovery
@@ -37,11 +44,13 @@ class Platform(Protocol):
     name: str  # the --device name, e.g. "cpu", "cuda"
     device_type: str  # the torch device type, e.g. "cpu", "cuda", "hpu", "xla"
     priority: int  # higher wins when several platforms are available
-    contract_version: int  # the CONTRACT_VERSION the plugin was built for
+    contract_version: str | int  # the CONTRACT_VERSION the plugin was built for, e.g. "2.0" (1 = contract 1)
     supported_dtypes: tuple[str, ...]  # of "float32", "bfloat16", "float16"; first = what --dtype auto takes
-    dist_backend: str  # torch.distributed backend for tensor parallelism: "gloo", "nccl", ...
-    static_shapes: bool  # True when the platform wants padded, bucketed shapes (XLA, HPU)
-    graph_capture: str | None  # "cuda_graphs", "hpu_graphs", "xla", or None
+    dist_backend: str  # torch.distributed backend for tensor parallelism: "gloo", "nccl", "hccl", ...
+    # True: the core pads every step to one of the platform's ShapeBuckets (XLA, HPU graphs), and
+    # samples with the static-shape sampler; False: exact ragged sizes, nothing padded.
+    static_shapes: bool
+    graph_capture: str | None  # "cuda_graphs", "hpu_graphs", "xla", or None: informative, for listings
 
     def is_available(self) -> Availability:
         """Check the hardware and software now; never raises, explains a refusal in `reason`."""
@@ -59,7 +68,12 @@ class AttentionSpec:
     num_kv_heads: int  # Hkv; Hq % Hkv == 0 (GQA when Hkv < Hq)
     head_size: int  # D
     block_size: int  # S, tokens per KV block
-    dtype: Any  # torch.dtype of q/k/v and of the cache
+    dtype: Any  # torch.dtype of q/k/v and of the attention output (the model dtype)
+    kv_cache_dtype: Any = None  # torch.dtype of the cache; None means `dtype` (--kv-cache-dtype auto)
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_dtype is None:
+            object.__setattr__(self, "kv_cache_dtype", self.dtype)
 
 
 @dataclass(slots=True)
@@ -69,6 +83,18 @@ class AttentionBatch:
     Requests are laid end to end: request b owns query rows query_start_loc[b]:query_start_loc[b+1],
     which are its newest tokens; its earlier seq_lens[b] - query_len tokens are already cached.
     The *_cpu lists mirror the tensors on the host so a backend never has to sync to read them.
+
+    Padding (static-shape platforms only; eager platforms get num_padded_* == 0 and exact sizes):
+    the core pads T, B and the block-table width up to the platform's ShapeBuckets. Real requests
+    come first, padding requests after them. A padding request caches nothing (seq_len ==
+    query_len) and every entry of its block-table row is `null_block`; padding tokens have token id
+    0, position 0, and a slot in `null_block`. In a padded pure-decode step every padding request
+    has exactly one token (the step stays pure decode); otherwise the first padding request holds
+    every padding token and the others have none (query_len == seq_len == 0). Real requests' rows
+    are padded with `null_block` past their own blocks. So a backend may write every slot and read
+    every block-table entry unconditionally: the null block is reserved, never holds a real token,
+    and whatever is written there is never read by a real row. Padding rows' outputs are
+    discarded by the core.
     """
 
     query_start_loc: "torch.Tensor"  # int32 [B + 1], cumulative query lengths, starts at 0
@@ -79,11 +105,33 @@ class AttentionBatch:
     seq_lens_cpu: list[int]  # [B]
     max_query_len: int
     max_seq_len: int
+    num_padded_tokens: int = 0  # trailing rows of T that are padding
+    num_padded_reqs: int = 0  # trailing requests of B that are padding
+    null_block: int = 0  # the reserved block padding points at (static platforms); 0 otherwise
 
     @property
     def is_pure_decode(self) -> bool:
         """True when every request brings exactly one new token (a pure decode step)."""
-        return self.max_query_len == 1
+        return self.max_query_len == 1 and min(self.query_lens_cpu, default=1) == 1
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeBuckets:
+    """The padded sizes a static-shape platform compiles for; each tuple ascending.
+
+    The core pads a step's token count T, request count B and block-table width W each up to the
+    smallest bucket that fits (B to one more than needed when T is padded in a non-decode step,
+    to hold the padding request). A step that fits no bucket is refused at start-up: the engine
+    limits max_num_batched_tokens, max_num_seqs and max_model_len to the largest buckets.
+    """
+
+    token_counts: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    block_table_widths: tuple[int, ...]
+
+    def num_shapes(self) -> int:
+        """An upper bound on the distinct (T, B, W) step shapes the core can hand the platform."""
+        return len(self.token_counts) * len(self.batch_sizes) * len(self.block_table_widths)
 
 
 @runtime_checkable
@@ -112,8 +160,15 @@ class AttentionBackend(Protocol):
         kv_cache: "torch.Tensor",  # one layer's cache, shaped kv_cache_shape(N)
         metadata: Any,  # from build_metadata
         scale: float,  # softmax scale, usually D ** -0.5
-    ) -> "torch.Tensor":  # [T, Hq, D], same dtype as query
-        """Write key/value into the cache at slot_mapping, then attend causally over the cache."""
+    ) -> "torch.Tensor":  # [T, Hq, D], same dtype as query; see functional_cache for the other form
+        """Write key/value into the cache at slot_mapping, then attend causally over the cache.
+
+        The cache holds `spec.kv_cache_dtype`; key/value arrive in `spec.dtype` and are converted on
+        the write. Optional member `functional_cache: bool = False`: when True, `forward` must not
+        write `kv_cache` in place and returns `(output, updated_cache)` instead; the core then
+        passes `updated_cache` (same shape and dtype) as this layer's cache from then on. XLA-style
+        backends use it so the cache is threaded through the graph and can be donated or aliased.
+        """
         ...
 
 
@@ -122,21 +177,34 @@ class AttentionBackend(Protocol):
 
 @runtime_checkable
 class KVCacheAllocator(Protocol):
-    """Owns the KV block pool's device memory; the block *bookkeeping* lives in the core."""
+    """Owns the KV block pool's device memory; the block *bookkeeping* lives in the core.
+
+    Call order at start-up: profile_peak (optional) once around the largest dummy step, then
+    available_kv_bytes, then allocate; free at shutdown. copy_blocks may come at any step boundary.
+    Optional members, with the defaults the core uses when they are missing:
+    - `profile_peak(fn) -> int | None`: run `fn` (one forward of the largest step) and return its
+      peak activation bytes, so available_kv_bytes can leave room for them. Default: call nothing;
+      the core skips the profile run.
+    - `swap_out` / `swap_in` below: the scheduler preempts by recomputation and never swaps, so
+      they are optional; the kit tests them only on allocators that have them.
+    tokenmill.plugin_base.KVAllocatorBase supplies copy_blocks, swap_out, swap_in and free.
+    """
 
     device: "torch.device"
 
     def available_kv_bytes(self, requested_bytes: int | None) -> int:
         """Bytes the KV pool may take: `requested_bytes` if given and it fits, else a safe default.
 
-        Raises ValueError naming the request and what is free when the request cannot fit.
+        Raises ValueError naming the request and what is free when the request cannot fit. The
+        share of an accelerator's memory to fill (--gpu-memory-utilization) reaches the allocator
+        as the `memory_utilization` argument of the tokenmill_kv_allocator hook.
         """
         ...
 
     def allocate(
         self, num_layers: int, shape: tuple[int, ...], dtype: "torch.dtype"
     ) -> list["torch.Tensor"]:  # num_layers tensors, each `shape`, zeroed
-        """Allocate the pool: one cache tensor per layer."""
+        """Allocate the pool: one cache tensor per layer, in the KV-cache dtype."""
         ...
 
     def copy_blocks(
@@ -144,6 +212,15 @@ class KVCacheAllocator(Protocol):
     ) -> None:
         """Copy whole blocks (dim 1 of each layer's cache) in place: used for copy-on-write."""
         ...
+
+    def free(self, kv_caches: list["torch.Tensor"]) -> None:
+        """Release the pool; the list is emptied."""
+        ...
+
+
+@runtime_checkable
+class SwappingAllocator(KVCacheAllocator, Protocol):
+    """An allocator that also swaps blocks to host memory (optional; see KVCacheAllocator)."""
 
     def swap_out(
         self, kv_caches: list["torch.Tensor"], block_ids: list[int]
@@ -157,17 +234,18 @@ class KVCacheAllocator(Protocol):
         """Copy host blocks (from swap_out) back into the pool at `block_ids`."""
         ...
 
-    def free(self, kv_caches: list["torch.Tensor"]) -> None:
-        """Release the pool; the list is emptied."""
-        ...
-
 
 # --------------------------------------------------------------------------- communication
 
 
 @runtime_checkable
 class Communicator(Protocol):
-    """Collectives over one process group; tensors live on the platform's device."""
+    """Collectives over one process group; tensors live on the platform's device.
+
+    Ranks are group-local: `rank` is this process's rank inside the group (0..world_size-1), and
+    the `src`/`dst` arguments below are group ranks too, not global ones.
+    tokenmill.plugin_base.TorchDistCommunicator implements all of it over torch.distributed.
+    """
 
     rank: int
     world_size: int
@@ -185,27 +263,53 @@ class Communicator(Protocol):
         ...
 
     def broadcast(self, tensor: "torch.Tensor", src: int = 0) -> "torch.Tensor":
-        """Every rank gets `src`'s tensor (in place)."""
+        """Every rank gets group rank `src`'s tensor (in place)."""
         ...
 
     def send(self, tensor: "torch.Tensor", dst: int) -> None:
-        """Point-to-point send; pairs with `recv` on `dst`."""
+        """Point-to-point send to group rank `dst`; pairs with `recv` there."""
         ...
 
     def recv(self, tensor: "torch.Tensor", src: int) -> "torch.Tensor":
-        """Receive into `tensor` (its shape and dtype must match the sender's) and return it."""
+        """Receive from group rank `src` into `tensor` (shape and dtype as sent) and return it."""
         ...
 
 
-# --------------------------------------------------------------------------- step runner
+# --------------------------------------------------------------------------- execution
+
+
+# The step a StepRunner wraps: model inputs in, one output row per token out.
+#   step(input_ids int64 [T], positions int64 [T], attn_metadata, *extra) -> float32 logits [T, V]
+# T is the (padded, on static platforms) token count; attn_metadata is what the attention
+# backend's build_metadata returned for that step; `extra` is empty today. Every step, prefill,
+# mixed and decode, goes through it; the core selects the sampled rows from its output afterwards.
+Step = Callable[..., "torch.Tensor"]
 
 
 @runtime_checkable
 class StepRunner(Protocol):
     """Wraps the model's step for graph capture or compilation (CUDA/HPU graphs, XLA buckets)."""
 
-    def wrap(self, step: Callable[..., "torch.Tensor"]) -> Callable[..., "torch.Tensor"]:
-        """Return a callable with `step`'s signature that runs it faster; must give equal results."""
+    def wrap(self, step: Step) -> Step:
+        """Return a callable with `step`'s signature (see Step) that must give equal results."""
+        ...
+
+
+@runtime_checkable
+class ExecutionContext(Protocol):
+    """How the core runs device work on a platform: the grad mode, and the end-of-step sync point.
+
+    The core's default (tokenmill.plugin_base.DefaultExecution) is torch.inference_mode() and no
+    sync. XLA wants no_grad (inference tensors cannot be traced) and mark_step; HPU mark_step.
+    """
+
+    def guard(self) -> AbstractContextManager:
+        """A fresh context manager the core enters around each step, the profile run and warm-up."""
+        ...
+
+    def sync(self) -> None:
+        """Called once per step after the forward and sampling are issued and before the host
+        reads the sampled tokens (e.g. xm.mark_step / htcore.mark_step)."""
         ...
 
 

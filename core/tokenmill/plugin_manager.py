@@ -1,4 +1,8 @@
-"""Discovers plugins through entry points, checks their contract version and picks a platform."""
+"""Discovers plugins through entry points, checks their contract version, picks a platform and asks it for pieces.
+
+Only `tokenmill_platform` is asked of every plugin. Every other hook goes to the chosen platform's
+plugin alone, through pluggy's subset hook callers, so plugins need no name guards (contract 2).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,15 @@ from typing import Any
 
 import pluggy
 
-from tokenmill import hookspecs
+from tokenmill import contract_version, hookspecs
 from tokenmill.errors import PluginError
-from tokenmill.interfaces import CONTRACT_VERSION, Availability, Platform
+from tokenmill.interfaces import Availability, Platform
 
 ENV_ALLOW_LIST = "TOKENMILL_PLUGINS"  # comma-separated plugin names; unset means all
 ENV_NO_AUTOLOAD = "TOKENMILL_DISABLE_PLUGIN_AUTOLOAD"  # "1": load no entry points at all
 ENV_DEVICE = "TOKENMILL_DEVICE"  # force a platform by name
 INSTALL_HINT = "pip install 'tokenmill[cpu]'  (or [cuda], [rocm], [gaudi], [tpu] for your hardware)"
+IN_TREE_EXTRAS = ("cpu", "cuda", "rocm", "gaudi", "tpu")  # devices with a tokenmill[NAME] extra
 
 
 @dataclass(slots=True)
@@ -39,6 +44,8 @@ class PluginManager:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
+        self._objects: dict[str, Any] = {}  # plugin name -> the registered module or object
+        self._callers: dict[tuple[str, str], Any] = {}  # (platform name, hook name) -> subset caller
 
     # ------------------------------------------------------------------ loading
 
@@ -66,7 +73,10 @@ class PluginManager:
             module = ep.load()
         except Exception as exc:  # a broken plugin must not take the others down
             record.load_error = f"import failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-            record.availability = Availability(False, f"plugin {ep.name!r} ({dist}) failed to import: {exc!r}")
+            record.availability = Availability(
+                False, f"plugin {ep.name!r} ({dist}) failed to import: {exc!r}; reinstall it "
+                       f"(pip install --force-reinstall {dist}), uninstall it, or leave it out with "
+                       f"{ENV_ALLOW_LIST}=<the plugins to load>")
             return
         self.register(module, ep.name, record)
 
@@ -92,7 +102,8 @@ class PluginManager:
             return record
         record.platform = platform
         record.availability = _check(record, platform)
-        if platform.contract_version != CONTRACT_VERSION:
+        self._objects[name] = plugin
+        if contract_version.refusal(platform.contract_version, name) is not None:
             self.pm.unregister(plugin)  # never call hooks of a plugin built for another contract
         elif platform.name != name:
             record.availability = Availability(
@@ -122,15 +133,34 @@ class PluginManager:
         record = self.records.get(device)
         if record is None:
             known = ", ".join(sorted(self.records)) or "none"
+            hidden = _hidden_by_env()
+            install = (f"pip install 'tokenmill[{device}]'" if device in IN_TREE_EXTRAS
+                       else "install the distribution that provides the plugin")
             raise PluginError(
-                f"no plugin named {device!r} is installed (installed: {known}); "
-                f"install it, e.g. pip install 'tokenmill[{device}]', or pick another --device"
+                f"no plugin named {device!r} is {'loaded' + hidden if hidden else 'installed'} (installed: {known}); "
+                f"{install}, or pick another --device"
             )
         if not record.availability.available:
             raise PluginError(f"device {device!r} is not available: {record.availability.reason}")
         return record.platform
 
     # ------------------------------------------------------------------ pieces
+
+    def hook(self, platform: Platform, hook_name: str) -> Any:
+        """The hook `hook_name` as implemented by `platform`'s own plugin alone."""
+        key = (platform.name, hook_name)
+        caller = self._callers.get(key)
+        if caller is None:
+            mine = self._objects.get(platform.name)
+            others = [p for n, p in self._objects.items() if n != platform.name and self.pm.is_registered(p)]
+            if mine is None or not self.pm.is_registered(mine):
+                raise PluginError(f"platform {platform.name!r} has no registered plugin; it cannot be asked for {hook_name}")
+            caller = self._callers[key] = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+        return caller
+
+    def startup(self, platform: Platform, options: dict[str, Any]) -> None:
+        """Let the chosen plugin prepare itself (tokenmill_startup), once, before the model loads."""
+        self.hook(platform, "tokenmill_startup")(platform=platform, options=options)
 
     def attention_backend(self, platform: Platform, spec: Any) -> Any:
         """The platform's attention backend for `spec`; refuses with the backend's reasons."""
@@ -140,31 +170,40 @@ class PluginManager:
             raise PluginError(f"{platform.name} attention backend {backend.name!r} cannot run this model: " + "; ".join(reasons))
         return backend
 
-    def kv_allocator(self, platform: Platform, device_index: int = 0) -> Any:
-        """The platform's KV-cache allocator for one device."""
-        return self._required("tokenmill_kv_allocator", platform, device_index=device_index)
+    def kv_allocator(self, platform: Platform, device_index: int = 0, memory_utilization: float = 0.9) -> Any:
+        """The platform's KV-cache allocator for one device, told the share of memory it may fill."""
+        return self._required("tokenmill_kv_allocator", platform, device_index=device_index,
+                              memory_utilization=memory_utilization)
 
     def communicator(self, platform: Platform, group: Any = None) -> Any:
         """The platform's communicator over `group` (None: the default world group)."""
         return self._required("tokenmill_communicator", platform, group=group)
 
     def op_overrides(self, platform: Platform) -> dict[str, Any]:
-        """Every op override offered for `platform`, later registrations winning."""
+        """The op overrides the platform's plugin offers (merged, when it returns several)."""
         merged: dict[str, Any] = {}
-        for result in reversed(self.pm.hook.tokenmill_op_overrides(platform=platform)):
+        for result in reversed(self.hook(platform, "tokenmill_op_overrides")(platform=platform)):
             merged.update(result.ops)
         return merged
 
     def linear_method(self, platform: Platform, scheme: str) -> Any:
         """The platform's LinearMethod for `scheme`, or None when it has none."""
-        return self.pm.hook.tokenmill_linear_method(platform=platform, scheme=scheme)
+        return self.hook(platform, "tokenmill_linear_method")(platform=platform, scheme=scheme)
 
     def step_runner(self, platform: Platform, options: dict[str, Any]) -> Any:
         """The platform's step runner, or None to run eagerly."""
-        return self.pm.hook.tokenmill_step_runner(platform=platform, options=options)
+        return self.hook(platform, "tokenmill_step_runner")(platform=platform, options=options)
+
+    def shape_buckets(self, platform: Platform, limits: dict[str, int]) -> Any:
+        """The static platform's declared ShapeBuckets, or None for the core's default."""
+        return self.hook(platform, "tokenmill_shape_buckets")(platform=platform, limits=limits)
+
+    def execution_context(self, platform: Platform) -> Any:
+        """The platform's ExecutionContext, or None for inference mode and no sync."""
+        return self.hook(platform, "tokenmill_execution_context")(platform=platform)
 
     def _required(self, hook_name: str, platform: Platform, **kwargs: Any) -> Any:
-        result = getattr(self.pm.hook, hook_name)(platform=platform, **kwargs)
+        result = self.hook(platform, hook_name)(platform=platform, **kwargs)
         if result is None:
             raise PluginError(f"plugin {platform.name!r} does not implement {hook_name}, which every plugin must supply")
         return result
@@ -185,13 +224,10 @@ def _allow_list() -> set[str] | None:
 
 
 def _check(record: PluginRecord, platform: Platform) -> Availability:
-    if platform.contract_version != CONTRACT_VERSION:
-        return Availability(
-            False,
-            f"plugin {record.name!r} ({record.distribution} {record.version}) was built for plugin contract "
-            f"v{platform.contract_version}, but this tokenmill speaks v{CONTRACT_VERSION}; "
-            f"upgrade or downgrade one of them so the versions match",
-        )
+    refusal = contract_version.refusal(platform.contract_version,
+                                       f"{record.name!r} ({record.distribution} {record.version})")
+    if refusal is not None:
+        return Availability(False, refusal)
     try:
         return platform.is_available()
     except Exception as exc:

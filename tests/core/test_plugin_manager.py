@@ -31,7 +31,7 @@ class FakePlatform:
     name: str = {platform_name!r}
     device_type: str = "cpu"
     priority: int = {priority}
-    contract_version: int = {contract}
+    contract_version: object = {contract!r}
     supported_dtypes: tuple = ("float32",)
     dist_backend: str = "gloo"
     static_shapes: bool = False
@@ -58,7 +58,7 @@ class FakeSite:
         self.modules: list[str] = []
 
     def install(self, ep_name: str, *, dist: str | None = None, source: str | None = None, version: str = "1.2.3",
-                priority: int = 50, available: bool = True, reason: str = "", contract: int = CONTRACT_VERSION,
+                priority: int = 50, available: bool = True, reason: str = "", contract: object = CONTRACT_VERSION,
                 platform_name: str | None = None) -> str:
         """Write a plugin module plus its distribution metadata; returns the module's name."""
         dist = dist or f"fake-{ep_name}"
@@ -121,17 +121,86 @@ def test_plugin_that_raises_on_import_is_named_with_its_exception(site: FakeSite
         manager.select("broken")
 
 
-def test_contract_version_mismatch_is_refused_with_both_versions(site: FakeSite) -> None:
-    future = CONTRACT_VERSION + 1
+@pytest.mark.parametrize("future, fix", [("3.0", "upgrade tokenmill"), ("2.9", "upgrade tokenmill")])
+def test_newer_contract_is_refused_naming_both_versions_and_the_fix(site: FakeSite, future: str, fix: str) -> None:
     site.install("future", dist="acme-future", contract=future, priority=99)
     site.install("current", priority=1)
     manager = load_plugins()
     reason = manager.records["future"].availability.reason
-    assert f"v{future}" in reason and f"v{CONTRACT_VERSION}" in reason and "acme-future" in reason
+    assert f"contract {future}" in reason and f"contract {CONTRACT_VERSION}" in reason and "acme-future" in reason
+    assert fix in reason
     assert manager.pm.get_plugin("future") is None  # its hooks are never called
     assert manager.select().name == "current"
-    with pytest.raises(PluginError, match=rf"'future' is not available.*contract v{future}"):
+    with pytest.raises(PluginError, match=rf"'future' is not available.*contract {future}"):
         manager.select("future")
+
+
+@pytest.mark.parametrize("version", [1, "1.0", "2", CONTRACT_VERSION])
+def test_older_and_current_contracts_load_and_answer(site: FakeSite, version: object) -> None:
+    """A contract-1 plugin (int 1, with its name guards) keeps working beside contract-2 ones."""
+    site.install("legacy", contract=version, priority=60)
+    site.install("other", priority=1)
+    manager = load_plugins()
+    platform = manager.select()
+    assert platform.name == "legacy", manager.records["legacy"].availability
+    assert manager.kv_allocator(platform, 0) == "allocator of legacy"
+
+
+@pytest.mark.parametrize("version", ["two", "2.0.1", 2.0, None])
+def test_malformed_contract_version_is_refused(site: FakeSite, version: object) -> None:
+    site.install("odd", contract=version)
+    reason = load_plugins().records["odd"].availability.reason
+    assert "not a version" in reason and f'"{CONTRACT_VERSION}"' in reason
+
+
+UNGUARDED_SOURCE = '''
+"""A contract-2 plugin whose allocator hook has no name guard."""
+from dataclasses import dataclass
+from tokenmill.hookspecs import hookimpl
+from tokenmill.interfaces import Availability
+
+@dataclass(frozen=True)
+class P:
+    name: str = {name!r}
+    device_type: str = "cpu"
+    priority: int = {priority}
+    contract_version: str = "2.0"
+    supported_dtypes: tuple = ("float32",)
+    dist_backend: str = "gloo"
+    static_shapes: bool = False
+    graph_capture: object = None
+
+    def is_available(self):
+        return Availability(True)
+
+@hookimpl
+def tokenmill_platform():
+    return P()
+
+@hookimpl
+def tokenmill_kv_allocator(platform, device_index):
+    return "allocator of " + {name!r}
+'''
+
+
+def test_only_the_chosen_platforms_plugin_answers(site: FakeSite) -> None:
+    """Unguarded hookimpls of two plugins: each platform gets its own plugin's answer, never the other's."""
+    site.install("alpha", source=UNGUARDED_SOURCE.format(name="alpha", priority=5))
+    site.install("beta", source=UNGUARDED_SOURCE.format(name="beta", priority=9))
+    manager = load_plugins()
+    for name in ("alpha", "beta"):
+        assert manager.kv_allocator(manager.select(name), 0) == f"allocator of {name}"
+    with pytest.raises(PluginError, match="does not implement tokenmill_attention_backend"):
+        manager.attention_backend(manager.select("alpha"), None)
+
+
+def test_unknown_third_party_device_gets_no_made_up_extra(site: FakeSite) -> None:
+    site.install("current")
+    with pytest.raises(PluginError) as info:
+        load_plugins().select("nosuchdev")
+    assert "tokenmill[nosuchdev]" not in str(info.value) and "installed: current" in str(info.value)
+    with pytest.raises(PluginError, match=r"pip install 'tokenmill\[rocm\]'"):
+        load_plugins().select("rocm")
 
 
 def test_requested_device_unavailable_gives_the_plugins_reason(site: FakeSite) -> None:
@@ -144,7 +213,7 @@ def test_requested_device_unavailable_gives_the_plugins_reason(site: FakeSite) -
 def test_unknown_device_lists_what_is_installed(site: FakeSite) -> None:
     site.install("alpha")
     site.install("beta")
-    with pytest.raises(PluginError, match=r"no plugin named 'gamma'.*alpha, beta.*tokenmill\[gamma\]"):
+    with pytest.raises(PluginError, match=r"no plugin named 'gamma'.*alpha, beta.*provides the plugin"):
         load_plugins().select("gamma")
 
 

@@ -19,6 +19,7 @@ from tokenmill.kv.kv_cache_manager import KVCacheManager
 from tokenmill.loaders import ModelBundle, load_model_bundle
 from tokenmill.ops import OpRegistry
 from tokenmill.outputs import CompletionOutput, RequestOutput
+from tokenmill.plugin_base import DefaultExecution
 from tokenmill.plugin_manager import PluginManager, load_plugins
 from tokenmill.sampling.logprobs import new_generator, position_logprobs
 from tokenmill.sampling.params import SamplingParams
@@ -27,6 +28,7 @@ from tokenmill.sched.output import SchedulerOutput
 from tokenmill.sched.request import Request
 from tokenmill.sched.scheduler import Scheduler
 from tokenmill.worker.model_runner import ModelRunner, RunnerOutput
+from tokenmill.worker.padding import StepPadding, check_covers, default_buckets
 
 log = logging.getLogger(__name__)
 
@@ -43,36 +45,34 @@ class EngineCore:
         torch.manual_seed(args.seed)
         self.plugins = plugins or load_plugins()
         self.platform = self.plugins.select(args.device)
+        self.plugins.startup(self.platform, _startup_options(args))
+        self.execution = self.plugins.execution_context(self.platform) or DefaultExecution()
         self.bundle = bundle or load_model_bundle(args.model, platform=self.platform, plugins=self.plugins,
                                                   dtype=args.dtype, block_size=args.block_size,
                                                   max_model_len=args.max_model_len,
-                                                  quantization=args.quantization)
+                                                  quantization=args.quantization,
+                                                  kv_cache_dtype=args.kv_cache_dtype)
         if self.bundle.attn_spec.block_size != args.block_size:
             raise TokenmillError(f"the shared model was loaded for block size {self.bundle.attn_spec.block_size}, "
                                  f"not {args.block_size}; load it again or use the same --block-size")
         self.tokenizer = self.bundle.tokenizer
         self.model_name = args.model or "SmolLM2-135M-Instruct"
-        allocator = self.plugins.kv_allocator(self.platform, 0)
-        if hasattr(allocator, "gpu_memory_utilization"):  # an accelerator allocator sized by a share of the card
-            allocator.gpu_memory_utilization = args.gpu_memory_utilization
-        profile_peak_activations(allocator, self.bundle, args.max_num_batched_tokens, args.max_num_seqs,
-                                 args.block_size)
-        pool = allocate_pool(allocator, self.bundle.attn_backend, num_layers=self.bundle.arch.num_layers,
-                             dtype=self.bundle.dtype, block_size=args.block_size,
-                             requested_bytes=args.kv_cache_memory, max_model_len=self.bundle.max_model_len,
-                             max_len_was_set=args.max_model_len is not None)
+        pool = self._allocate_pool()
         self.max_model_len = pool.max_model_len
         self.num_blocks = pool.num_blocks
         self.kv = KVCacheManager(pool.num_blocks, args.block_size, args.enable_prefix_caching)
         self.scheduler = Scheduler(self.kv, max_num_batched_tokens=args.max_num_batched_tokens,
                                    max_num_seqs=args.max_num_seqs, max_model_len=self.max_model_len)
+        padding = self._padding(pool.num_blocks) if self.platform.static_shapes else None
         runner_opts = {"enforce_eager": args.enforce_eager, "max_num_seqs": args.max_num_seqs,
-                       "max_model_len": self.max_model_len, "block_size": args.block_size}
+                       "max_model_len": self.max_model_len, "block_size": args.block_size,
+                       "buckets": padding.buckets if padding else None}
         step_runner = None if args.enforce_eager else self.plugins.step_runner(self.platform, runner_opts)
         self.runner = ModelRunner(self.bundle.model, self.bundle.attn_backend, pool.kv_caches, args.block_size,
-                                  self.bundle.device, step_runner)
+                                  self.bundle.device, step_runner, padding)
         self.eos_ids = set(self.bundle.eos_token_ids)
-        self.sampler = Sampler(list(self.eos_ids), ops=OpRegistry(self.plugins.op_overrides(self.platform)))
+        self.sampler = Sampler(list(self.eos_ids), ops=OpRegistry(self.plugins.op_overrides(self.platform)),
+                               static=self.platform.static_shapes, sync=self.execution.sync)
         self._parents: dict[str, ParentState] = {}
         self._samples: dict[str, tuple[ParentState, SampleState]] = {}  # scheduler request id -> owners
         self._prompt_lp_ids: set[str] = set()  # scheduler ids whose prompt logprobs are still wanted
@@ -80,6 +80,31 @@ class EngineCore:
         self._counters = {"prompt": 0, "generated": 0, "computed": 0, "aborted": 0, "steps": 0, "preempted": 0}
         log.info("engine ready on %s: %d KV blocks of %d tokens, max_model_len %d",
                  self.platform.name, pool.num_blocks, args.block_size, self.max_model_len)
+
+    def _allocate_pool(self):
+        """Profile the largest step where the allocator can, then size and allocate the KV pool."""
+        args, bundle = self.args, self.bundle
+        allocator = self.plugins.kv_allocator(self.platform, 0, args.gpu_memory_utilization)
+        with self.execution.guard():
+            profile_peak_activations(allocator, bundle, args.max_num_batched_tokens, args.max_num_seqs,
+                                     args.block_size)
+        return allocate_pool(allocator, bundle.attn_backend, num_layers=bundle.arch.num_layers,
+                             dtype=bundle.attn_spec.kv_cache_dtype, block_size=args.block_size,
+                             requested_bytes=args.kv_cache_memory, max_model_len=bundle.max_model_len,
+                             max_len_was_set=args.max_model_len is not None,
+                             reserved_blocks=1 if self.platform.static_shapes else 0)
+
+    def _padding(self, num_blocks: int) -> StepPadding:
+        """The static platform's buckets (or the core's default), checked against the engine's limits.
+
+        The pool's last block (allocate_pool reserved it) is the null block padding points at.
+        """
+        args = self.args
+        limits = {"max_num_batched_tokens": args.max_num_batched_tokens, "max_num_seqs": args.max_num_seqs,
+                  "max_blocks_per_seq": -(-self.max_model_len // args.block_size)}
+        buckets = self.plugins.shape_buckets(self.platform, limits) or default_buckets(limits)
+        check_covers(buckets, limits, self.platform.name)
+        return StepPadding(buckets, args.block_size, null_block=num_blocks)
 
     # ------------------------------------------------------------------ requests
 
@@ -175,7 +200,6 @@ class EngineCore:
 
     # ------------------------------------------------------------------ the step
 
-    @torch.inference_mode()
     def step(self) -> list[RequestOutput]:
         """Schedule, run, sample, update, emit: outputs of requests that progressed this step."""
         out = self.scheduler.schedule()
@@ -183,10 +207,12 @@ class EngineCore:
         if not out.scheduled:
             return self._emit(ended)
         self._count_scheduled(out)
-        result = self.runner.execute(out, self._prompt_logprob_ids(out))
-        sampled, logprobs = self._sample(result)
+        with self.execution.guard():  # the platform's grad mode; its sync runs inside the sampler
+            result = self.runner.execute(out, self._prompt_logprob_ids(out))
+            sampled, logprobs = self._sample(result)
+            touched = self._record_prompt_logprobs(result)
         self.scheduler.update_from_output(out, sampled)
-        touched = self._record_prompt_logprobs(result) | self._process_samples(sampled, logprobs)
+        touched |= self._process_samples(sampled, logprobs)
         return self._emit(touched | ended)
 
     def _ended_by_scheduler(self, request_ids: list[str]) -> set[str]:
@@ -214,6 +240,7 @@ class EngineCore:
     def _sample(self, result: RunnerOutput) -> tuple[dict[str, int], dict[str, tuple[dict | None, float | None]]]:
         """Sampled token and (top logprobs, sampled token's logprob) for each sampling request."""
         if not result.sample_ids:
+            self.execution.sync()  # a step of prefill chunks alone still ends with the platform's sync
             return {}, {}
         samples = self._samples
         rows = [samples[child_id][1].row for child_id in result.sample_ids]
@@ -314,3 +341,10 @@ class EngineCore:
         rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
                                                       chat_template=chat_template, tokenize=False)
         return self.tokenizer(rendered, add_special_tokens=False).input_ids
+
+
+def _startup_options(args: EngineArgs) -> dict[str, Any]:
+    """What tokenmill_startup is told about the engine (interfaces: plain values only)."""
+    return {"dtype": args.dtype, "kv_cache_dtype": args.kv_cache_dtype, "quantization": args.quantization,
+            "max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens,
+            "enforce_eager": args.enforce_eager, "block_size": args.block_size}

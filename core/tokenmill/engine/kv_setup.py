@@ -33,18 +33,23 @@ def bytes_per_block(attn_backend: Any, num_layers: int, dtype: torch.dtype) -> i
 
 def allocate_pool(allocator: Any, attn_backend: Any, *, num_layers: int, dtype: torch.dtype,
                   block_size: int, requested_bytes: int | None, max_model_len: int,
-                  max_len_was_set: bool) -> KVPool:
-    """Ask the allocator for its budget, turn it into whole blocks, allocate, and fit max_model_len."""
+                  max_len_was_set: bool, reserved_blocks: int = 0) -> KVPool:
+    """Ask the allocator for its budget, turn it into whole blocks, allocate, and fit max_model_len.
+
+    `dtype` is the KV-cache dtype. `reserved_blocks` (the null block of static-shape platforms)
+    are allocated but not counted in `num_blocks`, the blocks requests may use; they are the
+    pool's last block ids.
+    """
     try:
         budget = allocator.available_kv_bytes(requested_bytes)
     except ValueError as exc:
         raise TokenmillError(f"KV cache memory: {exc}") from None
     per_block = bytes_per_block(attn_backend, num_layers, dtype)
-    num_blocks = budget // per_block
+    num_blocks = budget // per_block - reserved_blocks
     if num_blocks < 2:
         raise TokenmillError(
             f"the KV cache budget of {budget} bytes holds {num_blocks} blocks of {per_block} bytes; "
-            f"raise --kv-cache-memory to at least {2 * per_block} bytes"
+            f"raise --kv-cache-memory to at least {(2 + reserved_blocks) * per_block} bytes"
         )
     capacity = num_blocks * block_size
     if max_model_len > capacity:
@@ -55,5 +60,5 @@ def allocate_pool(allocator: Any, attn_backend: Any, *, num_layers: int, dtype: 
             )
         log.warning("max_model_len lowered from %d to the KV cache's %d tokens", max_model_len, capacity)
         max_model_len = capacity
-    caches = allocator.allocate(num_layers, attn_backend.kv_cache_shape(num_blocks), dtype)
+    caches = allocator.allocate(num_layers, attn_backend.kv_cache_shape(num_blocks + reserved_blocks), dtype)
     return KVPool(caches, num_blocks, block_size, per_block, max_model_len)

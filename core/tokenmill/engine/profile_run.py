@@ -8,21 +8,22 @@ from typing import Any
 import torch
 
 from tokenmill.interfaces import AttentionBatch
+from tokenmill.plugin_base import optional
 
 
-@torch.inference_mode()
 def profile_peak_activations(allocator: Any, bundle: Any, num_tokens: int, num_seqs: int, block_size: int) -> int | None:
     """Let an allocator that offers `profile_peak(fn)` watch one forward of `num_tokens` tokens.
 
     The allocator reports the peak so that its `available_kv_bytes` leaves room for it. Allocators
-    without the method (the CPU plugin's) are left alone. A throwaway pool of just enough blocks
-    holds the dummy step's keys and values.
+    without the optional method (the CPU plugin's) are left alone. A throwaway pool of just enough
+    blocks holds the dummy step's keys and values. The caller enters the execution context.
     """
-    profile = getattr(allocator, "profile_peak", None)
+    profile = optional(allocator, "profile_peak", None)
     if profile is None:
         return None
     num_blocks = math.ceil(num_tokens / block_size) + 1
-    caches = allocator.allocate(bundle.arch.num_layers, bundle.attn_backend.kv_cache_shape(num_blocks), bundle.dtype)
+    caches = allocator.allocate(bundle.arch.num_layers, bundle.attn_backend.kv_cache_shape(num_blocks),
+                                bundle.attn_spec.kv_cache_dtype)
     device = bundle.device
     batch = AttentionBatch(
         query_start_loc=torch.tensor([0, num_tokens], dtype=torch.int32, device=device),

@@ -13,7 +13,7 @@ from tokenmill.config import check_quantization
 from tokenmill.errors import ModelLoadError, TokenmillError
 from tokenmill.interfaces import AttentionSpec
 from tokenmill.loaders.default_model import default_model_path
-from tokenmill.loaders.dtype import resolve_dtype
+from tokenmill.loaders.dtype import resolve_dtype, resolve_kv_cache_dtype
 from tokenmill.loaders.gguf_checkpoint import GGUFCheckpoint
 from tokenmill.loaders.quantization import linear_schemes, pack_model
 from tokenmill.loaders.safetensors_checkpoint import PICKLE_SUFFIXES, SafetensorsCheckpoint, refuse_pickle
@@ -67,6 +67,7 @@ def load_model_bundle(
     block_size: int = 16,
     max_model_len: int | None = None,
     quantization: str = "none",
+    kv_cache_dtype: str = "auto",
 ) -> ModelBundle:
     """Load `model` for `platform`: weights cast to the resolved dtype on the platform's device.
 
@@ -80,7 +81,8 @@ def load_model_bundle(
     arch, entry = arch_config(checkpoint.config, source=checkpoint.source)
     max_len = _max_model_len(arch, max_model_len)
     tokenizer = load_tokenizer(Path(checkpoint.source))  # before the weights: fail fast, cheaply
-    spec = AttentionSpec(arch.num_heads, arch.num_kv_heads, arch.head_size, block_size, torch_dtype)
+    spec = AttentionSpec(arch.num_heads, arch.num_kv_heads, arch.head_size, block_size, torch_dtype,
+                         resolve_kv_cache_dtype(kv_cache_dtype, torch_dtype, platform))
     backend = plugins.attention_backend(platform, spec)
     ops = OpRegistry(plugins.op_overrides(platform))
     cos_sin = cos_sin_cache(arch, max_len, device)  # float32 [max_len, D]

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from tokenmill import contract_version
 from tokenmill.errors import TokenmillError
 
 _TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -31,3 +32,25 @@ def resolve_dtype(dtype: str, platform: Any) -> torch.dtype:
             f"pick one of those or --dtype auto"
         )
     return _TORCH_DTYPES[dtype]
+
+
+def resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: torch.dtype, platform: Any) -> torch.dtype:
+    """'auto' -> the model dtype; a named dtype needs a platform whose contract has a separate cache dtype.
+
+    Contract-1 backends know only one dtype for q/k/v and the cache, so they are refused a
+    different cache dtype rather than handed one they would silently ignore. Whether the backend
+    supports the dtype is its own `unsupported_reasons` to say.
+    """
+    if kv_cache_dtype == "auto":
+        return model_dtype
+    if kv_cache_dtype not in _TORCH_DTYPES:
+        raise TokenmillError(f"--kv-cache-dtype {kv_cache_dtype!r} is not one of auto, {', '.join(_TORCH_DTYPES)}")
+    wanted = _TORCH_DTYPES[kv_cache_dtype]
+    version = contract_version.parse(platform.contract_version)
+    if wanted != model_dtype and version is not None and version[0] < 2:
+        raise TokenmillError(
+            f"--kv-cache-dtype {kv_cache_dtype}: plugin {platform.name!r} was built for plugin contract "
+            f"{version[0]}.{version[1]}, which has no KV-cache dtype separate from the model's; "
+            f"use --kv-cache-dtype auto or a plugin built for contract 2"
+        )
+    return wanted

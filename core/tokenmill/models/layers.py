@@ -13,6 +13,7 @@ from torch import nn
 
 from tokenmill.models.arch_config import ArchConfig
 from tokenmill.ops import OpRegistry
+from tokenmill.plugin_base import optional
 
 
 class RMSNorm(nn.Module):
@@ -74,12 +75,13 @@ class PagedSelfAttention(nn.Module):
         self.o_proj = nn.Linear(arch.q_size, arch.hidden_size, bias=arch.o_bias)
         self._rotary = ops.rotary
         self._backend = backend
+        self._functional = bool(optional(backend, "functional_cache", False))  # see AttentionBackend.forward
 
     def forward(
         self,
         positions: torch.Tensor,  # int64 [T]
         hidden: torch.Tensor,  # [T, H]
-        kv_cache: torch.Tensor,  # this layer's cache, shaped by the backend
+        kv_caches: list[torch.Tensor],  # every layer's cache, shaped by the backend; ours is [layer_idx]
         attn_metadata: Any,
         cos_sin: torch.Tensor,  # float32 [P, D]
     ) -> torch.Tensor:  # [T, H]
@@ -92,10 +94,12 @@ class PagedSelfAttention(nn.Module):
             q.view(num_tokens, self.num_heads, self.head_size),
             k.view(num_tokens, self.num_kv_heads, self.head_size),
             v.view(num_tokens, self.num_kv_heads, self.head_size),
-            kv_cache,
+            kv_caches[self.layer_idx],
             attn_metadata,
             self.scale,
-        )  # [T, Hq, D]
+        )  # [T, Hq, D], or (that, the updated cache) from a functional backend
+        if self._functional:
+            out, kv_caches[self.layer_idx] = out
         return self.o_proj(out.reshape(num_tokens, self.q_size))
 
     def normalize_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,7 @@ class DecoderLayer(nn.Module):
         positions: torch.Tensor,  # int64 [T]
         hidden: torch.Tensor,  # [T, H], the previous block's MLP output (or the embeddings)
         residual: torch.Tensor | None,  # [T, H], the stream before that output; None at layer 0
-        kv_cache: torch.Tensor,
+        kv_caches: list[torch.Tensor],  # every layer's cache; the attention uses (and may replace) its own
         attn_metadata: Any,
         cos_sin: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:  # (MLP output [T, H], residual [T, H])
@@ -35,7 +35,7 @@ class DecoderLayer(nn.Module):
             residual, hidden = hidden, self.input_layernorm(hidden)
         else:
             hidden, residual = self.input_layernorm(hidden, residual)
-        hidden = self.self_attn(positions, hidden, kv_cache, attn_metadata, cos_sin)
+        hidden = self.self_attn(positions, hidden, kv_caches, attn_metadata, cos_sin)
         hidden, residual = self.post_attention_layernorm(hidden, residual)
         return self.mlp(hidden), residual
 
@@ -75,14 +75,14 @@ class LlamaForCausalLM(nn.Module):
         self,
         input_ids: torch.Tensor,  # int64 [T]
         positions: torch.Tensor,  # int64 [T]
-        kv_caches: list[torch.Tensor],  # one per layer
+        kv_caches: list[torch.Tensor],  # one per layer; a functional backend's updates replace entries
         attn_metadata: Any,  # from the attention backend's build_metadata
     ) -> torch.Tensor:  # [T, H], after the final norm
         hidden = self.model.embed_tokens(input_ids)  # [T, H]
         residual = None
         cos_sin = self.cos_sin_cache
-        for layer, kv_cache in zip(self.model.layers, kv_caches):
-            hidden, residual = layer(positions, hidden, residual, kv_cache, attn_metadata, cos_sin)
+        for layer in self.model.layers:
+            hidden, residual = layer(positions, hidden, residual, kv_caches, attn_metadata, cos_sin)
         hidden, _ = self.model.norm(hidden, residual)
         return hidden
 

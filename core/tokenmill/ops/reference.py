@@ -71,9 +71,29 @@ def top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.T
 
 
 def _top_k_only(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
-    """top-k without sorting the vocabulary: keep logits >= each row's k-th largest (ties kept)."""
+    """top-k alone: keep logits >= each row's k-th largest (ties kept).
+
+    A full sort rather than topk(max(k)): its shape never depends on the values of top_k, so it
+    needs no host read and suits static-shape platforms. The sampler calls it on its [R, K]
+    candidates, so the sort is short; plugins override it with faster kernels.
+    """
     vocab = logits.shape[-1]
     k = torch.where(top_k <= 0, vocab, top_k.clamp(max=vocab))  # [B]
-    largest = logits.topk(int(k.max()), dim=-1).values  # [B, k_max], descending
-    threshold = largest.gather(1, (k - 1).unsqueeze(1))  # [B, 1]
+    ordered = logits.sort(dim=-1, descending=True).values  # [B, V]
+    threshold = ordered.gather(1, (k - 1).unsqueeze(1))  # [B, 1]
     return logits.masked_fill(logits < threshold, float("-inf"))
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    """float [B, V] -> int64 [B], the first index of each row's maximum."""
+    return logits.argmax(dim=-1)
+
+
+def sample(sampler, logits: torch.Tensor, rows: list):
+    """The whole sampling step: the core Sampler's own choice (see tokenmill.sampling.sampler).
+
+    A plugin that overrides "sample" receives the Sampler (its eos ids, op registry and cached
+    per-row tensors), logits float32 [P, V] with P >= len(rows), and the rows; it returns a
+    SamplerOutput whose token_ids is an int64 tensor [P] on the device.
+    """
+    return sampler.choose(logits, rows)

@@ -7,13 +7,15 @@ from typing import Any, Callable
 from tokenmill.ops import reference
 
 # The names a plugin may override, with the reference each falls back to. Adding a name is
-# backwards compatible; renaming or changing a signature needs a CONTRACT_VERSION bump.
+# backwards compatible; renaming or changing a signature needs a major CONTRACT_VERSION bump.
 _REFERENCES: dict[str, Callable[..., Any]] = {
     "rms_norm": reference.rms_norm,
     "fused_add_rms_norm": reference.fused_add_rms_norm,
     "rotary": reference.rotary,
     "silu_and_mul": reference.silu_and_mul,
     "top_k_top_p": reference.top_k_top_p,
+    "argmax": reference.argmax,  # since contract 2.0
+    "sample": reference.sample,  # since contract 2.0: the whole sampling step
 }
 OP_NAMES = tuple(_REFERENCES)
 

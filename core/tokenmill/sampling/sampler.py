@@ -6,13 +6,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from typing import Callable
+
 from tokenmill.ops import OpRegistry
-from tokenmill.sampling.argmax import argmax_rows
 from tokenmill.sampling.logprobs import PositionLogprobs, rows_logprobs
 from tokenmill.sampling.params import SamplingParams
 from tokenmill.sampling.penalties import apply_penalties
 from tokenmill.sampling.random_choice import index_tensor, sample_rows
 from tokenmill.sampling.row_tensors import RowTensors
+from tokenmill.sampling.static_sampler import static_sample
 
 
 @dataclass(slots=True)
@@ -41,13 +43,16 @@ class SamplingRow:
 class SamplerOutput:
     """Per row: the chosen token, its logprob entry (when params.logprobs is set) and its logprob.
 
+    token_ids is an int64 device tensor [P] (P >= rows, padding last) as the "sample" op returns
+    it, and a list of the rows' ids once the Sampler has read it back.
+
     logprobs[i] maps token id -> (logprob, rank 1-based): the sampled token first, then the top
     params.logprobs tokens. sampled_logprobs[i] is None for rows that did not ask for logprobs.
     Logprobs are of the raw model distribution (before penalties, temperature and truncation),
     as vLLM's default "raw_logprobs" mode reports them.
     """
 
-    token_ids: list[int]
+    token_ids: list[int] | torch.Tensor
     logprobs: list[PositionLogprobs | None] = field(default_factory=list)
     sampled_logprobs: list[float | None] = field(default_factory=list)
 
@@ -58,20 +63,40 @@ class Sampler:
     EOS ids are Sampler-level (one model, one set of EOS ids; from the model's generation config),
     not per row: min_tokens masks them (unless ignore_eos) together with the row's stop_token_ids.
     ignore_eos itself never masks EOS: as in vLLM, EOS may be sampled and the engine keeps going.
-    top_k / top_p masking goes through the op registry's `top_k_top_p`, so a plugin can replace it.
-    The logits passed in may be modified in place.
+    top_k / top_p masking goes through the op registry's `top_k_top_p`, argmax through `argmax`, and
+    the whole step through `sample`, so a plugin can replace any of them. The logits passed in may
+    be modified in place.
+
+    With `static` (static-shape platforms), rows with no penalties, no logprobs and no pending
+    min_tokens are sampled by static_sampler, with fixed shapes and no host read; others take the
+    general path. `sync` (the platform's ExecutionContext.sync) runs just before the sampled ids
+    are read back to the host.
     """
 
-    def __init__(self, eos_token_ids: list[int], ops: OpRegistry | None = None) -> None:
+    def __init__(self, eos_token_ids: list[int], ops: OpRegistry | None = None, static: bool = False,
+                 sync: Callable[[], None] | None = None) -> None:
         self.eos_token_ids = list(eos_token_ids)
         self.ops = ops if ops is not None else OpRegistry()
+        self.static = static
+        self._sync = sync or (lambda: None)
         self._params = RowTensors()  # per-row parameter tensors of the last batch
 
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
-        """logits float32 [B, V] on any device, rows of length B -> one token per row."""
+        """logits float32 [P, V] on any device (P >= len(rows), padding rows last) -> one token per row."""
+        out = self.ops.sample(self, logits, rows)
+        self._sync()
+        out.token_ids = out.token_ids[: len(rows)].tolist()
+        return out
+
+    def choose(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
+        """The core's sampling step (the "sample" op's reference); token_ids stays on the device."""
         num_rows = len(rows)
-        if all(row.plain_greedy and len(row.output_token_ids) >= row.params.min_tokens for row in rows):
-            return SamplerOutput(argmax_rows(logits).tolist(), [None] * num_rows, [None] * num_rows)
+        simple = all(len(row.output_token_ids) >= row.params.min_tokens for row in rows)
+        if simple and all(row.plain_greedy for row in rows):
+            return SamplerOutput(self.ops.argmax(logits), [None] * num_rows, [None] * num_rows)
+        if self.static and simple and all(r.params.logprobs is None and not r.params.has_penalties for r in rows):
+            return SamplerOutput(static_sample(logits, rows, self.ops, self._params), [None] * num_rows, [None] * num_rows)
+        logits = logits[:num_rows]  # the general path works on the real rows alone
         want_lp = [i for i, row in enumerate(rows) if row.params.logprobs is not None]
         raw_lp = self._raw_logprobs(logits, want_lp)  # [L, V], before any processing
         logits = self._apply_penalties(logits, rows)
@@ -119,26 +144,26 @@ class Sampler:
     def _choose(self, logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
         greedy = [i for i, row in enumerate(rows) if row.params.is_greedy]
         if len(greedy) == len(rows):
-            return argmax_rows(logits)
+            return self.ops.argmax(logits)
         if not greedy:
             return sample_rows(logits, rows, self.ops, self._params)
         others = [i for i, row in enumerate(rows) if not row.params.is_greedy]
         r_idx = index_tensor(others, logits.device)  # [R]
-        out = argmax_rows(logits)  # [B]; one read of the batch beats copying out the greedy rows
+        out = self.ops.argmax(logits)  # [B]; one read of the batch beats copying out the greedy rows
         drawn = sample_rows(logits.index_select(0, r_idx), [rows[i] for i in others], self.ops, self._params)  # [R]
         return out.index_copy_(0, r_idx, drawn)
 
     def _output(
         self, token_ids: torch.Tensor, rows: list[SamplingRow], want_lp: list[int], raw_lp: torch.Tensor | None
     ) -> SamplerOutput:
-        ids = token_ids.tolist()
         logprobs: list[PositionLogprobs | None] = [None] * len(rows)
         sampled: list[float | None] = [None] * len(rows)
         if raw_lp is not None:
+            ids = token_ids.tolist()  # logprob entries are built on the host
             chosen = token_ids.index_select(0, index_tensor(want_lp, token_ids.device))  # [L]
             entries = rows_logprobs(raw_lp, chosen, [rows[i].params.logprobs for i in want_lp])
             for i, entry in zip(want_lp, entries):
                 logprobs[i] = entry
                 sampled[i] = entry[ids[i]][0]
-        return SamplerOutput(ids, logprobs, sampled)
+        return SamplerOutput(token_ids, logprobs, sampled)
 

@@ -3,67 +3,74 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from tokenmill.sched.output import SchedulerOutput
+from tokenmill.worker.padding import StepPadding
 from tokenmill.worker.step_inputs import StepInputs, build_step_inputs
 
 
 @dataclass(slots=True)
 class RunnerOutput:
-    """Float32 logits of one step: one row per sampling request, plus prompt rows where asked."""
+    """Float32 logits of one step: one row per sampling request, plus prompt rows where asked.
+
+    On static-shape platforms sample_logits keeps the padded batch's rows: its first
+    len(sample_ids) rows are the sampling requests', the rest are padding to be discarded.
+    """
 
     sample_ids: list[str]
-    sample_logits: torch.Tensor  # float32 [B_s, V]
+    sample_logits: torch.Tensor  # float32 [B_s or padded B, V]
     prompt_logits: dict[str, tuple[int, torch.Tensor]] = field(default_factory=dict)  # id -> (first position, [n, V])
 
 
 class ModelRunner:
-    """Owns the model, its KV caches and the attention backend for the life of an engine."""
+    """Owns the model, its KV caches and the attention backend for the life of an engine.
+
+    Every step, prefill, mixed or decode, runs through one callable (interfaces.Step), which the
+    platform's step runner wraps (CUDA graphs, HPU graphs, XLA): token ids in, logits of the
+    asked rows out, output head included.
+    """
 
     def __init__(self, model: Any, attn_backend: Any, kv_caches: list[torch.Tensor], block_size: int,
-                 device: torch.device, step_runner: Any = None) -> None:
+                 device: torch.device, step_runner: Any = None, padding: StepPadding | None = None) -> None:
         self.model = model
         self.attn_backend = attn_backend
-        self.kv_caches = kv_caches
+        self.kv_caches = kv_caches  # a functional backend's forward replaces the entries each step
         self.block_size = block_size
         self.device = device
-        self._forward: Callable[..., torch.Tensor] = self._eager_forward
-        # A step whose every row samples (decode) goes from token ids to logits in one callable,
-        # which the platform's step runner (e.g. CUDA graphs) wraps whole, output head included.
-        self._logits_step: Callable[..., torch.Tensor] = self._all_row_logits
-        if step_runner is not None:
-            self._logits_step = step_runner.wrap(self._all_row_logits)
+        self.padding = padding
+        self._step = self._logits_step if step_runner is None else step_runner.wrap(self._logits_step)
 
-    def _eager_forward(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: Any) -> torch.Tensor:
-        return self.model(input_ids, positions, self.kv_caches, metadata)  # [T, H]
+    def _logits_step(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: Any,
+                     logits_indices: torch.Tensor | None = None) -> torch.Tensor:
+        """ids int64 [T], positions int64 [T] -> float32 logits [T, V], or [R, V] of rows `logits_indices` [R]."""
+        hidden = self.model(input_ids, positions, self.kv_caches, metadata)  # [T, H]
+        if logits_indices is not None:
+            hidden = hidden.index_select(0, logits_indices)  # [R, H]
+        return self.model.compute_logits(hidden)
 
-    def _all_row_logits(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: Any) -> torch.Tensor:
-        return self.model.compute_logits(self._forward(input_ids, positions, metadata))  # float32 [T, V]
-
-    @torch.inference_mode()
     def execute(self, out: SchedulerOutput, want_prompt_logits: set[str] = frozenset()) -> RunnerOutput:
-        """Run one step; `want_prompt_logits` names requests whose prompt rows need logits too."""
-        inputs = build_step_inputs(out, self.block_size, self.device)
+        """Run one step; `want_prompt_logits` names requests whose prompt rows need logits too.
+
+        The caller enters the platform's execution context (grad mode) around this call.
+        """
+        inputs = build_step_inputs(out, self.block_size, self.device, self.padding)
         metadata = self.attn_backend.build_metadata(inputs.batch)
-        if len(inputs.sample_ids) == inputs.input_ids.shape[0] and not want_prompt_logits & inputs.query_ranges.keys():
-            # every row samples, so rows and sampling requests line up one to one, in order
-            return RunnerOutput(inputs.sample_ids, self._logits_step(inputs.input_ids, inputs.positions, metadata))
-        hidden = self._forward(inputs.input_ids, inputs.positions, metadata)  # [T, H]
-        result = RunnerOutput(inputs.sample_ids, self._sample_logits(hidden, inputs))
-        for request_id in want_prompt_logits & inputs.query_ranges.keys():
-            result.prompt_logits[request_id] = self._prompt_logits(hidden, inputs, out, request_id)
+        prompt_ids = want_prompt_logits & inputs.query_ranges.keys()
+        if prompt_ids:
+            logits = self._step(inputs.input_ids, inputs.positions, metadata, None)  # [T, V]
+            return self._with_prompt_rows(logits, inputs, out, prompt_ids)
+        indices = None if inputs.all_rows_sample else inputs.sample_rows
+        return RunnerOutput(inputs.sample_ids, self._step(inputs.input_ids, inputs.positions, metadata, indices))
+
+    def _with_prompt_rows(self, logits: torch.Tensor, inputs: StepInputs, out: SchedulerOutput,
+                          prompt_ids: set[str]) -> RunnerOutput:
+        """Every row's logits [T, V] -> the sampled rows' and the asked prompt rows'."""
+        result = RunnerOutput(inputs.sample_ids, logits.index_select(0, inputs.sample_rows))
+        for request_id in prompt_ids:
+            begin, end = inputs.query_ranges[request_id]
+            first_position = next(s.start for s in out.scheduled if s.request.request_id == request_id)
+            result.prompt_logits[request_id] = (first_position, logits[begin:end])  # [n, V]
         return result
-
-    def _sample_logits(self, hidden: torch.Tensor, inputs: StepInputs) -> torch.Tensor:
-        if not inputs.sample_ids:
-            return hidden.new_empty((0, 0), dtype=torch.float32)
-        return self.model.compute_logits(hidden.index_select(0, inputs.sample_rows))  # [B_s, V]
-
-    def _prompt_logits(self, hidden: torch.Tensor, inputs: StepInputs, out: SchedulerOutput,
-                       request_id: str) -> tuple[int, torch.Tensor]:
-        begin, end = inputs.query_ranges[request_id]
-        first_position = next(s.start for s in out.scheduled if s.request.request_id == request_id)
-        return first_position, self.model.compute_logits(hidden[begin:end])  # [n, V]

@@ -10,6 +10,7 @@ import torch
 
 from tokenmill.interfaces import AttentionBatch
 from tokenmill.sched.output import ScheduledRequest, SchedulerOutput
+from tokenmill.worker.padding import StepPadding
 
 
 _TYPECODES = {torch.int64: "q", torch.int32: "i"}  # array typecodes of the packed dtypes
@@ -22,9 +23,10 @@ class StepInputs:
     input_ids: torch.Tensor  # int64 [T]
     positions: torch.Tensor  # int64 [T]
     batch: AttentionBatch
-    sample_rows: torch.Tensor  # int64 [B_s]: row of T whose logits are sampled, one per sampling request
+    sample_rows: torch.Tensor  # int64 [B_s] (padded: [B], row 0 past the real ones): rows of T to sample
     sample_ids: list[str]  # request ids in sample_rows order
     query_ranges: dict[str, tuple[int, int]]  # request id -> [begin, end) rows of T this step
+    all_rows_sample: bool  # every row of T is a sampled row, in order (unpadded decode)
 
 
 @dataclass(slots=True)
@@ -73,27 +75,41 @@ class _Lists:
         )
 
 
-def build_step_inputs(out: SchedulerOutput, block_size: int, device: torch.device) -> StepInputs:
+def build_step_inputs(out: SchedulerOutput, block_size: int, device: torch.device,
+                      padding: StepPadding | None = None) -> StepInputs:
     """Flatten the scheduled requests end to end; the only place sequences become tensors.
 
-    The int64 arrays travel as one tensor and the int32 ones as another (slices of them are the
-    fields), so a step costs two host tensors and at most two host-to-device copies.
+    With `padding` (static-shape platforms) the lists are padded to the buckets first, and the
+    sampled rows are padded to the padded batch size. The int64 arrays travel as one tensor and
+    the int32 ones as another (slices of them are the fields), so a step costs two host tensors
+    and at most two host-to-device copies.
     """
-    if out.num_batched_tokens == len(out.scheduled) and all(s.samples for s in out.scheduled):
+    decode = out.num_batched_tokens == len(out.scheduled) and all(s.samples for s in out.scheduled)
+    if decode:
         lists = _Lists.of_decodes(out.scheduled, block_size)  # the steady state: pure decode
     else:
         lists = _Lists()
         for s in out.scheduled:
             lists.add(s, block_size)
+    pad_tokens = pad_reqs = 0
+    if padding is not None:
+        pad_tokens, pad_reqs = padding.pad(lists)
+        have, want = len(lists.sample_rows), len(lists.query_lens)
+        # padded decode: padding request i's row is row i; otherwise padding rows read row 0
+        lists.sample_rows.extend(range(have, want) if decode else [0] * (want - have))
     tokens, positions, slots, sample_rows = _packed(
         [lists.tokens, lists.positions, lists.slots, lists.sample_rows], torch.int64, device)
+    batch = _attention_batch(lists, slots, device)
+    batch.num_padded_tokens, batch.num_padded_reqs = pad_tokens, pad_reqs
+    batch.null_block = padding.null_block if padding is not None else 0
     return StepInputs(
         input_ids=tokens,
         positions=positions,
-        batch=_attention_batch(lists, slots, device),
+        batch=batch,
         sample_rows=sample_rows,
         sample_ids=lists.sample_ids,
         query_ranges=lists.ranges,
+        all_rows_sample=decode,
     )
 
 
@@ -123,7 +139,7 @@ def _packed(parts: list[list[int]], dtype: torch.dtype, device: torch.device) ->
     for part in parts:
         buffer.fromlist(part)
     host = torch.frombuffer(buffer, dtype=dtype)  # [sum of lengths]
-    whole = host if device.type == "cpu" else host.to(device, non_blocking=True)
+    whole = host.to(device, non_blocking=True)  # the host tensor itself when device is the host
     views, offset = [], 0
     for part in parts:
         views.append(whole[offset: offset + len(part)])

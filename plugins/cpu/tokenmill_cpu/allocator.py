@@ -1,4 +1,4 @@
-"""CpuKVAllocator: sizes the KV block pool from host RAM and owns its tensors (copy, swap, free)."""
+"""CpuKVAllocator: sizes the KV block pool from host RAM and allocates it lazily (copy, swap, free from the base)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import torch
 
 from tokenmill.errors import TokenmillError
+from tokenmill.plugin_base import KVAllocatorBase
 
 GiB = 1 << 30
 DEFAULT_CAP_BYTES = 4 * GiB  # the default pool never exceeds this...
@@ -50,7 +51,7 @@ def _fmt(num_bytes: int) -> str:
     return f"{num_bytes / GiB:.2f} GiB ({num_bytes} bytes)"
 
 
-class CpuKVAllocator:
+class CpuKVAllocator(KVAllocatorBase):
     """Allocates one zeroed cache tensor per layer in host RAM; blocks are dim 1 of each tensor."""
 
     def __init__(self, meminfo_path: str = MEMINFO_PATH) -> None:
@@ -75,29 +76,3 @@ class CpuKVAllocator:
     def allocate(self, num_layers: int, shape: tuple[int, ...], dtype: torch.dtype) -> list[torch.Tensor]:
         """num_layers zeroed tensors, each `shape` (e.g. (2, N, S, Hkv, D)) in `dtype`."""
         return [lazy_zeros(shape, dtype) for _ in range(num_layers)]
-
-    def copy_blocks(self, kv_caches: list[torch.Tensor], src_to_dst: list[tuple[int, int]]) -> None:
-        """For each (src, dst) pair, dst's block becomes a copy of src's, in every layer."""
-        if not src_to_dst:
-            return
-        src = torch.tensor([s for s, _ in src_to_dst], dtype=torch.int64)  # [P]
-        dst = torch.tensor([d for _, d in src_to_dst], dtype=torch.int64)  # [P]
-        for cache in kv_caches:  # [2, N, S, Hkv, D]
-            cache.index_copy_(1, dst, cache.index_select(1, src))
-
-    def swap_out(self, kv_caches: list[torch.Tensor], block_ids: list[int]) -> list[torch.Tensor]:
-        """Per layer, a new host tensor [2, len(block_ids), S, Hkv, D] holding those blocks."""
-        ids = torch.tensor(block_ids, dtype=torch.int64)
-        return [cache.index_select(1, ids) for cache in kv_caches]
-
-    def swap_in(self, kv_caches: list[torch.Tensor], host_blocks: list[torch.Tensor], block_ids: list[int]) -> None:
-        """Write each layer's host copy back into the pool at `block_ids`."""
-        if len(host_blocks) != len(kv_caches):
-            raise ValueError(f"swap_in got {len(host_blocks)} host tensors for {len(kv_caches)} layers")
-        ids = torch.tensor(block_ids, dtype=torch.int64)
-        for cache, host in zip(kv_caches, host_blocks):
-            cache.index_copy_(1, ids, host.to(device=cache.device, dtype=cache.dtype))
-
-    def free(self, kv_caches: list[torch.Tensor]) -> None:
-        """Drop the pool's tensors; host RAM returns when the last reference goes."""
-        kv_caches.clear()

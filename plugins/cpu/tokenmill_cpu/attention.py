@@ -31,7 +31,7 @@ class CpuAttentionBackend:
     def __init__(self, spec: AttentionSpec, native: bool = True) -> None:
         """`native=False` keeps decode on the gather + SDPA path (the kernel's fallback and reference)."""
         self.spec = spec
-        self._kernel = paged_decode_kernel(spec.dtype, spec.head_size) if native else None
+        self._kernel = paged_decode_kernel(spec.kv_cache_dtype, spec.head_size) if native else None
 
     def unsupported_reasons(self, spec: AttentionSpec) -> list[str]:
         """Why `spec` cannot run here; empty when it can."""
@@ -44,8 +44,9 @@ class CpuAttentionBackend:
             reasons.append(f"head_size must be positive, got {spec.head_size}")
         if spec.block_size < 1:
             reasons.append(f"block_size must be positive, got {spec.block_size}")
-        if spec.dtype not in SUPPORTED_DTYPES:
-            reasons.append(f"dtype {spec.dtype} is not one of float32, bfloat16, float16")
+        for what, dtype in (("dtype", spec.dtype), ("kv_cache_dtype", spec.kv_cache_dtype)):
+            if dtype not in SUPPORTED_DTYPES:
+                reasons.append(f"{what} {dtype} is not one of float32, bfloat16, float16")
         return reasons
 
     def kv_cache_shape(self, num_blocks: int) -> tuple[int, ...]:
@@ -66,6 +67,8 @@ class CpuAttentionBackend:
         scale: float,
     ) -> torch.Tensor:  # [T, Hq, D]
         """Write the new k/v at slot_mapping, then attend causally over each request's cache."""
+        if key.dtype != kv_cache.dtype:  # a --kv-cache-dtype other than the model's: convert on the write
+            key, value = key.to(kv_cache.dtype), value.to(kv_cache.dtype)
         decode = metadata.decode
         if metadata.pure_decode and self._kernel_fits(kv_cache) and self._kernel.can_write(key, value, kv_cache):
             return self._decode(query, kv_cache, decode, scale, (key, value, metadata.slot_mapping))  # writes too
@@ -101,6 +104,7 @@ class CpuAttentionBackend:
         # GQA folded into the query axis: the G query heads of one KV head become G query rows,
         # which is exact for decode because all rows of a request see the same keys.
         q = query.reshape(num_reqs, num_kv_heads, num_heads // num_kv_heads, head_size)  # [Bd, Hkv, G, D]
+        kv = kv.to(query.dtype)  # no copy when the cache has the model's dtype
         out = F.scaled_dot_product_attention(
             q, kv[0].transpose(1, 2), kv[1].transpose(1, 2), attn_mask=plan.mask, scale=scale
         )  # [Bd, Hkv, G, D]
@@ -119,8 +123,8 @@ class CpuAttentionBackend:
         # to the much slower math path).
         if plan.kv_rows is None:  # nothing cached: plain causal attention over the new keys
             q = query[plan.start : plan.end].transpose(0, 1).unsqueeze(0)  # [1, Hq, ql, D]
-            k = key[plan.start : plan.end].transpose(0, 1).unsqueeze(0)  # [1, Hkv, ql, D]
-            v = value[plan.start : plan.end].transpose(0, 1).unsqueeze(0)
+            k = key[plan.start : plan.end].transpose(0, 1).unsqueeze(0).to(q.dtype)  # [1, Hkv, ql, D]
+            v = value[plan.start : plan.end].transpose(0, 1).unsqueeze(0).to(q.dtype)
             gqa = q.shape[1] != k.shape[1]
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)  # [1, Hq, ql, D]
             return out[0].transpose(0, 1)  # [ql, Hq, D]
@@ -132,7 +136,7 @@ class CpuAttentionBackend:
         """query [ql, Hq, D] over the gathered cache, GQA folded into the query axis -> [ql, Hq, D]."""
         query_len, num_heads, head_size = query.shape
         num_kv_heads = kv_cache.shape[3]
-        kv = _gather(kv_cache, plan.kv_rows)[:, : plan.seq_len]  # [2, L, Hkv, D]
+        kv = _gather(kv_cache, plan.kv_rows)[:, : plan.seq_len].to(query.dtype)  # [2, L, Hkv, D]
         k, v = kv[0].transpose(0, 1).unsqueeze(0), kv[1].transpose(0, 1).unsqueeze(0)  # [1, Hkv, L, D]
         q = query.view(query_len, num_kv_heads, -1, head_size).permute(1, 2, 0, 3)  # [Hkv, G, ql, D]
         q = q.reshape(1, num_kv_heads, -1, head_size)  # [1, Hkv, G * ql, D]

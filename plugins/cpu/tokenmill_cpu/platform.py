@@ -9,7 +9,7 @@ from tokenmill_cpu.ipex import ipex_version
 from tokenmill_cpu.native_build import describe
 
 # The plugin contract version this plugin was written against; the core refuses a mismatch.
-BUILT_FOR_CONTRACT = 1
+BUILT_FOR_CONTRACT = "2.0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class CpuPlatform:
     name: str = "cpu"
     device_type: str = "cpu"
     priority: int = 10
-    contract_version: int = BUILT_FOR_CONTRACT
+    contract_version: str = BUILT_FOR_CONTRACT
     supported_dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")  # first = --dtype auto
     dist_backend: str = "gloo"
     static_shapes: bool = False

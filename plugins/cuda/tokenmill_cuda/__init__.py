@@ -2,6 +2,7 @@
 
 Importing this module touches neither triton nor the GPU: the platform probe runs when
 `tokenmill_platform` is first called, and kernels load only when the engine asks for them.
+Contract 2: the hooks other than tokenmill_platform are called only once cuda is chosen.
 """
 
 from __future__ import annotations
@@ -14,16 +15,9 @@ from tokenmill.interfaces import OpOverrides
 
 from tokenmill_cuda.platform import CudaPlatform, make_platform
 
-NAME = "cuda"
-
-
 @lru_cache(maxsize=1)
 def _platform() -> CudaPlatform:
     return make_platform()
-
-
-def _ours(platform: Any) -> bool:
-    return getattr(platform, "name", None) == NAME
 
 
 @hookimpl
@@ -35,8 +29,6 @@ def tokenmill_platform() -> CudaPlatform:
 @hookimpl
 def tokenmill_attention_backend(platform: Any, spec: Any) -> Any:
     """Triton paged attention on the current CUDA device."""
-    if not _ours(platform):
-        return None
     import torch
 
     from tokenmill_triton.backend import TritonAttentionBackend
@@ -45,20 +37,16 @@ def tokenmill_attention_backend(platform: Any, spec: Any) -> Any:
 
 
 @hookimpl
-def tokenmill_kv_allocator(platform: Any, device_index: int) -> Any:
-    """The profiling-based GPU allocator for `device_index`."""
-    if not _ours(platform):
-        return None
+def tokenmill_kv_allocator(platform: Any, device_index: int, memory_utilization: float) -> Any:
+    """The profiling-based GPU allocator for `device_index`, filling `memory_utilization` of the card."""
     from tokenmill_cuda.allocator import CudaKVAllocator
 
-    return CudaKVAllocator(device_index)
+    return CudaKVAllocator(device_index, memory_utilization)
 
 
 @hookimpl
 def tokenmill_communicator(platform: Any, group: Any) -> Any:
     """NCCL collectives over `group`."""
-    if not _ours(platform):
-        return None
     from tokenmill_cuda.communicator import NcclCommunicator
 
     return NcclCommunicator(group)
@@ -67,8 +55,6 @@ def tokenmill_communicator(platform: Any, group: Any) -> Any:
 @hookimpl
 def tokenmill_op_overrides(platform: Any) -> OpOverrides | None:
     """Triton RMSNorm (plain and fused with the residual add), rotary, silu_and_mul; top-k/top-p."""
-    if not _ours(platform):
-        return None
     from tokenmill_triton.op_table import triton_ops
 
     return OpOverrides(triton_ops())
@@ -77,8 +63,6 @@ def tokenmill_op_overrides(platform: Any) -> OpOverrides | None:
 @hookimpl
 def tokenmill_step_runner(platform: Any, options: dict[str, Any]) -> Any:
     """CUDA graphs for decode batches; `enforce_eager` in options turns them off."""
-    if not _ours(platform):
-        return None
     from tokenmill_cuda.graph_runner import CudaGraphRunner
 
     return CudaGraphRunner(options)

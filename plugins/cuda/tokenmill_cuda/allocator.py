@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from tokenmill.errors import TokenmillError
+from tokenmill.plugin_base import KVAllocatorBase
 
 GiB = 1 << 30
 DEFAULT_UTILIZATION = 0.9
@@ -54,13 +55,16 @@ def _utilization_default() -> float:
     return float(raw) if raw else DEFAULT_UTILIZATION
 
 
-class CudaKVAllocator:
+class CudaKVAllocator(KVAllocatorBase):
     """One zeroed cache tensor per layer on one GPU; blocks are dim 1 of each tensor.
 
     :param device_index: the CUDA device (the tensor-parallel rank's local GPU).
-    :param gpu_memory_utilization: share of the card tokenmill may fill, in (0, 1]; default 0.9
-        or $TOKENMILL_GPU_MEMORY_UTILIZATION. It is an attribute, so the engine may set it later.
+    :param gpu_memory_utilization: share of the card tokenmill may fill, in (0, 1]; the engine passes
+        --gpu-memory-utilization; None: 0.9 or $TOKENMILL_GPU_MEMORY_UTILIZATION. Copy and swap
+        come from KVAllocatorBase (host copies pinned).
     """
+
+    pin_host = True
 
     def __init__(self, device_index: int = 0, gpu_memory_utilization: float | None = None) -> None:
         self.device = torch.device("cuda", device_index)
@@ -124,34 +128,7 @@ class CudaKVAllocator:
         """num_layers zeroed tensors, each `shape` (e.g. (2, N, S, Hkv, D)), on this GPU."""
         return [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(num_layers)]
 
-    def copy_blocks(self, kv_caches: list[torch.Tensor], src_to_dst: list[tuple[int, int]]) -> None:
-        """For each (src, dst) pair, dst's block becomes a copy of src's, in every layer."""
-        if not src_to_dst:
-            return
-        pairs = torch.tensor(src_to_dst, dtype=torch.int64).to(self.device)  # [P, 2]
-        src, dst = pairs[:, 0], pairs[:, 1]
-        for cache in kv_caches:  # [2, N, S, Hkv, D]
-            cache.index_copy_(1, dst, cache.index_select(1, src))
-
-    def swap_out(self, kv_caches: list[torch.Tensor], block_ids: list[int]) -> list[torch.Tensor]:
-        """Per layer, a pinned host tensor [2, len(block_ids), S, Hkv, D] holding those blocks."""
-        ids = torch.tensor(block_ids, dtype=torch.int64).to(self.device)
-        host = []
-        for cache in kv_caches:
-            blocks = cache.index_select(1, ids)
-            pinned = torch.empty(blocks.shape, dtype=blocks.dtype, pin_memory=True)
-            host.append(pinned.copy_(blocks))
-        return host
-
-    def swap_in(self, kv_caches: list[torch.Tensor], host_blocks: list[torch.Tensor], block_ids: list[int]) -> None:
-        """Write each layer's host copy back into the pool at `block_ids`."""
-        if len(host_blocks) != len(kv_caches):
-            raise ValueError(f"swap_in got {len(host_blocks)} host tensors for {len(kv_caches)} layers")
-        ids = torch.tensor(block_ids, dtype=torch.int64).to(self.device)
-        for cache, host in zip(kv_caches, host_blocks):
-            cache.index_copy_(1, ids, host.to(device=self.device, dtype=cache.dtype, non_blocking=True))
-
     def free(self, kv_caches: list[torch.Tensor]) -> None:
         """Drop the pool's tensors and hand the cached memory back to the driver."""
-        kv_caches.clear()
+        super().free(kv_caches)
         torch.cuda.empty_cache()

@@ -10,7 +10,7 @@ import torch
 from tokenmill.interfaces import Availability
 
 # The plugin contract version this plugin was written against; the core refuses a mismatch.
-BUILT_FOR_CONTRACT = 1
+BUILT_FOR_CONTRACT = "2.0"
 
 BF16_MIN_CAPABILITY = (8, 0)  # Ampere and later have bf16 tensor cores
 ALL_DTYPES = ("bfloat16", "float16", "float32")  # by preference: --dtype auto takes the first
@@ -27,7 +27,7 @@ class CudaPlatform:
     name: str = "cuda"
     device_type: str = "cuda"
     priority: int = 100
-    contract_version: int = BUILT_FOR_CONTRACT
+    contract_version: str = BUILT_FOR_CONTRACT
     supported_dtypes: tuple[str, ...] = ALL_DTYPES
     dist_backend: str = "nccl"
     static_shapes: bool = False

@@ -6,9 +6,10 @@ import importlib.util
 from dataclasses import dataclass
 
 from tokenmill.interfaces import Availability
+from tokenmill.plugin_base import probe_availability
 
 # The plugin contract version this plugin was written for; the core refuses it if that differs.
-BUILT_FOR_CONTRACT = 1
+BUILT_FOR_CONTRACT = "2.0"
 
 SKELETON_REASON = (
     "the gaudi plugin is a skeleton: its attention backend, KV allocator and communicator are not "
@@ -23,7 +24,7 @@ class GaudiPlatform:
     name: str = "gaudi"
     device_type: str = "hpu"
     priority: int = 70
-    contract_version: int = BUILT_FOR_CONTRACT
+    contract_version: str = BUILT_FOR_CONTRACT
     supported_dtypes: tuple[str, ...] = ("float32", "bfloat16")
     dist_backend: str = "hccl"
     static_shapes: bool = True  # HPU graphs recompile for every new shape, so shapes are bucketed
@@ -31,11 +32,7 @@ class GaudiPlatform:
 
     def is_available(self) -> Availability:
         """Check the Gaudi PyTorch bridge and a visible HPU; never raises."""
-        try:
-            reason = _missing_requirement()
-        except Exception as exc:  # a broken driver stack must read as a reason, not a crash
-            reason = f"checking for Gaudi failed: {type(exc).__name__}: {exc}"
-        return Availability(False, reason) if reason else Availability(True)
+        return probe_availability(_missing_requirement, "Gaudi")
 
 
 def _missing_requirement() -> str | None:

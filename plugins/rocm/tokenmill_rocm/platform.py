@@ -6,9 +6,10 @@ import importlib.util
 from dataclasses import dataclass
 
 from tokenmill.interfaces import Availability
+from tokenmill.plugin_base import probe_availability
 
 # The plugin contract version this plugin was written for; the core refuses it if that differs.
-BUILT_FOR_CONTRACT = 1
+BUILT_FOR_CONTRACT = "2.0"
 
 SKELETON_REASON = (
     "the rocm plugin is a skeleton: its attention backend, KV allocator and communicator are not "
@@ -23,7 +24,7 @@ class RocmPlatform:
     name: str = "rocm"
     device_type: str = "cuda"  # torch drives HIP devices through its "cuda" device type
     priority: int = 90
-    contract_version: int = BUILT_FOR_CONTRACT
+    contract_version: str = BUILT_FOR_CONTRACT
     supported_dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")
     dist_backend: str = "nccl"  # torch maps the "nccl" backend to RCCL on ROCm
     static_shapes: bool = False
@@ -31,11 +32,7 @@ class RocmPlatform:
 
     def is_available(self) -> Availability:
         """Check torch's build, the GPU and triton, in that order; never raises."""
-        try:
-            reason = _missing_requirement()
-        except Exception as exc:  # a broken driver stack must read as a reason, not a crash
-            reason = f"checking for ROCm failed: {type(exc).__name__}: {exc}"
-        return Availability(False, reason) if reason else Availability(True)
+        return probe_availability(_missing_requirement, "ROCm")
 
 
 def _missing_requirement() -> str | None:

@@ -6,9 +6,10 @@ import importlib.util
 from dataclasses import dataclass
 
 from tokenmill.interfaces import Availability
+from tokenmill.plugin_base import probe_availability
 
 # The plugin contract version this plugin was written for; the core refuses it if that differs.
-BUILT_FOR_CONTRACT = 1
+BUILT_FOR_CONTRACT = "2.0"
 
 SKELETON_REASON = (
     "the tpu plugin is a skeleton: its attention backend, KV allocator and communicator are not "
@@ -23,7 +24,7 @@ class TpuPlatform:
     name: str = "tpu"
     device_type: str = "xla"
     priority: int = 80
-    contract_version: int = BUILT_FOR_CONTRACT
+    contract_version: str = BUILT_FOR_CONTRACT
     supported_dtypes: tuple[str, ...] = ("float32", "bfloat16")
     dist_backend: str = "xla"
     static_shapes: bool = True  # XLA compiles one program per shape, so shapes are bucketed
@@ -31,11 +32,7 @@ class TpuPlatform:
 
     def is_available(self) -> Availability:
         """Check torch_xla and that its PJRT runtime drives a TPU; never raises."""
-        try:
-            reason = _missing_requirement()
-        except Exception as exc:  # a broken runtime must read as a reason, not a crash
-            reason = f"checking for a TPU failed: {type(exc).__name__}: {exc}"
-        return Availability(False, reason) if reason else Availability(True)
+        return probe_availability(_missing_requirement, "a TPU")
 
 
 def _missing_requirement() -> str | None:

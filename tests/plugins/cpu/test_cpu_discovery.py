@@ -1,8 +1,7 @@
-"""The CPU plugin is found through the `tokenmill.plugins` entry point and answers only for "cpu"."""
+"""The CPU plugin is found through the `tokenmill.plugins` entry point, and only it answers for "cpu"."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 import torch
@@ -11,13 +10,6 @@ import tokenmill_cpu
 from tokenmill.hookspecs import ENTRY_POINT_GROUP
 from tokenmill.interfaces import CONTRACT_VERSION, AttentionSpec
 from tokenmill.plugin_manager import PluginManager
-
-
-@dataclass(frozen=True)
-class OtherPlatform:
-    """Some other vendor's platform, as the hooks would see it when that vendor is selected."""
-
-    name: str = "other"
 
 
 def test_entry_point_names_the_package():
@@ -42,13 +34,17 @@ def test_manager_loads_and_selects_cpu(monkeypatch):
     assert platform.is_available().available
 
 
-def test_hooks_decline_another_platform():
-    other = OtherPlatform()
-    spec = AttentionSpec(4, 2, 64, 16, torch.float32)
-    assert tokenmill_cpu.tokenmill_attention_backend(platform=other, spec=spec) is None
-    assert tokenmill_cpu.tokenmill_kv_allocator(platform=other, device_index=0) is None
-    assert tokenmill_cpu.tokenmill_communicator(platform=other, group=None) is None
-    assert tokenmill_cpu.tokenmill_op_overrides(platform=other) is None
+def test_only_the_cpu_plugin_answers_for_cpu(monkeypatch):
+    """Every installed plugin is loaded, but cpu's hooks reach the cpu module alone (no guards needed)."""
+    monkeypatch.delenv("TOKENMILL_PLUGINS", raising=False)
+    monkeypatch.delenv("TOKENMILL_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    manager = PluginManager()
+    manager.load_entry_points()
+    assert len(manager.records) > 1, "this test needs another plugin installed beside cpu (the toy)"
+    cpu = manager.select("cpu")
+    for hook in ("tokenmill_attention_backend", "tokenmill_kv_allocator", "tokenmill_op_overrides"):
+        impls = manager.hook(cpu, hook).get_hookimpls()
+        assert [impl.plugin for impl in impls] == [tokenmill_cpu], hook
 
 
 def test_hooks_supply_pieces_for_cpu():

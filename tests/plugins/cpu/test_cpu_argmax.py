@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tokenmill.sampling.argmax import argmax_rows
+from tokenmill_cpu.argmax import argmax_rows
 
 
 @pytest.mark.parametrize("shape", [(64, 49152), (16, 49153), (5, 70000), (1, 50000), (8, 300)])
