@@ -88,7 +88,7 @@ class EngineCore:
     def _allocate_pool(self):
         """Profile the largest step where the allocator can, then size and allocate the KV pool."""
         args, bundle = self.args, self.bundle
-        allocator = self.plugins.kv_allocator(self.platform, 0, args.gpu_memory_utilization)
+        self.allocator = allocator = self.plugins.kv_allocator(self.platform, 0, args.gpu_memory_utilization)
         with self.execution.guard():
             profile_peak_activations(allocator, bundle, args.max_num_batched_tokens, args.max_num_seqs,
                                      args.block_size)
@@ -212,6 +212,8 @@ class EngineCore:
             return self._emit(ended)
         self._count_scheduled(out)
         with self.execution.guard():  # the platform's grad mode; its sync runs inside the sampler
+            if out.blocks_to_copy:  # copy-on-write blocks the scheduler asked for, before they are read
+                self.allocator.copy_blocks(self.runner.kv_caches, out.blocks_to_copy)
             result = self.runner.execute(out, self._prompt_logprob_ids(out))
             sampled, logprobs = self._sample(result)
             touched = self._record_prompt_logprobs(result)

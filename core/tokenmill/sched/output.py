@@ -25,7 +25,9 @@ class SchedulerOutput:
     scheduled: list[ScheduledRequest]
     num_batched_tokens: int  # sum of num_new_tokens; never above max_num_batched_tokens
     preempted_ids: list[str]  # lost their blocks this step; they will be recomputed later
-    blocks_to_copy: list[tuple[int, int]] = field(default_factory=list)  # (src, dst); unused so far
+    # (src, dst) copy-on-write pairs; the engine has the allocator copy them before the step runs.
+    # Nothing produces them yet: shared blocks are full and immutable (prefix caching only).
+    blocks_to_copy: list[tuple[int, int]] = field(default_factory=list)
     # Finished by the scheduler with FINISHED_LENGTH because the request alone outgrew the whole
     # KV pool (possible only when max_model_len exceeds the pool). Its blocks are already freed;
     # the engine only has to emit its final output.

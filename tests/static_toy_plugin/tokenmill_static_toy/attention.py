@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from tokenmill.interfaces import AttentionBatch, AttentionSpec
 
@@ -73,7 +74,7 @@ class StaticAttentionBackend:
                     metadata.token_position[i: i + TOKEN_CHUNK], scale)
             for i in range(0, query.shape[0], TOKEN_CHUNK)
         ])
-        return out.to(query.dtype), cache
+        return out, cache
 
 
 def _written(kv_cache: torch.Tensor, key: torch.Tensor, value: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
@@ -95,14 +96,16 @@ def _gathered(cache: torch.Tensor, tables: torch.Tensor) -> tuple[torch.Tensor, 
 
 def _attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, request: torch.Tensor,
             position: torch.Tensor, scale: float) -> torch.Tensor:
-    """query [C, Hq, D] of tokens in `request` [C] at `position` [C] -> [C, Hq, D], float32 math."""
+    """query [C, Hq, D] of tokens in `request` [C] at `position` [C] -> [C, Hq, D].
+
+    One masked SDPA call with each token as its own batch entry and GQA folded into the query axis
+    (G query heads of a KV head become G query rows), which keeps SDPA on its fused kernel.
+    """
     num_tokens, num_heads, head_size = query.shape
     num_kv_heads = keys.shape[2]
-    k = keys.index_select(0, request).float()  # [C, L, Hkv, D]
-    v = values.index_select(0, request).float()
-    q = query.float().view(num_tokens, num_kv_heads, num_heads // num_kv_heads, head_size)  # [C, Hkv, G, D]
-    scores = torch.einsum("cngd,clnd->cngl", q, k) * scale  # [C, Hkv, G, L]
-    visible = torch.arange(k.shape[1], device=query.device) <= position.unsqueeze(1)  # [C, L]
-    scores = scores.masked_fill(~visible.view(num_tokens, 1, 1, -1), float("-inf"))
-    out = torch.einsum("cngl,clnd->cngd", scores.softmax(dim=-1), v)  # [C, Hkv, G, D]
-    return out.reshape(num_tokens, num_heads, head_size)
+    k = keys.index_select(0, request).transpose(1, 2).to(query.dtype)  # [C, Hkv, L, D]
+    v = values.index_select(0, request).transpose(1, 2).to(query.dtype)
+    q = query.view(num_tokens, num_kv_heads, num_heads // num_kv_heads, head_size)  # [C, Hkv, G, D]
+    visible = torch.arange(k.shape[2], device=query.device) <= position.unsqueeze(1)  # [C, L]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible.view(num_tokens, 1, 1, -1), scale=scale)
+    return out.reshape(num_tokens, num_heads, head_size)  # [C, Hkv, G, D] -> [C, Hq, D]

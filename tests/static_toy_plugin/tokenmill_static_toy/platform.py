@@ -29,11 +29,12 @@ class StaticToyPlatform:
 
 
 def buckets_for(limits: dict[str, int]) -> ShapeBuckets:
-    """Geometric buckets, x4 apart, so a whole workload compiles few shapes (fewer than the default)."""
+    """Token counts and batch sizes x4 apart, so a whole workload compiles few shapes (fewer than the
+    default); block-table widths x2 apart, since the gather attention's work grows with the width."""
     return ShapeBuckets(
         token_counts=_by_four(32, limits["max_num_batched_tokens"]),
         batch_sizes=_by_four(1, limits["max_num_seqs"] + 1),
-        block_table_widths=_by_four(4, limits["max_blocks_per_seq"]),
+        block_table_widths=powers_of_two(4, limits["max_blocks_per_seq"]),
     )
 
 
