@@ -52,9 +52,13 @@ class EngineCore:
                                                   max_model_len=args.max_model_len,
                                                   quantization=args.quantization,
                                                   kv_cache_dtype=args.kv_cache_dtype)
-        if self.bundle.attn_spec.block_size != args.block_size:
-            raise TokenmillError(f"the shared model was loaded for block size {self.bundle.attn_spec.block_size}, "
+        spec = self.bundle.attn_spec
+        if spec.block_size != args.block_size:
+            raise TokenmillError(f"the shared model was loaded for block size {spec.block_size}, "
                                  f"not {args.block_size}; load it again or use the same --block-size")
+        if args.kv_cache_dtype != "auto" and str(spec.kv_cache_dtype) != f"torch.{args.kv_cache_dtype}":
+            raise TokenmillError(f"the shared model was loaded for a {spec.kv_cache_dtype} KV cache, not "
+                                 f"{args.kv_cache_dtype}; load it again or use the same --kv-cache-dtype")
         self.tokenizer = self.bundle.tokenizer
         self.model_name = args.model or "SmolLM2-135M-Instruct"
         pool = self._allocate_pool()
