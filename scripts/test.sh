@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs into the current Python (3.11, nothing else needed
-# beforehand) and runs it: the unit tests, then the conformance kit against the cpu and toy plugins.
+# beforehand) and runs it: the unit tests, then the conformance kit against every plugin CI can run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,7 +11,8 @@ echo "== installing test dependencies"
 # torch first and pinned: an unpinned resolve of "torch>=2.11" may pull a much larger CUDA build.
 pip_install torch==2.13.0
 editables=(-e ".[cpu,test]")
-for dir in plugins/cpu plugins/cuda plugins/rocm plugins/gaudi plugins/tpu plugins/triton tests/toy_plugin; do
+for dir in plugins/cpu plugins/cuda plugins/rocm plugins/gaudi plugins/tpu plugins/triton tests/toy_plugin \
+           tests/static_toy_plugin; do
     if [[ -f $dir/pyproject.toml ]]; then
         editables+=(-e "$dir")
     else
@@ -29,8 +30,9 @@ failed=()
 echo "== unit tests (GPU tests excluded)"
 "$PYTHON" -m pytest -q -m "not gpu" tests || failed+=("unit tests")
 
-# The kit must pass for every device CI can run.
-for device in cpu toy; do
+# The kit must pass for every device CI can run: the reference, a contract-1 plugin (toy) and a
+# static-shape one (static_toy).
+for device in cpu toy static_toy; do
     echo "== conformance kit: TOKENMILL_DEVICE=$device"
     TOKENMILL_DEVICE=$device "$PYTHON" -m pytest -q -m "not gpu" --pyargs tokenmill.testing \
         || failed+=("conformance kit for $device")

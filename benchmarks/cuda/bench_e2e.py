@@ -57,10 +57,10 @@ def start_llm(folder: Path) -> tuple[object, dict]:
     start = time.perf_counter()
     llm = LLM(model=str(folder), dtype="bfloat16", device="cuda")
     loaded = time.perf_counter() - start
-    step = llm.engine.runner._logits_step
+    step = llm.engine.runner._step
     captured = 0.0
     if hasattr(step, "capture_all"):
-        captured = step.capture_all(llm.engine.bundle.attn_backend.static_metadata(1, step.width))
+        captured = step.capture_all(llm.engine.bundle.attn_backend.static_metadata(1, step.width), None)
     engine = llm.engine
     return llm, {"startup_s": time.perf_counter() - start, "load_s": loaded, "capture_s": captured,
                  "graphs": len(getattr(step, "graphs", {})), "kv_blocks": engine.num_blocks,
@@ -83,7 +83,7 @@ def _generate(llm, prompts: list[list[int]], max_tokens, **kw) -> float:
 
 def graph_replay_ms(llm, size: int = 1, reps: int = 50) -> float:
     """GPU time of one captured decode step of `size` rows, ids to logits (no host work): the floor."""
-    entry = llm.engine.runner._logits_step.graphs[size]
+    entry = llm.engine.runner._step.graphs[size]
     entry.graph.replay()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()

@@ -118,11 +118,11 @@ def recapture(llm, variant: str) -> None:
     """Drop the decode graphs and capture them again as `variant` (a key of VARIANTS)."""
     from tokenmill_triton import pdl
 
-    step = llm.engine.runner._logits_step
+    step = llm.engine.runner._step
     step.gemv_rows, pdl.ENABLED = VARIANTS[variant][0], VARIANTS[variant][1] and pdl.supported()
     step.graphs.clear()
     step.pool = None
-    step.capture_all(llm.engine.bundle.attn_backend.static_metadata(1, step.width))
+    step.capture_all(llm.engine.bundle.attn_backend.static_metadata(1, step.width), None)
 
 
 def main() -> None:

@@ -41,13 +41,12 @@ def test_available_with_a_gpu_names_it(record):
     assert torch.cuda.get_device_name(0) in record.availability.reason
 
 
-def test_hooks_decline_other_platforms():
-    other = load_plugins().records["cpu"].platform
-    assert tokenmill_cuda.tokenmill_attention_backend(platform=other, spec=None) is None
-    assert tokenmill_cuda.tokenmill_kv_allocator(platform=other, device_index=0) is None
-    assert tokenmill_cuda.tokenmill_communicator(platform=other, group=None) is None
-    assert tokenmill_cuda.tokenmill_op_overrides(platform=other) is None
-    assert tokenmill_cuda.tokenmill_step_runner(platform=other, options={}) is None
+def test_only_the_cuda_plugin_answers_for_cuda():
+    """Contract 2: cuda's hooks have no name guards, and the manager routes cuda's calls to cuda alone."""
+    manager = load_plugins()
+    cuda = manager.records["cuda"].platform
+    for hook in ("tokenmill_attention_backend", "tokenmill_kv_allocator", "tokenmill_step_runner"):
+        assert [impl.plugin for impl in manager.hook(cuda, hook).get_hookimpls()] == [tokenmill_cuda], hook
 
 
 def test_capture_sizes_cover_every_batch_up_to_max():
