@@ -36,9 +36,13 @@ CONFIG = {
     "eos_token_id": 257,
     "torch_dtype": "float32",
 }
+# Seed 2 keeps the kit's workload well conditioned: on the CPU reference, every greedy choice beats
+# the runner-up by at least 0.16 in logprob (seeds 0-7 ranged from 0.0002 to 0.17), so a backend's
+# float32 rounding cannot flip a token (tests/core/testing/test_kit_workload.py checks it).
+SEED = 2
 
 
-def write_tiny_llama(directory: Path, seed: int = 0) -> Path:
+def write_tiny_llama(directory: Path, seed: int = SEED) -> Path:
     """Write the checkpoint and tokenizer into `directory` (created if missing); returns it."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(CONFIG, indent=2))
