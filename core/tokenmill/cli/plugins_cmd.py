@@ -25,6 +25,9 @@ SUPPLY_NAMES = {
     "tokenmill_op_overrides": "op_overrides",
     "tokenmill_linear_method": "linear_methods",
     "tokenmill_step_runner": "step_runner",
+    "tokenmill_startup": "startup",
+    "tokenmill_shape_buckets": "shape_buckets",
+    "tokenmill_execution_context": "execution_context",
 }
 
 
@@ -71,6 +74,8 @@ def _describe(manager: PluginManager, record: PluginRecord) -> dict[str, Any]:
         "device_type": platform.device_type if platform else None,
         "priority": platform.priority if platform else None,
         "contract_version": platform.contract_version if platform else None,
+        "static_shapes": platform.static_shapes if platform else None,
+        "graph_capture": platform.graph_capture if platform else None,
         "error": record.load_error,
     }
 
@@ -113,7 +118,8 @@ def _format_row(row: dict[str, Any]) -> str:
     state = "available" if row["available"] else "unavailable"
     supplies = [_format_supply(piece, row["op_overrides"]) for piece in row["supplies"]]
     lines = [
-        f"{mark} {row['name']:<8} {row['distribution']} {row['version']}  priority {row['priority']}  {state}",
+        f"{mark} {row['name']:<8} {row['distribution']} {row['version']}  priority {row['priority']}  "
+        f"contract {row['contract_version']}{'  static shapes' if row['static_shapes'] else ''}  {state}",
         f"    {'reason' if not row['available'] else 'note'}: {row['reason'] or '-'}",
         f"    supplies: {', '.join(supplies) if supplies else 'nothing yet (platform description only)'}",
     ]

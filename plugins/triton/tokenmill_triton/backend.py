@@ -52,6 +52,9 @@ class TritonAttentionBackend:
             reasons.append(f"block size {spec.block_size} must be a power of two >= {MIN_BLOCK_SIZE}; pass --block-size 16")
         if spec.dtype not in SUPPORTED_DTYPES:
             reasons.append(f"dtype {spec.dtype} is not float32, bfloat16 or float16")
+        if spec.kv_cache_dtype != spec.dtype:  # the kernels read and write the cache in the model dtype
+            reasons.append(f"a {spec.kv_cache_dtype} KV cache under a {spec.dtype} model is not supported by the "
+                           f"Triton kernels yet; use --kv-cache-dtype auto")
         if spec.num_kv_heads < 1 or spec.num_heads % spec.num_kv_heads:
             reasons.append(f"{spec.num_heads} query heads do not divide into {spec.num_kv_heads} KV heads")
         elif spec.num_heads // spec.num_kv_heads > MAX_GROUP:
