@@ -20,7 +20,7 @@ from tokenmill.sampling.params import SamplingParams
 from tokenmill.sampling.sampler import Sampler, SamplingRow
 from tokenmill.testing.tolerances import ELEMENTWISE, MASKED_LOGITS
 
-SHAPES = settings(max_examples=12, deadline=None, derandomize=True,
+SHAPES = settings(max_examples=12, deadline=None, derandomize=True, database=None,
                   suppress_health_check=[HealthCheck.function_scoped_fixture])
 ROWS = st.integers(1, 40)  # T: decode-sized to prefill-sized, odd counts included
 HIDDEN = st.sampled_from([64, 96, 256, 576])  # 576: SmolLM2-135M's hidden size
