@@ -1,17 +1,20 @@
-"""The conformance kit: pytest tests that check an installed plugin against plain-torch references.
+"""The conformance kit: pytest tests that check an installed plugin against the core's references.
 
-Run it against your plugin with one command:
+Install it and run it against your plugin, from any directory:
 
+    pip install 'tokenmill[kit]'
     TOKENMILL_DEVICE=<name> python -m pytest --pyargs tokenmill.testing
 
 With TOKENMILL_DEVICE unset, the best available platform is tested. (`--tokenmill-device <name>`
 works too when the kit is given as a directory, `python -m pytest path/to/tokenmill/testing`;
 pytest reads a package's options too late for it to work with --pyargs.)
 
-It checks the attention backend against a dense causal reference computed from unpaged K/V (GQA
-and MHA, head sizes 64 and 128, block sizes 16 and 32, ragged batches mixing decodes and prefill
-chunks on cached KV, prefix hits, decode at 2k context, every dtype the platform supports, with
-the tolerances in attention_harness.TOLERANCES), the KV allocator's round trips (allocate, write,
-copy blocks, swap out and back in, free), and the communicator's collectives across 2 processes.
-A plugin is done when the kit passes.
+It checks the platform's description and contract version; paged attention against a dense
+float64 reference (ragged, prefix hits, long context, padded steps, functional caches, a separate
+KV-cache dtype); the allocator (and swap where it has it); the communicator across 2 processes;
+every op override against ops.reference; every linear method against the dense layer; the
+optional hooks; and a real engine run on a tiny random Llama, whose greedy tokens must equal the
+CPU plugin's, whose wrapped steps must equal the unwrapped ones, and whose batches must obey the
+padding rules. Tolerances are in tolerances.py; docs/backends.md explains every check. A plugin is
+done when the kit passes.
 """

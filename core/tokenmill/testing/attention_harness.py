@@ -5,6 +5,11 @@ earlier request, as a prefix-cache hit) and steps (which requests bring how many
 The harness makes random q/k/v for every full sequence, scatters block ids at random over a pool
 pre-filled with garbage, feeds each step to `build_metadata` and `forward` for every layer, and
 keeps each computed row so the tests can compare it with the dense reference.
+
+A scenario with `buckets` is padded the way the engine pads a static-shape platform's steps (the
+core's own StepPadding, with a null block past the request blocks); padding rows get random q/k/v
+and their outputs are dropped. A backend whose `functional_cache` is True has its returned cache
+threaded into the next call, as the model does.
 """
 
 from __future__ import annotations
@@ -13,17 +18,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tokenmill.interfaces import AttentionBatch, AttentionSpec
+from tokenmill.interfaces import AttentionBatch, AttentionSpec, ShapeBuckets
+from tokenmill.plugin_base import optional
 from tokenmill.testing.reference_attention import causal_attention_chunked
-
-# Tolerances of backend output vs the float64 reference, per dtype: float32 allows for the
-# reduction order of a blocked kernel; the half types allow for rounding q/k/v products and the
-# probabilities to 8 (bfloat16) or 11 (float16) mantissa bits.
-TOLERANCES = {
-    torch.float32: {"atol": 1e-4, "rtol": 1e-4},
-    torch.bfloat16: {"atol": 3e-2, "rtol": 3e-2},
-    torch.float16: {"atol": 4e-3, "rtol": 4e-3},
-}
+from tokenmill.testing.tolerances import ATTENTION
+from tokenmill.worker.padding import StepPadding
 
 
 @dataclass(slots=True)
@@ -44,6 +43,7 @@ class Scenario:
     steps: list[list[tuple[int, int]]]
     num_layers: int = 1
     seed: int = 0
+    buckets: ShapeBuckets | None = None  # pad every step as for a static-shape platform
 
 
 @dataclass(slots=True)
@@ -71,18 +71,23 @@ def run_scenario(backend, allocator, scenario: Scenario) -> Outcome:
     gen = torch.Generator().manual_seed(scenario.seed)
     tables = _assign_blocks(scenario.requests, spec.block_size, gen)
     num_blocks = max(b for table in tables for b in table) + 1
-    caches = allocator.allocate(scenario.num_layers, backend.kv_cache_shape(num_blocks), spec.dtype)
+    padding = None if scenario.buckets is None else StepPadding(scenario.buckets, spec.block_size, num_blocks)
+    pool_blocks = num_blocks + (padding is not None)  # the null block is the pool's last
+    caches = allocator.allocate(scenario.num_layers, backend.kv_cache_shape(pool_blocks), spec.kv_cache_dtype)
     for cache in caches:  # stale finite data, as in reused blocks: a backend must mask it out
         cache.copy_(torch.randn(cache.shape, generator=gen) * 4)
     seqs = [_make_sequences(scenario, gen, device) for _ in range(scenario.num_layers)]
     outcome = Outcome(seqs, [[{} for _ in scenario.requests] for _ in seqs], [{} for _ in scenario.requests])
+    functional = bool(optional(backend, "functional_cache", False))
     done = [r.shared_blocks * spec.block_size for r in scenario.requests]
     for step_index, step in enumerate(scenario.steps):
-        batch, positions = _make_batch(step, done, tables, spec.block_size, device)
+        batch, positions = _make_batch(step, done, tables, spec.block_size, device, padding)
         metadata = backend.build_metadata(batch)
-        for layer, cache in enumerate(caches):
-            query, key, value = _step_inputs(seqs[layer], positions)
-            out = backend.forward(query, key, value, cache, metadata, spec.head_size**-0.5)
+        for layer in range(len(caches)):
+            query, key, value = _step_inputs(seqs[layer], positions, batch.num_padded_tokens, gen)
+            out = backend.forward(query, key, value, caches[layer], metadata, spec.head_size**-0.5)
+            if functional:
+                out, caches[layer] = _functional_result(out, caches[layer])
             _check_output_shape(out, query)
             _keep_rows(outcome, layer, out, positions, step_index)
         for req, num_new in step:
@@ -91,10 +96,22 @@ def run_scenario(backend, allocator, scenario: Scenario) -> Outcome:
     return outcome
 
 
+def _functional_result(result, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A functional backend's (output, updated cache), checked against the cache it was given."""
+    assert isinstance(result, tuple) and len(result) == 2, (
+        f"functional_cache is True, so forward must return (output, updated_cache), got {type(result).__name__}")
+    out, updated = result
+    assert updated.shape == cache.shape and updated.dtype == cache.dtype and updated.device == cache.device, (
+        f"the updated cache is {tuple(updated.shape)} {updated.dtype} on {updated.device}; "
+        f"it must match the cache passed in: {tuple(cache.shape)} {cache.dtype} on {cache.device}")
+    return out, updated
+
+
 def assert_matches_reference(outcome: Outcome, scenario: Scenario, steps: set[int] | None = None) -> None:
     """Compare every kept row (or those of `steps`) with the dense float64 reference."""
     spec = scenario.spec
-    tol = TOLERANCES[spec.dtype]
+    # a cache in a narrower dtype than the model's rounds k/v once more: its tolerance then applies
+    tol = max(ATTENTION[spec.dtype], ATTENTION[spec.kv_cache_dtype], key=lambda t: t["atol"])
     for layer, per_request in enumerate(outcome.rows):
         for req, rows in enumerate(per_request):
             positions = sorted(p for p in rows if steps is None or outcome.step_of_row[req][p] in steps)
@@ -154,39 +171,67 @@ def _make_sequences(scenario: Scenario, gen: torch.Generator, device: torch.devi
     return seqs
 
 
+@dataclass(slots=True)
+class _StepLists:
+    """One step's host lists, in the shape StepPadding pads (worker.step_inputs builds the same)."""
+
+    tokens: list[int]
+    positions: list[int]
+    slots: list[int]
+    query_lens: list[int]
+    seq_lens: list[int]
+    tables: list[list[int]]
+
+
 def _make_batch(
-    step: list[tuple[int, int]], done: list[int], tables: list[list[int]], block_size: int, device: torch.device
+    step: list[tuple[int, int]], done: list[int], tables: list[list[int]], block_size: int, device: torch.device,
+    padding: StepPadding | None = None,
 ) -> tuple[AttentionBatch, list[tuple[int, int, int]]]:
     """The AttentionBatch of one step, and (request, first position, count) for each request."""
-    query_lens = [n for _, n in step]
-    seq_lens = [done[req] + n for req, n in step]
-    width = max(len(tables[req]) for req, _ in step)
-    block_rows = [tables[req] + [0] * (width - len(tables[req])) for req, _ in step]  # padded with 0
-    slots = [
-        tables[req][pos // block_size] * block_size + pos % block_size
-        for req, n in step
-        for pos in range(done[req], done[req] + n)
-    ]
+    spans = [(req, done[req], n) for req, n in step]
+    lists = _StepLists(
+        tokens=[0] * sum(n for _, _, n in spans),  # the harness has no token ids; only the count matters
+        positions=[p for _, first, n in spans for p in range(first, first + n)],
+        slots=[tables[req][p // block_size] * block_size + p % block_size
+               for req, first, n in spans for p in range(first, first + n)],
+        query_lens=[n for _, _, n in spans],
+        seq_lens=[first + n for _, first, n in spans],
+        tables=[list(tables[req]) for req, _, _ in spans],
+    )
+    pad_tokens, pad_reqs = padding.pad(lists) if padding is not None else (0, 0)
+    width = max(map(len, lists.tables))
+    block_rows = [t + [0] * (width - len(t)) for t in lists.tables]  # padded with 0 (eager)
     starts = [0]
-    for n in query_lens:
+    for n in lists.query_lens:
         starts.append(starts[-1] + n)
     batch = AttentionBatch(
         query_start_loc=torch.tensor(starts, dtype=torch.int32, device=device),
-        seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=device),
+        seq_lens=torch.tensor(lists.seq_lens, dtype=torch.int32, device=device),
         block_tables=torch.tensor(block_rows, dtype=torch.int32, device=device),
-        slot_mapping=torch.tensor(slots, dtype=torch.int64, device=device),
-        query_lens_cpu=query_lens,
-        seq_lens_cpu=seq_lens,
-        max_query_len=max(query_lens),
-        max_seq_len=max(seq_lens),
+        slot_mapping=torch.tensor(lists.slots, dtype=torch.int64, device=device),
+        query_lens_cpu=lists.query_lens,
+        seq_lens_cpu=lists.seq_lens,
+        max_query_len=max(lists.query_lens),
+        max_seq_len=max(lists.seq_lens),
+        num_padded_tokens=pad_tokens,
+        num_padded_reqs=pad_reqs,
+        null_block=padding.null_block if padding is not None else 0,
     )
-    return batch, [(req, done[req], n) for req, n in step]
+    return batch, spans
 
 
-def _step_inputs(seqs: list[Sequence], positions: list[tuple[int, int, int]]) -> tuple[torch.Tensor, ...]:
-    """The step's flattened query [T, Hq, D], key and value [T, Hkv, D]."""
+def _step_inputs(seqs: list[Sequence], positions: list[tuple[int, int, int]], num_padded: int,
+                 gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The step's flattened query [T, Hq, D], key and value [T, Hkv, D], padding rows (random) last."""
     pick = [(seqs[req], first, first + n) for req, first, n in positions]
-    return tuple(torch.cat([getattr(s, name)[a:b] for s, a, b in pick]) for name in ("query", "key", "value"))
+    out = []
+    for name in ("query", "key", "value"):
+        rows = torch.cat([getattr(s, name)[a:b] for s, a, b in pick])  # [T_real, H, D]
+        if num_padded:
+            noise = torch.randn((num_padded, *rows.shape[1:]), generator=gen)
+            rows = torch.cat([rows, noise.to(device=rows.device, dtype=rows.dtype)])  # [T, H, D]
+        out.append(rows)
+    return tuple(out)
 
 
 def _check_output_shape(out: torch.Tensor, query: torch.Tensor) -> None:

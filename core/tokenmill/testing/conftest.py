@@ -1,4 +1,4 @@
-"""Fixtures of the conformance kit: the plugin manager, the platform under test and its pieces."""
+"""Fixtures of the conformance kit: the plugin manager, the platform under test, its pieces and engine runs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import torch
 
 from tokenmill.interfaces import AttentionSpec
 from tokenmill.plugin_manager import load_plugins
+from tokenmill.testing.engine_probe import ProbeManager, Recording, make_engine, run_workload
+from tokenmill.testing.tiny_model import write_tiny_llama
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -57,3 +59,37 @@ def dtype(request: pytest.FixtureRequest, tokenmill_platform) -> torch.dtype:
     if request.param not in tokenmill_platform.supported_dtypes:
         pytest.skip(f"{tokenmill_platform.name} does not list {request.param} in supported_dtypes")
     return DTYPES[request.param]
+
+
+# ----------------------------------------------------------------------------- engine runs
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A tiny random Llama checkpoint (safetensors) with a byte-level tokenizer."""
+    return str(write_tiny_llama(tmp_path_factory.mktemp("tiny-llama")))
+
+
+@pytest.fixture(scope="session")
+def engine_dtype(tokenmill_platform) -> str:
+    """float32 where the platform runs it (what the reference comparison needs), else its first dtype."""
+    supported = tokenmill_platform.supported_dtypes
+    return "float32" if "float32" in supported else supported[0]
+
+
+@pytest.fixture(scope="session")
+def engine_run(tokenmill_manager, tokenmill_platform, tiny_model_dir, engine_dtype):
+    """(greedy tokens per request, Recording, engine) of the workload on the platform under test."""
+    recording = Recording()
+    probe = ProbeManager(tokenmill_manager, recording)
+    engine = make_engine(tiny_model_dir, tokenmill_platform.name, engine_dtype, probe)
+    return run_workload(engine), recording, engine
+
+
+@pytest.fixture(scope="session")
+def reference_tokens(tokenmill_manager, tiny_model_dir) -> dict[str, list[int]]:
+    """The same workload's greedy tokens on the CPU reference plugin, in float32, in this process."""
+    if "cpu" not in tokenmill_manager.records:
+        pytest.fail("the end-to-end check compares with the CPU reference plugin, which is not loaded: "
+                    "pip install 'tokenmill[cpu]' (and add cpu to TOKENMILL_PLUGINS if you set it)")
+    return run_workload(make_engine(tiny_model_dir, "cpu", "float32", tokenmill_manager))

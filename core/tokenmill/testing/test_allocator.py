@@ -1,11 +1,12 @@
-"""Conformance: the KV allocator sizes, allocates, copies, swaps and frees the block pool."""
+"""Conformance: the KV allocator sizes, allocates, copies and frees the block pool, and swaps where it can."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tokenmill.interfaces import AttentionSpec, KVCacheAllocator
+from tokenmill.interfaces import AttentionSpec, KVCacheAllocator, SwappingAllocator
+from tokenmill.plugin_base import optional
 
 MiB = 1 << 20
 
@@ -36,21 +37,32 @@ def test_allocate_gives_zeroed_tensors_per_layer(make_backend, kv_allocator, dty
     assert caches[0].data_ptr() != caches[1].data_ptr(), "each layer needs its own tensor"
 
 
-def test_copy_swap_round_trip_and_free(make_backend, kv_allocator, dtype):
-    """Write, copy blocks (copy-on-write), swap some out, clobber them, swap back in, free."""
+def _written_pool(make_backend, kv_allocator, dtype):
     caches, shape = _pool(make_backend, kv_allocator, dtype, 8)
     gen = torch.Generator().manual_seed(0)
     for cache in caches:
         cache.copy_(torch.randn(shape, generator=gen))
-    written = [cache.detach().cpu().clone() for cache in caches]
+    return caches, [cache.detach().cpu().clone() for cache in caches]
 
+
+def test_copy_blocks_and_free(make_backend, kv_allocator, dtype):
+    """Copy-on-write copies whole blocks (dim 1) in every layer and nothing else; free empties the list."""
+    caches, written = _written_pool(make_backend, kv_allocator, dtype)
     kv_allocator.copy_blocks(caches, [(1, 5), (2, 6)])
+    kv_allocator.copy_blocks(caches, [])  # a step with nothing to copy
     for cache, before in zip(caches, written):
         expected = before.clone()
         expected[:, 5], expected[:, 6] = before[:, 1], before[:, 2]
         torch.testing.assert_close(cache.cpu(), expected, rtol=0, atol=0)
-        before.copy_(expected)  # the pool as it is now
+    kv_allocator.free(caches)
+    assert caches == []
 
+
+def test_swap_round_trip(make_backend, kv_allocator, dtype):
+    """Swap some blocks out, clobber them, swap them back in (only for allocators that swap)."""
+    if not isinstance(kv_allocator, SwappingAllocator):
+        pytest.skip(f"{type(kv_allocator).__name__} has no swap_out/swap_in; the scheduler never swaps (optional)")
+    caches, written = _written_pool(make_backend, kv_allocator, dtype)
     host = kv_allocator.swap_out(caches, [3, 5])
     assert len(host) == len(caches)
     for copy, before in zip(host, written):
@@ -61,6 +73,15 @@ def test_copy_swap_round_trip_and_free(make_backend, kv_allocator, dtype):
     kv_allocator.swap_in(caches, host, [3, 5])
     for cache, before in zip(caches, written):
         torch.testing.assert_close(cache.cpu()[:, [3, 5]], before[:, [3, 5]], rtol=0, atol=0)
-
     kv_allocator.free(caches)
-    assert caches == []
+
+
+def test_profile_peak_when_offered(kv_allocator):
+    """Optional profile_peak(fn) runs fn once and returns its peak bytes (an int >= 0) or None."""
+    profile = optional(kv_allocator, "profile_peak", None)
+    if profile is None:
+        pytest.skip(f"{type(kv_allocator).__name__} has no profile_peak; the core skips the profile run")
+    calls = []
+    peak = profile(lambda: calls.append(torch.ones(1 << 16, device=kv_allocator.device).sum()))
+    assert len(calls) == 1, f"profile_peak ran the step {len(calls)} times; it must run it once"
+    assert peak is None or (isinstance(peak, int) and peak >= 0), f"profile_peak returned {peak!r}"

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tokenmill.interfaces import AttentionSpec
+from tokenmill import contract_version
+from tokenmill.errors import PluginError
+from tokenmill.interfaces import AttentionSpec, ShapeBuckets
+from tokenmill.plugin_base import optional
 from tokenmill.testing.attention_harness import PagedRequest, Scenario, assert_matches_reference, run_scenario
 
 HEADS = {"gqa": (8, 2), "mha": (4, 4)}
@@ -76,3 +79,54 @@ def test_backend_declares_its_cache_and_refuses_bad_specs(make_backend):
     assert backend.unsupported_reasons(spec) == []
     reasons = backend.unsupported_reasons(AttentionSpec(6, 4, 64, 16, torch.float32))
     assert reasons and all(isinstance(r, str) and r for r in reasons), "6 query heads over 4 KV heads must be refused"
+
+
+# Small buckets, so every step below is padded in T, in B and in the block-table width.
+BUCKETS = ShapeBuckets(token_counts=(16, 64, 128), batch_sizes=(2, 4, 8), block_table_widths=(2, 4, 8))
+
+
+@pytest.mark.parametrize("block_size", [16, 32])
+def test_padded_steps_as_the_engine_pads_them(tokenmill_platform, make_backend, kv_allocator, block_size, dtype):
+    """Static-shape platforms: padded prefill, mixed and decode steps (null block, padding requests)."""
+    if not tokenmill_platform.static_shapes:
+        pytest.skip(f"{tokenmill_platform.name} has static_shapes=False: the engine never pads its steps")
+    spec = _spec("gqa", 64, block_size, dtype)
+    requests = [PagedRequest(n) for n in (40, 5, 52)]
+    steps = [
+        [(0, 20), (1, 2)],  # a prefill: T 22 -> 64, B 2 -> 4 (one padding request holds the padding)
+        [(1, 1), (0, 17), (2, 40)],  # mixed, on cached KV
+        [(0, 1), (1, 1), (2, 10)],
+        [(0, 1), (2, 1)],  # pure decode: B 2 stays 2 (T == B)
+        [(2, 1), (0, 1), (1, 1)],  # pure decode: B 3 -> 4, one one-token padding request
+    ]
+    _check(make_backend, kv_allocator, Scenario(spec, requests, steps, num_layers=2, buckets=BUCKETS))
+
+
+def test_functional_cache_form(make_backend, kv_allocator):
+    """A backend with functional_cache=True returns (output, updated cache); the next step reads that cache."""
+    spec = _spec("gqa", 64, 16, torch.float32)
+    backend = make_backend(spec)
+    if not optional(backend, "functional_cache", False):
+        pytest.skip(f"{backend.name} writes its cache in place (functional_cache is False)")
+    requests = [PagedRequest(40), PagedRequest(20)]
+    steps = [[(0, 30), (1, 19)], [(0, 5), (1, 1)], [(0, 1)], [(0, 1)]]
+    _check(make_backend, kv_allocator, Scenario(spec, requests, steps, num_layers=2))
+
+
+@pytest.mark.parametrize("kv_dtype", ["float32", "bfloat16", "float16"])
+def test_kv_cache_dtype_other_than_the_models(tokenmill_platform, make_backend, kv_allocator, kv_dtype):
+    """A cache in another dtype than q/k/v (--kv-cache-dtype): accepted or refused with reasons."""
+    model = next((getattr(torch, n) for n in ("float32", "bfloat16") if n in tokenmill_platform.supported_dtypes), None)
+    cache = getattr(torch, kv_dtype)
+    if model is None or cache == model or kv_dtype not in tokenmill_platform.supported_dtypes:
+        pytest.skip(f"{kv_dtype} is the model dtype here or not in {tokenmill_platform.name}'s supported_dtypes")
+    if (contract_version.parse(tokenmill_platform.contract_version) or (2, 0))[0] < 2:
+        pytest.skip("a contract-1 plugin is never handed a cache dtype other than the model's (the core refuses it)")
+    spec = AttentionSpec(8, 2, 64, 16, model, kv_cache_dtype=cache)
+    try:
+        make_backend(spec)
+    except PluginError as exc:
+        pytest.skip(f"the backend refuses a {kv_dtype} cache with reasons, as the contract allows: {exc}")
+    requests = [PagedRequest(n) for n in (38, 5, 22)]
+    steps = [[(0, 30), (1, 3), (2, 20)], [(0, 7), (1, 1), (2, 1)], [(0, 1), (2, 1), (1, 1)]]
+    _check(make_backend, kv_allocator, Scenario(spec, requests, steps))

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import torch
 
-from tokenmill.interfaces import CONTRACT_VERSION, Availability, Platform
+from tokenmill import contract_version
+from tokenmill.interfaces import Availability, Platform
 
 KNOWN_DTYPES = {"float32", "bfloat16", "float16"}
 
 
 def test_platform_satisfies_the_protocol(tokenmill_platform):
     assert isinstance(tokenmill_platform, Platform), "the platform lacks attributes the Platform protocol names"
-    assert tokenmill_platform.contract_version == CONTRACT_VERSION
+    refusal = contract_version.refusal(tokenmill_platform.contract_version, tokenmill_platform.name)
+    assert refusal is None, refusal  # contract 1 plugins still load; CONTRACT_VERSION is the newest
     assert isinstance(tokenmill_platform.name, str) and tokenmill_platform.name
     assert isinstance(tokenmill_platform.priority, int)
     assert isinstance(tokenmill_platform.static_shapes, bool)
+    assert isinstance(tokenmill_platform.dist_backend, str) and tokenmill_platform.dist_backend
+    assert tokenmill_platform.graph_capture is None or isinstance(tokenmill_platform.graph_capture, str)
     torch.device(tokenmill_platform.device_type)  # raises for a device type torch does not know
 
 
