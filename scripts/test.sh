@@ -10,9 +10,9 @@ pip_install() { "$PYTHON" -m pip install --quiet --progress-bar off "$@"; }
 echo "== installing test dependencies"
 # torch first and pinned: an unpinned resolve of "torch>=2.11" may pull a much larger CUDA build.
 pip_install torch==2.13.0
-editables=(-e ".[cpu,test]")
-for dir in plugins/cpu plugins/cuda plugins/rocm plugins/gaudi plugins/tpu plugins/triton tests/toy_plugin \
-           tests/static_toy_plugin; do
+editables=(-e ".[cpu,test,kit]")
+for dir in plugins/cpu plugins/cuda plugins/rocm plugins/gaudi plugins/tpu plugins/triton plugins/template \
+           tests/toy_plugin tests/static_toy_plugin; do
     if [[ -f $dir/pyproject.toml ]]; then
         editables+=(-e "$dir")
     else
@@ -30,11 +30,12 @@ failed=()
 echo "== unit tests (GPU tests excluded)"
 "$PYTHON" -m pytest -q -m "not gpu" tests || failed+=("unit tests")
 
-# The kit must pass for every device CI can run: the reference, a contract-1 plugin (toy) and a
-# static-shape one (static_toy).
-for device in cpu toy static_toy; do
+# The kit must pass for every device CI can run: the reference, a contract-1 plugin (toy), the
+# template a vendor copies, and a static-shape one (static_toy). It runs from outside the checkout,
+# as a vendor runs it.
+for device in cpu toy template static_toy; do
     echo "== conformance kit: TOKENMILL_DEVICE=$device"
-    TOKENMILL_DEVICE=$device "$PYTHON" -m pytest -q -m "not gpu" --pyargs tokenmill.testing \
+    (cd /tmp && TOKENMILL_DEVICE=$device "$PYTHON" -m pytest -q -m "not gpu" -p no:cacheprovider --pyargs tokenmill.testing) \
         || failed+=("conformance kit for $device")
 done
 

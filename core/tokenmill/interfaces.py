@@ -119,10 +119,12 @@ class AttentionBatch:
 class ShapeBuckets:
     """The padded sizes a static-shape platform compiles for; each tuple ascending.
 
-    The core pads a step's token count T, request count B and block-table width W each up to the
-    smallest bucket that fits (B to one more than needed when T is padded in a non-decode step,
-    to hold the padding request). A step that fits no bucket is refused at start-up: the engine
-    limits max_num_batched_tokens, max_num_seqs and max_model_len to the largest buckets.
+    The core pads a step's request count B and block-table width W up to the smallest bucket that
+    fits. A pure-decode step pads T to its padded B (one token per request, so T == B is a batch
+    bucket, not a token bucket); any other step pads T to a token bucket, and B to one more than
+    needed when T grew, to hold the padding request. Buckets that cannot hold the engine's
+    max_num_batched_tokens, max_num_seqs (+1) and max_model_len are refused at start-up, naming
+    the flag to lower.
     """
 
     token_counts: tuple[int, ...]
@@ -164,10 +166,11 @@ class AttentionBackend(Protocol):
         """Write key/value into the cache at slot_mapping, then attend causally over the cache.
 
         The cache holds `spec.kv_cache_dtype`; key/value arrive in `spec.dtype` and are converted on
-        the write. Optional member `functional_cache: bool = False`: when True, `forward` must not
-        write `kv_cache` in place and returns `(output, updated_cache)` instead; the core then
-        passes `updated_cache` (same shape and dtype) as this layer's cache from then on. XLA-style
-        backends use it so the cache is threaded through the graph and can be donated or aliased.
+        the write. Optional member `functional_cache: bool = False`: when True, `forward` returns
+        `(output, updated_cache)`, and the core passes `updated_cache` (same shape and dtype) as
+        this layer's cache from then on and never reads `kv_cache` again. The backend need not
+        write `kv_cache` in place (it may, on an eager device). XLA-style backends use it so the
+        cache is threaded through the graph and can be donated or aliased.
         """
         ...
 
@@ -278,11 +281,13 @@ class Communicator(Protocol):
 # --------------------------------------------------------------------------- execution
 
 
-# The step a StepRunner wraps: model inputs in, one output row per token out.
-#   step(input_ids int64 [T], positions int64 [T], attn_metadata, *extra) -> float32 logits [T, V]
+# The step a StepRunner wraps: model inputs in, logits of the asked rows out (output head included).
+#   step(input_ids int64 [T], positions int64 [T], attn_metadata, logits_indices) -> float32 logits
 # T is the (padded, on static platforms) token count; attn_metadata is what the attention
-# backend's build_metadata returned for that step; `extra` is empty today. Every step, prefill,
-# mixed and decode, goes through it; the core selects the sampled rows from its output afterwards.
+# backend's build_metadata returned for that step; logits_indices is None (every row: [T, V], as
+# in a pure-decode step, where rows and sampled requests line up) or int64 [R], the rows to
+# project ([R, V]; on static platforms R is the padded batch size). Every step, prefill, mixed and
+# decode, goes through it, always called with these four positional arguments.
 Step = Callable[..., "torch.Tensor"]
 
 
