@@ -83,6 +83,10 @@ def engine_run(tokenmill_manager, tokenmill_platform, tiny_model_dir, engine_dty
     recording = Recording()
     probe = ProbeManager(tokenmill_manager, recording)
     engine = make_engine(tiny_model_dir, tokenmill_platform.name, engine_dtype, probe)
+    # Start-up may call build_metadata outside any step (the profile run of allocators with
+    # profile_peak): only the workload's steps are paired with their batches.
+    recording.batches.clear()
+    recording.steps.clear()
     return run_workload(engine), recording, engine
 
 
