@@ -26,7 +26,9 @@ def apply_operator_args(args: argparse.Namespace, state: Any, server: Any) -> No
     from tokenmill.server.routes.chat_page import CHAT_PAGE_SWITCH
     from tokenmill.server.stats_logger import start_stats_logger
 
-    server.config.access_log = args.access_log
+    if args.access_log != server.config.access_log:
+        server.config.access_log = args.access_log
+        server.config.configure_logging()  # uvicorn wires its access logger up (or not) from this flag
     setattr(server.config.app.state, CHAT_PAGE_SWITCH, args.chat_page)
     if args.stats_interval > 0:
         start_stats_logger(lambda: state.engine.latest_stats, args.stats_interval)

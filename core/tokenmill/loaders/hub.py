@@ -102,6 +102,8 @@ def _hub_error(model_id: str, revision: str | None, exc: Exception) -> ModelLoad
     what = _what(model_id, revision)
     if isinstance(exc, ModelLoadError):
         return exc
+    if isinstance(exc, errors.LocalEntryNotFoundError):  # raised when the Hub could not be reached
+        return _unreachable(what, model_id, revision, exc)
     if isinstance(exc, errors.GatedRepoError):
         return ModelLoadError(f"{what} is gated: accept its licence on huggingface.co, then log in with "
                               "`hf auth login` or set HF_TOKEN")
@@ -112,6 +114,10 @@ def _hub_error(model_id: str, revision: str | None, exc: Exception) -> ModelLoad
         return ModelLoadError(f"{what}: the Hub has no revision {revision!r}; give a branch, tag or commit it has")
     if isinstance(exc, errors.EntryNotFoundError):
         return ModelLoadError(f"{what}: the repository has no such file; list it with `hf download --dry-run`")
+    return _unreachable(what, model_id, revision, exc)
+
+
+def _unreachable(what: str, model_id: str, revision: str | None, exc: Exception) -> ModelLoadError:
     return ModelLoadError(f"cannot reach the Hugging Face Hub to download {what} ({type(exc).__name__}), and "
                           f"it is not in the local cache ({_cache_text()}); {_download_hint(model_id, revision)}")
 
