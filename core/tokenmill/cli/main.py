@@ -37,8 +37,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        if "%(default)" in text or "(default" in text or default in (None, False, argparse.SUPPRESS) \
-                or isinstance(default, list) or not action.option_strings:
+        unshown = default is None or default is False or default is argparse.SUPPRESS or isinstance(default, list)
+        if unshown or "(default" in text or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
 
