@@ -1,8 +1,9 @@
-"""`tokenmill serve` flags for the operator: the access log, periodic stats logging, the chat page."""
+"""`tokenmill serve` flags for the operator: access log, periodic stats logging, the chat page, CORS."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 DEFAULT_STATS_INTERVAL_S = 10.0
@@ -19,6 +20,9 @@ def add_operator_args(parser: argparse.ArgumentParser) -> None:
                         help=argparse.SUPPRESS)  # vLLM's spelling
     parser.add_argument("--chat-page", action=argparse.BooleanOptionalAction, default=True,
                         help="serve the built-in chat page at / (--no-chat-page: / answers 404)")
+    parser.add_argument("--allowed-origins", type=_origins, default=[],
+                        help="browser origins allowed to call the API from other sites (CORS), comma-separated "
+                             "or a JSON list, e.g. http://localhost:3000 or '*' (default: none, same origin only)")
 
 
 def apply_operator_args(args: argparse.Namespace, state: Any, server: Any) -> None:
@@ -30,5 +34,22 @@ def apply_operator_args(args: argparse.Namespace, state: Any, server: Any) -> No
         server.config.access_log = args.access_log
         server.config.configure_logging()  # uvicorn wires its access logger up (or not) from this flag
     setattr(server.config.app.state, CHAT_PAGE_SWITCH, args.chat_page)
+    if args.allowed_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        server.config.app.add_middleware(CORSMiddleware, allow_origins=args.allowed_origins, allow_methods=["*"],
+                                         allow_headers=["*"])
     if args.stats_interval > 0:
         start_stats_logger(lambda: state.engine.latest_stats, args.stats_interval)
+
+
+def _origins(text: str) -> list[str]:
+    """`a,b` or `["a", "b"]` (vLLM's JSON form) -> a list of origins."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            values = json.loads(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not a JSON list of origins ({exc})") from None
+        return [str(v) for v in values]
+    return [part.strip() for part in text.split(",") if part.strip()]

@@ -63,6 +63,7 @@ def stop_serve(server: ServeProcess) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> ServeProcess:
     """One server with the chat page and access log on (the defaults) and stats every half second."""
-    server = start_serve(tmp_path_factory.mktemp("serve"), "--stats-interval", "0.5")
+    server = start_serve(tmp_path_factory.mktemp("serve"), "--stats-interval", "0.5",
+                         "--allowed-origins", "http://app.example")
     yield server
     stop_serve(server)

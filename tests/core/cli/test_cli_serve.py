@@ -47,3 +47,14 @@ def test_chat_page_and_access_log_switch_off(tmp_path):
         assert "POST /v1/chat/completions" not in server.log()
     finally:
         stop_serve(server)
+
+
+def test_cors_answers_only_allowed_origins(served):
+    def preflight(origin: str) -> httpx.Response:
+        return httpx.options(served.url + "/v1/chat/completions", timeout=30,
+                             headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                                      "Access-Control-Request-Headers": "authorization,content-type"})
+
+    allowed = preflight("http://app.example")
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "http://app.example"
+    assert "access-control-allow-origin" not in preflight("http://evil.example").headers
