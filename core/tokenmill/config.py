@@ -114,8 +114,8 @@ def _add_memory_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache block (a power of two)")
     parser.add_argument("--kv-cache-memory", "--kv-cache-memory-bytes", dest="kv_cache_memory",
                         type=_parse_bytes_arg, default=None,
-                        help="KV pool size, e.g. 2GiB or 500MB (default: the device's free memory as the plugin "
-                             "measures it, e.g. up to --gpu-memory-utilization of a GPU)")
+                        help="KV pool size, e.g. 2GiB or 500MB (default: the plugin's choice; CPU: min(4 GiB, "
+                             "25%% of free RAM), GPU: what --gpu-memory-utilization leaves)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=None,
                         help="share of an accelerator's memory for weights, activations and the KV cache "
                              f"(default: ${ENV_GPU_MEMORY_UTILIZATION} or 0.9)")

@@ -37,7 +37,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         default = action.default
-        unshown = default is None or default is False or default is argparse.SUPPRESS or isinstance(default, list)
+        unshown = default is None or default is False or default is argparse.SUPPRESS or isinstance(default, list) \
+            or isinstance(action, argparse._StoreFalseAction)  # "--no-x (default: True)" reads backwards
         if unshown or "(default" in text or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
