@@ -77,7 +77,7 @@ def _fetch(repo_id: str, filename: str | None, revision: str | None, patterns: l
 
 def _not_a_model(repo_id: str, path: Path) -> str:
     ggufs = sorted(p.name for p in path.glob("*.gguf"))
-    if not ggufs:
+    if not ggufs and not _offline():
         from huggingface_hub import list_repo_files
 
         try:

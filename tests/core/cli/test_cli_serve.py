@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from conftest import start_serve, stop_serve
+from serve_process import start_serve, stop_serve
 
 
 def _chat(url: str, max_tokens: int = 8) -> httpx.Response:
