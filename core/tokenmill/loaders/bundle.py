@@ -12,9 +12,9 @@ from torch import nn
 from tokenmill.config import check_quantization
 from tokenmill.errors import ModelLoadError, TokenmillError
 from tokenmill.interfaces import AttentionSpec
+from tokenmill.loaders.chat_template_source import read_chat_template
 from tokenmill.loaders.default_model import default_model_path
 from tokenmill.loaders.dtype import resolve_dtype
-from tokenmill.loaders.chat_template_source import read_chat_template
 from tokenmill.loaders.gguf_checkpoint import GGUFCheckpoint
 from tokenmill.loaders.hub import model_path
 from tokenmill.loaders.quantization import linear_schemes, pack_model
