@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from dataclasses import fields
 from typing import Any, Sequence
 
 from tqdm import tqdm
@@ -55,7 +56,7 @@ class LLM:
                  seed: int = 0, enforce_eager: bool = False, num_threads: int | None = None,
                  tensor_parallel_size: int = 1, trust_remote_code: bool = False, **unsupported: Any) -> None:
         _refuse_unsupported(unsupported)
-        options = {k: v for k, v in locals().items() if k not in ("self", "unsupported", "__class__")}
+        options = {name: value for name, value in locals().items() if name in _ENGINE_FIELDS}  # the keywords
         if options["gpu_memory_utilization"] is None:
             del options["gpu_memory_utilization"]  # EngineArgs' default reads the environment
         self.engine = build_engine(EngineArgs(**options))
@@ -121,6 +122,7 @@ class LLM:
         return [finished[i] for i in ids]
 
 
+_ENGINE_FIELDS = frozenset(f.name for f in fields(EngineArgs))
 # vLLM keywords with no tokenmill counterpart, each with the reason a user needs.
 VLLM_ONLY_KEYWORDS = {
     "pipeline_parallel_size": "tokenmill runs one engine on one device",
