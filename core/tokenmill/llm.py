@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import time
+from dataclasses import fields
 from typing import Any, Sequence
 
 from tqdm import tqdm
 
 from tokenmill.config import EngineArgs
 from tokenmill.engine.core import EngineCore
-from tokenmill.errors import RequestError
+from tokenmill.errors import RequestError, TokenmillError
+from tokenmill.loaders.generation_defaults import generation_defaults
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling.params import SamplingParams
 
@@ -19,16 +22,49 @@ PromptLike = str | list[int] | dict[str, Any]
 class LLM:
     """Generate from a batch of prompts with continuous batching on the best available platform.
 
-    `model` is a Hugging Face directory or a .gguf file; None uses the embedded SmolLM2 default.
-    Other keyword arguments are EngineArgs fields (dtype, device, block_size, kv_cache_memory,
-    enable_prefix_caching, max_num_batched_tokens, max_num_seqs, max_model_len, seed, ...).
-    Differences from vLLM: there is no `tensor_parallel_size` yet, and prompts may be plain
-    token-id lists as well as strings and {"prompt_token_ids": [...]} dicts.
+    :param model: a Hugging Face model directory, a .gguf file, or a Hub id (`org/name`, or
+        `org/name/file.gguf`) looked up in the local HF cache, then downloaded where the network
+        allows; None uses the embedded SmolLM2-135M-Instruct.
+    :param tokenizer: a directory, .gguf or Hub id to take the tokenizer from (default: the model's).
+    :param revision: the Hub branch, tag or commit of a Hub id (default: main).
+    :param chat_template: a Jinja chat template, inline or a file path, replacing the model's.
+    :param dtype: auto (the platform's preferred), float32, bfloat16, float16; half and float alias.
+    :param quantization: auto (a GGUF's 4/8-bit layers stay packed), none (dense), int4 or int8.
+    :param device: the plugin to run on (cpu, cuda, ...); default: $TOKENMILL_DEVICE or the best.
+    :param block_size: tokens per KV-cache block (a power of two).
+    :param kv_cache_memory: the KV pool's size in bytes or as text ("2GiB", "500MB").
+    :param gpu_memory_utilization: share of an accelerator's memory to use (default 0.9).
+    :param enable_prefix_caching: reuse KV blocks of shared prompt prefixes.
+    :param max_num_batched_tokens: the token budget of one engine step.
+    :param max_num_seqs: the most sequences running at once.
+    :param max_model_len: the context length (default: the model's own).
+    :param seed: the engine's random seed.
+    :param enforce_eager: never capture graphs or compile the model step.
+    :param num_threads: CPU compute threads (default: torch's).
+    :param tensor_parallel_size: only 1 today.
+    :param trust_remote_code: accepted for vLLM compatibility; no model code is ever run.
+
+    Any other vLLM keyword raises a TokenmillError that names it and says why it is not supported.
+    Prompts may be strings, {"prompt_token_ids": [...]} dicts, or plain token-id lists.
     """
 
-    def __init__(self, model: str | None = None, **engine_kwargs: Any) -> None:
-        self.engine = EngineCore(EngineArgs(model=model, **engine_kwargs))
+    def __init__(self, model: str | None = None, *, tokenizer: str | None = None, revision: str | None = None,
+                 chat_template: str | None = None, dtype: str = "auto", quantization: str = "auto",
+                 device: str | None = None, block_size: int = 16, kv_cache_memory: int | str | None = None,
+                 gpu_memory_utilization: float | None = None, enable_prefix_caching: bool = True,
+                 max_num_batched_tokens: int = 2048, max_num_seqs: int = 256, max_model_len: int | None = None,
+                 seed: int = 0, enforce_eager: bool = False, num_threads: int | None = None,
+                 tensor_parallel_size: int = 1, trust_remote_code: bool = False, **unsupported: Any) -> None:
+        _refuse_unsupported(unsupported)
+        options = {name: value for name, value in locals().items() if name in _ENGINE_FIELDS}  # the keywords
+        if options["gpu_memory_utilization"] is None:
+            del options["gpu_memory_utilization"]  # EngineArgs' default reads the environment
+        self.engine = build_engine(EngineArgs(**options))
         self._next_id = 0
+
+    def get_default_sampling_params(self) -> SamplingParams:
+        """SamplingParams with the model's generation_config defaults (temperature, top_p, ...) applied."""
+        return SamplingParams(**generation_defaults(self.engine.bundle.source))
 
     def get_tokenizer(self) -> Any:
         return self.engine.tokenizer
@@ -84,6 +120,46 @@ class LLM:
                         bar.update(1)
                         bar.set_postfix(tok_s=f"{out_tokens / max(time.perf_counter() - start, 1e-9):.1f}")
         return [finished[i] for i in ids]
+
+
+_ENGINE_FIELDS = frozenset(f.name for f in fields(EngineArgs))
+# vLLM keywords with no tokenmill counterpart, each with the reason a user needs.
+VLLM_ONLY_KEYWORDS = {
+    "pipeline_parallel_size": "tokenmill runs one engine on one device",
+    "data_parallel_size": "run one engine per device behind a load balancer",
+    "distributed_executor_backend": "tokenmill runs one engine on one device",
+    "swap_space": "preempted requests are recomputed, never swapped to host memory",
+    "cpu_offload_gb": "weights stay on the engine's device",
+    "kv_cache_dtype": "the KV cache uses the model's dtype (set dtype=)",
+    "enable_lora": "LoRA adapters are not supported",
+    "max_loras": "LoRA adapters are not supported",
+    "speculative_config": "speculative decoding is not supported",
+    "tokenizer_mode": "tokenmill always uses the fast tokenizer (tokenizer.json)",
+    "load_format": "the format follows the path: a directory is safetensors, a .gguf file is GGUF",
+    "download_dir": "Hub downloads go to the Hugging Face cache; set HF_HOME or HF_HUB_CACHE",
+    "tokenizer_revision": "the tokenizer comes from its main revision; pass a local directory as tokenizer=",
+    "hf_overrides": "the model's config.json is read as it is",
+    "compilation_config": "the platform plugin chooses graph capture; enforce_eager=True turns it off",
+    "limit_mm_per_prompt": "only text models are supported",
+    "task": "only text generation is supported",
+}
+
+
+def _refuse_unsupported(unsupported: dict[str, Any]) -> None:
+    """One clear error for the first keyword LLM() does not take (never a bare TypeError)."""
+    if not unsupported:
+        return
+    name = sorted(unsupported)[0]
+    reason = VLLM_ONLY_KEYWORDS.get(name)
+    if reason is not None:
+        raise TokenmillError(f"LLM({name}=...) is a vLLM option tokenmill does not support: {reason}")
+    accepted = ", ".join(p for p in inspect.signature(LLM.__init__).parameters if p not in ("self", "unsupported"))
+    raise TokenmillError(f"LLM() got an unknown keyword {name!r}; it takes: {accepted}")
+
+
+def build_engine(args: EngineArgs) -> EngineCore:
+    """An EngineCore for `args` (the CLI's and LLM's one way to make an engine)."""
+    return EngineCore(args)
 
 
 def _as_list(prompts: PromptLike | Sequence[PromptLike]) -> list[PromptLike]:

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import time
 
+from tokenmill.cli.model_args import add_model_args
 from tokenmill.config import EngineArgs
 
 DEFAULT_WORKLOAD = os.path.join("benchmarks", "workload.json")
@@ -17,13 +18,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     kinds = parser.add_subparsers(dest="bench_kind", metavar="KIND", required=True)
     for name, help_text in (("throughput", "offline batch throughput"), ("latency", "single-stream latency")):
         sub = kinds.add_parser(name, help=help_text)
-        sub.add_argument("--model", default=None, help="HF directory or .gguf file (default: embedded SmolLM2)")
+        add_model_args(sub)
         sub.add_argument("--workload", default=None, help=f"workload JSON (e.g. {DEFAULT_WORKLOAD}); "
                          "default: random prompts")
-        sub.add_argument("--num-prompts", type=int, default=64 if name == "throughput" else 1)
-        sub.add_argument("--input-len", type=int, default=128)
-        sub.add_argument("--output-len", type=int, default=None)
-        sub.add_argument("--output-json", default=None)
+        sub.add_argument("--num-prompts", type=int, default=64 if name == "throughput" else 1,
+                         help="random prompts to run")
+        sub.add_argument("--input-len", type=int, default=128, help="tokens per random prompt")
+        sub.add_argument("--output-len", type=int, default=None,
+                         help="tokens to generate per prompt (default: 128 throughput, 256 latency)")
+        sub.add_argument("--output-json", default=None, help="save the figures to this JSON file")
         EngineArgs.add_cli_args(sub)
         sub.set_defaults(run=run)
     if importlib.util.find_spec("tokenmill.cli.bench_serve") is not None:
@@ -36,10 +39,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tokenmill.bench.offline import run_batch, run_single
     from tokenmill.bench.report import report
-    from tokenmill.engine.core import EngineCore
+    from tokenmill.llm import build_engine
 
     t0 = time.perf_counter()
-    engine = EngineCore(EngineArgs.from_cli_args(args))
+    engine = build_engine(EngineArgs.from_cli_args(args))
     startup = time.perf_counter() - t0
     workload = _workload(args, engine)
     if args.bench_kind == "throughput":

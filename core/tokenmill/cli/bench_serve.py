@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokenmill.bench.report import report
+    from tokenmill.bench.serve_report import format_summary
     from tokenmill.errors import TokenmillError
 
     if args.dataset_name == "sharegpt" and not args.dataset_path:
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.request_rate <= 0:
         raise TokenmillError(f"--request-rate must be positive or inf, got {args.request_rate}")
     figures, results = asyncio.run(_benchmark(args))
-    report("tokenmill bench serve", figures, None)
+    print(format_summary(figures))
     if args.output_json:
         _save(args.output_json, figures, results)
     if args.plot:
@@ -76,9 +76,10 @@ async def _benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], list]:
                                                lambda text: count_tokens(client, cfg, text), seed=args.seed,
                                                output_len=args.sharegpt_output_len)
         results, duration = await run_requests(cfg, requests, client)
+    # JSON has no infinity: an unlimited rate (all requests at once) is null, as is no concurrency cap
     head = {"base_url": cfg.base_url, "endpoint": cfg.endpoint, "dataset": args.dataset_name,
-            "num_prompts": len(requests), "request_rate": str(args.request_rate),
-            "max_concurrency": str(args.max_concurrency)}
+            "num_prompts": len(requests), "request_rate": args.request_rate if math.isfinite(args.request_rate)
+            else None, "max_concurrency": args.max_concurrency}
     return {**head, **summarize(results, duration)}, results
 
 
@@ -101,4 +102,4 @@ def _save(path: str, figures: dict[str, Any], results: list) -> None:
         "errors": [r.error for r in results if not r.success],
     }
     with open(path, "w", encoding="utf-8") as f:
-        json.dump({**figures, **detail}, f, indent=2)
+        json.dump({**figures, **detail}, f, indent=2, allow_nan=False)

@@ -1,49 +1,128 @@
-"""`tokenmill chat`: an interactive conversation with a model through its chat template."""
+"""`tokenmill chat`: an interactive conversation that streams each reply as it is generated."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
+import os
 import sys
+import uuid
+from typing import Any
 
-from tokenmill.cli.generate_cmd import add_sampling_args, sampling_params_from
+from tokenmill.cli.generate_cmd import add_sampling_args, require_chat_template, sampling_params_from
+from tokenmill.cli.model_args import add_model_args
 from tokenmill.config import EngineArgs
+
+# None: the model's generation_config (temperature, top_p, top_k), then vLLM's defaults
+CHAT_SAMPLING = {"max_tokens": 512, "temperature": None, "top_p": None, "top_k": None}
+HISTORY_FILE = "chat_history"
+GREETING = "tokenmill chat: type a message; /reset clears the conversation, /quit or Ctrl-D leaves, Ctrl-C stops a reply."
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("chat", help="chat interactively (default model: SmolLM2); /reset, /quit")
-    parser.add_argument("--model", default=None, help="HF directory or .gguf file (default: embedded SmolLM2)")
+    parser = subparsers.add_parser("chat", help="chat interactively (default model: SmolLM2); /reset, /quit",
+                                   description="Chat with a model through its chat template; replies stream as "
+                                               "they are generated. Line editing and history come from readline.")
+    add_model_args(parser)
     parser.add_argument("--system", default=None, help="a system message to start the conversation with")
-    add_sampling_args(parser)
+    add_sampling_args(parser, CHAT_SAMPLING)
     EngineArgs.add_cli_args(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from tokenmill.llm import LLM
 
-    engine_args = EngineArgs.from_cli_args(args)
-    llm = LLM(**asdict(engine_args))
-    params = sampling_params_from(args)
+    llm = LLM(**asdict(EngineArgs.from_cli_args(args)))
+    require_chat_template(llm)
+    params = sampling_params_from(args, _model_defaults(llm))
     history = _fresh(args.system)
-    print("tokenmill chat: type a message; /reset clears the conversation, /quit or Ctrl-D leaves.")
-    while True:
+    save_history = _enable_line_editing() if sys.stdin.isatty() else (lambda: None)
+    print(GREETING)
+    try:
+        while True:
+            line = _read_line()
+            if line is None or line in ("/quit", "/exit"):
+                return 0
+            if line == "/reset":
+                history = _fresh(args.system)
+            elif line:
+                history.append({"role": "user", "content": line})
+                history.append({"role": "assistant", "content": stream_reply(llm, history, params)})
+    finally:
+        save_history()
+
+
+def _model_defaults(llm: Any) -> dict[str, Any]:
+    from tokenmill.loaders.generation_defaults import generation_defaults
+
+    return generation_defaults(llm.engine.bundle.source)
+
+
+def stream_reply(llm: Any, history: list[dict[str, str]], params: Any, out=None) -> str:
+    """Generate the next assistant message, printing text as it arrives; Ctrl-C stops it early."""
+    out = out or sys.stdout
+    engine = llm.engine
+    request_id = f"chat-{uuid.uuid4().hex}"
+    engine.add_request(request_id, engine.apply_chat_template(history), params)
+    out.write("bot> ")
+    text, finish = "", None
+    try:
+        while finish is None:
+            for output in engine.step():
+                if output.request_id == request_id:
+                    completion = output.outputs[0]
+                    out.write(completion.text[len(text):])
+                    out.flush()
+                    text, finish = completion.text, completion.finish_reason
+    except KeyboardInterrupt:
+        engine.abort_request(request_id)
+        finish = "interrupted"
+    out.write("\n" + _notice(finish, params.max_tokens))
+    out.flush()
+    return text
+
+
+def _notice(finish: str | None, max_tokens: int | None) -> str:
+    if finish == "length":
+        return f"[reply cut at --max-tokens {max_tokens}; raise it to let replies run longer]\n"
+    if finish == "interrupted":
+        return "[reply stopped]\n"
+    return ""
+
+
+def _read_line() -> str | None:
+    try:
+        return input("you> ").strip()
+    except EOFError:
+        print()
+        return None
+    except KeyboardInterrupt:  # Ctrl-C at the prompt leaves, as in most REPLs
+        print()
+        return None
+
+
+def _enable_line_editing():
+    """Arrow-key editing and history through readline, kept between sessions; returns the save function."""
+    try:
+        import readline
+    except ImportError:  # Windows without pyreadline: plain input()
+        return lambda: None
+    path = os.path.join(os.environ.get("TOKENMILL_CACHE_DIR") or os.path.expanduser("~/.cache/tokenmill"),
+                        HISTORY_FILE)
+    try:
+        readline.read_history_file(path)
+    except OSError:
+        pass
+    readline.set_history_length(1000)
+
+    def save() -> None:
         try:
-            line = input("you> ").strip()
-        except EOFError:
-            print()
-            return 0
-        if line in ("/quit", "/exit"):
-            return 0
-        if line == "/reset":
-            history = _fresh(args.system)
-            continue
-        if not line:
-            continue
-        history.append({"role": "user", "content": line})
-        reply = llm.chat(history, params, use_tqdm=False)[0].outputs[0].text
-        history.append({"role": "assistant", "content": reply})
-        print(f"bot> {reply}")
-        sys.stdout.flush()
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            readline.write_history_file(path)
+        except OSError:
+            pass
+
+    return save
 
 
 def _fresh(system: str | None) -> list[dict[str, str]]:

@@ -51,7 +51,8 @@ class EngineCore:
                                                   dtype=args.dtype, block_size=args.block_size,
                                                   max_model_len=args.max_model_len,
                                                   quantization=args.quantization,
-                                                  kv_cache_dtype=args.kv_cache_dtype)
+                                                  kv_cache_dtype=args.kv_cache_dtype, tokenizer=args.tokenizer,
+                                                  revision=args.revision, chat_template=args.chat_template)
         spec = self.bundle.attn_spec
         if spec.block_size != args.block_size:
             raise TokenmillError(f"the shared model was loaded for block size {spec.block_size}, "
@@ -82,8 +83,12 @@ class EngineCore:
         self._prompt_lp_ids: set[str] = set()  # scheduler ids whose prompt logprobs are still wanted
         self._token_text: dict[int, str] = {}  # token id -> its text alone, for logprob entries
         self._counters = {"prompt": 0, "generated": 0, "computed": 0, "aborted": 0, "steps": 0, "preempted": 0}
-        log.info("engine ready on %s: %d KV blocks of %d tokens, max_model_len %d",
-                 self.platform.name, pool.num_blocks, args.block_size, self.max_model_len)
+        log.info("engine ready: model %s on %s, dtype %s, quantization %s; %d KV blocks of %d tokens "
+                 "(%d tokens), max_model_len %d, max concurrency %.2fx at max_model_len",
+                 self.model_name, self.platform.name, str(self.bundle.dtype).removeprefix("torch."),
+                 ", ".join(f"{s} ({n} layers)" for s, n in self.bundle.packed_layers.items()) or "none (dense)",
+                 pool.num_blocks, args.block_size, pool.num_blocks * args.block_size, self.max_model_len,
+                 pool.num_blocks * args.block_size / self.max_model_len)
 
     def _allocate_pool(self):
         """Profile the largest step where the allocator can, then size and allocate the KV pool."""

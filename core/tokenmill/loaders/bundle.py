@@ -12,9 +12,11 @@ from torch import nn
 from tokenmill.config import check_quantization
 from tokenmill.errors import ModelLoadError, TokenmillError
 from tokenmill.interfaces import AttentionSpec
+from tokenmill.loaders.chat_template_source import read_chat_template
 from tokenmill.loaders.default_model import default_model_path
 from tokenmill.loaders.dtype import resolve_dtype, resolve_kv_cache_dtype
 from tokenmill.loaders.gguf_checkpoint import GGUFCheckpoint
+from tokenmill.loaders.hub import model_path
 from tokenmill.loaders.quantization import linear_schemes, pack_model
 from tokenmill.loaders.safetensors_checkpoint import PICKLE_SUFFIXES, SafetensorsCheckpoint, refuse_pickle
 from tokenmill.loaders.weights import Checkpoint, load_weights
@@ -42,12 +44,13 @@ class ModelBundle:
     packed_layers: dict[str, int]  # scheme -> linear layers running packed ({} when all are dense)
 
 
-def open_checkpoint(model: str | None) -> Checkpoint:
-    """The checkpoint at `model` (a model directory or .gguf file); None means the embedded default."""
-    path = default_model_path() if model is None else Path(model).expanduser()
+def open_checkpoint(model: str | None, revision: str | None = None) -> Checkpoint:
+    """The checkpoint at `model` (a model directory, .gguf file or Hub id); None means the embedded default."""
+    path = default_model_path() if model is None else model_path(model, revision)
     if not path.exists():
         raise ModelLoadError(
-            f"model {model!r} does not exist; give a model directory (config.json + *.safetensors) or a .gguf file"
+            f"model {model!r} does not exist; give a model directory (config.json + *.safetensors), a .gguf file "
+            "or a Hugging Face Hub id (org/name)"
         )
     if path.is_dir():
         return SafetensorsCheckpoint(path)
@@ -68,19 +71,27 @@ def load_model_bundle(
     max_model_len: int | None = None,
     quantization: str = "none",
     kv_cache_dtype: str = "auto",
+    tokenizer: str | None = None,
+    revision: str | None = None,
+    chat_template: str | None = None,
 ) -> ModelBundle:
     """Load `model` for `platform`: weights cast to the resolved dtype on the platform's device.
 
     `quantization` (see loaders/quantization.py) then repacks linear layers for the platform's
-    int4/int8 kernels; the default here is "none" (dense), the engine's is "auto".
+    int4/int8 kernels; the default here is "none" (dense), the engine's is "auto". `tokenizer`
+    (a path or Hub id) replaces the model's tokenizer, `revision` picks the Hub revision of a Hub
+    id, and `chat_template` (inline or a file) replaces the tokenizer's chat template.
     """
     check_quantization(quantization)
     torch_dtype = resolve_dtype(dtype, platform)
     device = torch.device(platform.device_type)
-    checkpoint = open_checkpoint(model)
+    checkpoint = open_checkpoint(model, revision)
     arch, entry = arch_config(checkpoint.config, source=checkpoint.source)
     max_len = _max_model_len(arch, max_model_len)
-    tokenizer = load_tokenizer(Path(checkpoint.source))  # before the weights: fail fast, cheaply
+    source = Path(checkpoint.source) if tokenizer is None else model_path(tokenizer, None, tokenizer_only=True)
+    tokenizer = load_tokenizer(source)  # before the weights: fail fast, cheaply
+    if chat_template is not None:
+        tokenizer.chat_template = read_chat_template(chat_template)
     spec = AttentionSpec(arch.num_heads, arch.num_kv_heads, arch.head_size, block_size, torch_dtype,
                          resolve_kv_cache_dtype(kv_cache_dtype, torch_dtype, platform))
     backend = plugins.attention_backend(platform, spec)

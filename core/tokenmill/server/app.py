@@ -13,7 +13,7 @@ import tokenmill
 from tokenmill.engine.async_engine import AsyncEngine
 from tokenmill.server.error_handlers import install_error_handlers
 from tokenmill.server.metrics import ServerMetrics
-from tokenmill.server.routes import chat, completions, info, tokens
+from tokenmill.server.routes import chat, chat_page, completions, info, tokens
 from tokenmill.server.state import ServerState
 
 if TYPE_CHECKING:
@@ -46,6 +46,6 @@ def create_app(state: ServerState) -> FastAPI:
     app = FastAPI(title="tokenmill", version=tokenmill.__version__, lifespan=lifespan)
     app.state.tokenmill = state
     install_error_handlers(app)
-    for module in (completions, chat, tokens, info):
+    for module in (completions, chat, tokens, info, chat_page):
         app.include_router(module.router)
     return app

@@ -27,7 +27,9 @@ def test_random_dataset_at_a_poisson_rate(live_server, tmp_path, capsys):
     assert result["output_throughput"] == result["total_output_tokens"] / result["duration_s"]
     for name in ("ttft", "tpot", "itl", "e2el"):
         assert result[f"mean_{name}_ms"] >= 0 and result[f"p99_{name}_ms"] >= result[f"median_{name}_ms"]
-    assert "request_throughput" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Request throughput (req/s):" in out and "Time to First Token" in out
+    assert result["request_rate"] == 20.0 and result["max_concurrency"] == 2
 
 
 def test_sharegpt_dataset_through_chat(live_server, tmp_path):
@@ -41,8 +43,11 @@ def test_sharegpt_dataset_through_chat(live_server, tmp_path):
                  "--num-prompts", "2", "--sharegpt-output-len", "4", "--endpoint", "/v1/chat/completions",
                  "--ignore-eos")
     assert bench_serve.run(args) == 0
-    result = json.loads((tmp_path / "result.json").read_text())
+    raw = (tmp_path / "result.json").read_text()
+    result = json.loads(raw)
     assert result["successful_requests"] == 2 and result["total_output_tokens"] == 8
+    assert result["request_rate"] is None and result["max_concurrency"] is None  # all at once, no cap
+    assert '"inf"' not in raw and '"None"' not in raw
     tokenizer = live_server.core.tokenizer
     lens = sorted(len(tokenizer(d["conversations"][0]["value"]).input_ids) for d in data[:3])
     assert lens[0] * 2 <= result["total_input_tokens"] <= lens[-1] * 2
