@@ -33,6 +33,7 @@ class LLM:
     :param device: the plugin to run on (cpu, cuda, ...); default: $TOKENMILL_DEVICE or the best.
     :param block_size: tokens per KV-cache block (a power of two).
     :param kv_cache_memory: the KV pool's size in bytes or as text ("2GiB", "500MB").
+    :param kv_cache_dtype: the KV cache's dtype: auto (the model's), float32, bfloat16, float16.
     :param gpu_memory_utilization: share of an accelerator's memory to use (default 0.9).
     :param enable_prefix_caching: reuse KV blocks of shared prompt prefixes.
     :param max_num_batched_tokens: the token budget of one engine step.
@@ -51,7 +52,7 @@ class LLM:
     def __init__(self, model: str | None = None, *, tokenizer: str | None = None, revision: str | None = None,
                  chat_template: str | None = None, dtype: str = "auto", quantization: str = "auto",
                  device: str | None = None, block_size: int = 16, kv_cache_memory: int | str | None = None,
-                 gpu_memory_utilization: float | None = None, enable_prefix_caching: bool = True,
+                 kv_cache_dtype: str = "auto", gpu_memory_utilization: float | None = None, enable_prefix_caching: bool = True,
                  max_num_batched_tokens: int = 2048, max_num_seqs: int = 256, max_model_len: int | None = None,
                  seed: int = 0, enforce_eager: bool = False, num_threads: int | None = None,
                  tensor_parallel_size: int = 1, trust_remote_code: bool = False, **unsupported: Any) -> None:

@@ -132,14 +132,7 @@ class PluginManager:
     def _named(self, device: str) -> Platform:
         record = self.records.get(device)
         if record is None:
-            known = ", ".join(sorted(self.records)) or "none"
-            hidden = _hidden_by_env()
-            install = (f"pip install 'tokenmill[{device}]'" if device in IN_TREE_EXTRAS
-                       else "install the distribution that provides the plugin")
-            raise PluginError(
-                f"no plugin named {device!r} is {'loaded' + hidden if hidden else 'installed'} (installed: {known}); "
-                f"{install}, or pick another --device"
-            )
+            raise PluginError(_missing_device(device, sorted(self.records), _hidden_by_env()))
         if not record.availability.available:
             raise PluginError(f"device {device!r} is not available: {record.availability.reason}")
         return record.platform
@@ -207,6 +200,19 @@ class PluginManager:
         if result is None:
             raise PluginError(f"plugin {platform.name!r} does not implement {hook_name}, which every plugin must supply")
         return result
+
+
+def _missing_device(device: str, known: list[str], hidden: str) -> str:
+    """Why --device names no loaded plugin, with an install hint only where tokenmill has that extra."""
+    installed = f"installed: {', '.join(known) or 'none'}"
+    if hidden:
+        return f"no plugin named {device!r} is loaded{hidden} ({installed})"
+    if device in IN_TREE_EXTRAS:
+        return (f"no plugin named {device!r} is installed ({installed}); install it: pip install "
+                f"'tokenmill[{device}]', or from a checkout pip install -e '.[{device}]' -e plugins/{device} "
+                f"(the README's source installs list each extra's folders)")
+    return (f"no installed plugin provides device {device!r} ({installed}); pick one of those with --device "
+            f"or ${ENV_DEVICE}, or install the third-party plugin that provides {device!r}")
 
 
 def _hidden_by_env() -> str:

@@ -199,6 +199,7 @@ def test_unknown_third_party_device_gets_no_made_up_extra(site: FakeSite) -> Non
     with pytest.raises(PluginError) as info:
         load_plugins().select("nosuchdev")
     assert "tokenmill[nosuchdev]" not in str(info.value) and "installed: current" in str(info.value)
+    assert "third-party plugin that provides 'nosuchdev'" in str(info.value)
     with pytest.raises(PluginError, match=r"pip install 'tokenmill\[rocm\]'"):
         load_plugins().select("rocm")
 
@@ -213,7 +214,7 @@ def test_requested_device_unavailable_gives_the_plugins_reason(site: FakeSite) -
 def test_unknown_device_lists_what_is_installed(site: FakeSite) -> None:
     site.install("alpha")
     site.install("beta")
-    with pytest.raises(PluginError, match=r"no plugin named 'gamma'.*alpha, beta.*provides the plugin"):
+    with pytest.raises(PluginError, match=r"no installed plugin provides device 'gamma' \(installed: alpha, beta\).*third-party plugin"):
         load_plugins().select("gamma")
 
 
@@ -278,7 +279,7 @@ def test_device_argument_and_environment_override_the_priority(site: FakeSite, m
     assert manager.select().name == "low"
     assert manager.select("high").name == "high"  # --device beats TOKENMILL_DEVICE
     monkeypatch.setenv(ENV_DEVICE, "missing")
-    with pytest.raises(PluginError, match="no plugin named 'missing'"):
+    with pytest.raises(PluginError, match="no installed plugin provides device 'missing'"):
         manager.select()
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -43,9 +45,7 @@ def probe() -> tuple[Availability, tuple[int, int] | None]:
     if getattr(torch.version, "hip", None):
         return Availability(False, f"torch {torch.__version__} is a ROCm build; use the rocm plugin (pip install 'tokenmill[rocm]')"), None
     if torch.version.cuda is None:
-        return Availability(
-            False, f"torch {torch.__version__} was built without CUDA; install a CUDA build of torch to use NVIDIA GPUs"
-        ), None
+        return Availability(False, _cpu_torch_reason()), None
     try:
         if not torch.cuda.is_available():
             return Availability(False, "torch.cuda.is_available() is False: no NVIDIA GPU/driver visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"), None
@@ -57,6 +57,15 @@ def probe() -> tuple[Availability, tuple[int, int] | None]:
     if importlib.util.find_spec("triton") is None:
         return Availability(False, "triton is not installed; pip install 'tokenmill[cuda]' (it brings triton)"), capability
     return Availability(True, f"{count} x {gpu} (sm_{capability[0]}{capability[1]}), CUDA {torch.version.cuda}"), capability
+
+
+def _cpu_torch_reason() -> str:
+    """A CPU build of torch: say whether this machine has an NVIDIA GPU at all, and what to do."""
+    build = f"torch {torch.__version__} was built without CUDA"
+    if not (os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi")):
+        return (f"no NVIDIA GPU is visible on this machine (no NVIDIA driver found), and {build}; run on the "
+                f"CPU (--device cpu, or leave --device out), or on a GPU machine install a CUDA build of torch")
+    return f"{build}, but an NVIDIA driver is present; install a CUDA build: pip install --force-reinstall torch==2.13.0"
 
 
 def make_platform() -> CudaPlatform:
