@@ -8,6 +8,11 @@ PYTHON=${PYTHON:-python}
 pip_install() { "$PYTHON" -m pip install --quiet --progress-bar off "$@"; }
 
 echo "== installing test dependencies"
+# Debian's chromium and its driver: the built-in chat page is tested in a headless browser.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
+fi
 # torch first and pinned: an unpinned resolve of "torch>=2.11" may pull a much larger CUDA build.
 pip_install torch==2.13.0
 editables=(-e ".[cpu,test,kit]")
