@@ -229,6 +229,16 @@ class ErrorResponse(BaseModel):
     error: ErrorInfo
 
 
+class TokenizeResponse(BaseModel):
+    tokens: list[int]
+    count: int
+    max_model_len: int
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+
+
 class HealthStatus(BaseModel):
     status: Literal["ok"] = "ok"
 
@@ -241,3 +251,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                                 (404, "Unknown model"), (413, "Request body too large"),
                                 (503, "Server busy or shutting down"))
 }
+
+
+def streamed(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """The 200 of a route that answers `model` as JSON, or a server-sent event stream of chunks."""
+    return {200: {"model": model, "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                  "description": "The response, or with stream=true its chunks as server-sent events"}}

@@ -14,8 +14,8 @@ from tokenmill.server.chat_template import render_chat
 from tokenmill.server.error_handlers import SafeJSONResponse, error_body, error_for
 from tokenmill.server.logprobs import chat_logprobs
 from tokenmill.server.protocol import (ERROR_RESPONSES, AssistantMessage, ChatChoice, ChatChunkChoice,
-                                       ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatLogprobs, DeltaMessage,
-                                       UsageInfo)
+                                       ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
+                                       ChatLogprobs, DeltaMessage, UsageInfo, streamed)
 from tokenmill.server.request_guard import GuardedRoute
 from tokenmill.server.sampling import chat_params
 from tokenmill.server.state import ServerState, get_state
@@ -24,7 +24,7 @@ from tokenmill.server.streams import DONE_EVENT, peek, sse_event, unless_disconn
 router = APIRouter(route_class=GuardedRoute, responses=ERROR_RESPONSES)
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=streamed(ChatCompletionResponse))
 async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> Response:
     state = get_state(raw)
     state.check_model(body.model)

@@ -13,7 +13,7 @@ from tokenmill.outputs import CompletionOutput, RequestOutput
 from tokenmill.server.error_handlers import ApiError, SafeJSONResponse, error_body, error_for
 from tokenmill.server.logprobs import extend_completion_logprobs
 from tokenmill.server.protocol import (ERROR_RESPONSES, CompletionChoice, CompletionLogprobs, CompletionRequest,
-                                       CompletionResponse, UsageInfo)
+                                       CompletionResponse, UsageInfo, streamed)
 from tokenmill.server.request_guard import GuardedRoute
 from tokenmill.server.sampling import completion_params
 from tokenmill.server.state import ServerState, get_state
@@ -44,7 +44,7 @@ async def _encode(state: ServerState, prompts: list[str | list[int]]) -> list[li
             for p in prompts]
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=streamed(CompletionResponse))
 async def create_completion(body: CompletionRequest, raw: Request) -> Response:
     state = get_state(raw)
     state.check_model(body.model)
