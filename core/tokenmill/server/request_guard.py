@@ -70,15 +70,17 @@ async def _load_json(request: Request, limit: int) -> None:
         return
     try:
         parsed = json.loads(body)
+        where = _surrogate_path(parsed, "") if _MAYBE_SURROGATE.search(body) else None
     except ValueError as exc:  # also UnicodeDecodeError: bytes that are not UTF-8
         raise ApiError(400, f"invalid request: the request body is not valid JSON ({exc}); send a JSON object",
                        code="invalid_json") from None
-    if _MAYBE_SURROGATE.search(body):
-        where = _surrogate_path(parsed, "")
-        if where is not None:
-            raise ApiError(400, f"invalid request: {where or 'body'} holds a lone UTF-16 surrogate (an unpaired "
-                                f"\\ud800-\\udfff escape), which is not valid Unicode text; send UTF-8 text or a "
-                                f"complete surrogate pair", param=where or None, code="invalid_unicode")
+    except RecursionError:
+        raise ApiError(400, "invalid request: the request body nests too deeply; send a flatter JSON object",
+                       code="invalid_json") from None
+    if where is not None:
+        raise ApiError(400, f"invalid request: {where or 'body'} holds a lone UTF-16 surrogate (an unpaired "
+                            f"\\ud800-\\udfff escape), which is not valid Unicode text; send UTF-8 text or a "
+                            f"complete surrogate pair", param=where or None, code="invalid_unicode")
     request._json = parsed  # Starlette's cache: FastAPI's request.json() returns this, unparsed again
 
 

@@ -83,7 +83,8 @@ def test_request_chat_template_is_refused_unless_trusted(live_server):
     response = _post(live_server, CHAT, body)
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error["param"] == "chat_template_kwargs.chat_template" and "--trust-request-chat-template" in error["message"]
+    assert error["param"] == "chat_template_kwargs.chat_template"
+    assert "--trust-request-chat-template" in error["message"]
 
 
 @pytest.fixture
@@ -248,3 +249,21 @@ def test_empty_api_key_is_refused(live_server):
         build_state(live_server.core, api_key="")
     with pytest.raises(ValueError, match="empty"):
         build_state(live_server.core, metrics_api_key="  ")
+
+
+@pytest.mark.parametrize("raw", [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"prompt": "hi", "n": 1' + b"0" * 5000 + b"}",
+    b'{"prompt": "hi", "temperature": NaN}',
+    b'{"prompt": "hi", "temperature": Infinity}',
+    b'["not", "an", "object"]',
+    b'"just a string"',
+    b"\xff\xfe{}",
+    b'{"prompt": "\xed\xa0\x80"}',  # a surrogate as raw (invalid) UTF-8 bytes
+    b'{"prompt": {"deep": ' * 500 + b"1" + b"}" * 500,
+], ids=["deep-list", "huge-int", "nan", "inf", "array", "string", "bad-utf8", "raw-surrogate", "deep-object"])
+def test_odd_bodies_are_4xx_and_never_5xx(live_server, raw):
+    response = httpx.post(live_server.url + "/v1/completions", content=raw, timeout=60,
+                          headers={**live_server.headers, "Content-Type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
