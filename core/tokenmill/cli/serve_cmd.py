@@ -58,6 +58,11 @@ def _add_limit_args(parser: argparse.ArgumentParser) -> None:
                        help="prompt tokens of those sequences; past it requests get 503")
     group.add_argument("--max-queue-wait", type=float, default=d.max_queue_wait_s,
                        help="seconds a request may wait to start before it gets 503")
+    group.add_argument("--rate-limit", type=float, default=None, metavar="REQ_PER_S",
+                       help="requests per second each API key (each address, without a key) may send on average; "
+                            "past it requests get 429 (default: no limit)")
+    group.add_argument("--rate-limit-burst", type=int, default=None,
+                       help="requests a client may send at once under --rate-limit (default: 2 s worth, at least 1)")
     group.add_argument("--trust-request-chat-template", action="store_true",
                        help="render chat templates sent in requests (chat_template_kwargs.chat_template); they are "
                             "code, so they are refused by default, and even trusted they run in a sandbox process")
@@ -74,6 +79,16 @@ def _limits(args: argparse.Namespace):
                         max_queue_wait_s=args.max_queue_wait, chat_template_timeout_s=args.chat_template_timeout)
 
 
+def _rate_limit(args: argparse.Namespace) -> tuple[float, int] | None:
+    if args.rate_limit is None:
+        return None
+    from tokenmill.server.rate_limit import RateLimiter
+
+    burst = args.rate_limit_burst if args.rate_limit_burst is not None else max(1, int(2 * args.rate_limit))
+    RateLimiter(args.rate_limit, burst)  # refuses a rate <= 0 or a burst < 1
+    return args.rate_limit, burst
+
+
 def _check_args(args: argparse.Namespace) -> None:
     """Refuse bad server flags before the model loads (an empty key, a limit below 1)."""
     from tokenmill.errors import TokenmillError
@@ -83,6 +98,7 @@ def _check_args(args: argparse.Namespace) -> None:
         validate_key(args.api_key, "--api-key (or TOKENMILL_API_KEY)")
         validate_key(args.metrics_api_key, "--metrics-api-key (or TOKENMILL_METRICS_API_KEY)")
         _limits(args)
+        _rate_limit(args)
     except ValueError as exc:
         raise TokenmillError(str(exc)) from None
 
@@ -97,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     core = EngineCore(EngineArgs.from_cli_args(args))
     state = build_state(core, served_model_name=args.served_model_name, api_key=args.api_key,
                         shutdown_grace_s=args.shutdown_grace_period, metrics_api_key=args.metrics_api_key,
-                        limits=_limits(args), trust_request_chat_template=args.trust_request_chat_template)
+                        limits=_limits(args), trust_request_chat_template=args.trust_request_chat_template,
+                        rate_limit=_rate_limit(args))
     server = make_server(create_app(state), host=args.host, port=args.port, log_level=args.log_level)
     logging.getLogger(__name__).info("serving %s on http://%s:%d", state.model_name, args.host, args.port)
     server.run()

@@ -16,6 +16,7 @@ from tokenmill.server.auth import validate_key
 from tokenmill.server.error_handlers import install_error_handlers
 from tokenmill.server.limits import ServerLimits
 from tokenmill.server.metrics import ServerMetrics
+from tokenmill.server.rate_limit import RateLimiter
 from tokenmill.server.routes import chat, completions, info, tokens
 from tokenmill.server.state import ServerState, longest_token_chars
 
@@ -25,13 +26,16 @@ if TYPE_CHECKING:
 
 def build_state(core: EngineCore, *, served_model_name: str | list[str] | None = None, api_key: str | None = None,
                 shutdown_grace_s: float = 10.0, metrics_api_key: str | None = None,
-                limits: ServerLimits | None = None, trust_request_chat_template: bool = False) -> ServerState:
+                limits: ServerLimits | None = None, trust_request_chat_template: bool = False,
+                rate_limit: tuple[float, int] | None = None) -> ServerState:
     """Start an AsyncEngine over `core` with metrics attached, and gather what the routes need.
 
     An empty key is refused (ValueError): it would silently turn authentication off.
+    `rate_limit` is (requests per second, burst) per API key, or None for no limit.
     """
     validate_key(api_key, "--api-key")
     validate_key(metrics_api_key, "--metrics-api-key")
+    limiter = RateLimiter(*rate_limit) if rate_limit else None  # a bad rate fails before the engine starts
     metrics = ServerMetrics()
     engine = AsyncEngine(core, listener=metrics)
     metrics.watch_engine(lambda: engine.latest_stats)
@@ -44,7 +48,8 @@ def build_state(core: EngineCore, *, served_model_name: str | list[str] | None =
                        max_model_len=core.max_model_len, metrics=metrics, api_key=api_key,
                        metrics_api_key=metrics_api_key, shutdown_grace_s=shutdown_grace_s,
                        limits=limits or ServerLimits(), trust_request_chat_template=trust_request_chat_template,
-                       max_prompt_chars=core.max_model_len * longest_token_chars(tokenizer))
+                       max_prompt_chars=core.max_model_len * longest_token_chars(tokenizer),
+                       rate_limiter=limiter)
 
 
 def create_app(state: ServerState) -> FastAPI:

@@ -249,6 +249,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in ((400, "Invalid request"), (401, "Missing or wrong API key"),
                                 (404, "Unknown model"), (413, "Request body too large"),
+                                (429, "Rate limit reached (with --rate-limit)"),
                                 (503, "Server busy or shutting down"))
 }
 

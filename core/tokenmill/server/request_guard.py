@@ -45,6 +45,8 @@ class GuardedRoute(APIRoute):
             state = get_state(request)
             if key_field is not None:
                 check_key(request, getattr(state, key_field), key_field)
+                if state.rate_limiter is not None and key_field == "api_key":
+                    state.rate_limiter.check(_client_of(request))
             if request.method in ("POST", "PUT", "PATCH"):
                 await _load_json(request, state.limits.max_body_bytes)
             return await handler(request)
@@ -62,6 +64,14 @@ class MetricsRoute(GuardedRoute):
     """/metrics: wants --metrics-api-key when one is set, else open (scrapers rarely send keys)."""
 
     key_field = "metrics_api_key"
+
+
+def _client_of(request: Request) -> str:
+    """Who a request counts against for rate limiting: its bearer token, else its address."""
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    if token:
+        return "key:" + token
+    return "addr:" + (request.client.host if request.client else "unknown")
 
 
 async def _load_json(request: Request, limit: int) -> None:

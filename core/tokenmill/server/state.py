@@ -15,6 +15,7 @@ from tokenmill.server.admission import Admission
 from tokenmill.server.error_handlers import ApiError
 from tokenmill.server.limits import ServerLimits
 from tokenmill.server.metrics import ServerMetrics
+from tokenmill.server.rate_limit import RateLimiter
 from tokenmill.server.template_sandbox import TemplateSandbox
 
 T = TypeVar("T")
@@ -37,6 +38,7 @@ class ServerState:
     max_prompt_chars: int = 0  # no text longer than this can fit the context (set by build_state)
     admission: Admission = None  # type: ignore[assignment]  # set in __post_init__
     template_sandbox: TemplateSandbox | None = None  # started when request templates are trusted
+    rate_limiter: RateLimiter | None = None  # --rate-limit: per-key request rate, off by default
     # One thread does all of the server's tokenizer work, off the event loop and never two at once.
     _tokenizer_thread: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tokenmill-tokenizer"))

@@ -267,3 +267,18 @@ def test_odd_bodies_are_4xx_and_never_5xx(live_server, raw):
                           headers={**live_server.headers, "Content-Type": "application/json"})
     assert 400 <= response.status_code < 500, response.text
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_rate_limit_per_key_gives_429_with_retry_after(live_server, monkeypatch):
+    from tokenmill.server.rate_limit import RateLimiter
+
+    monkeypatch.setattr(live_server.state, "rate_limiter", RateLimiter(rate=0.01, burst=3))
+    statuses = [_post(live_server, "/tokenize", {"prompt": "hi"}) for _ in range(5)]
+    assert [r.status_code for r in statuses] == [200, 200, 200, 429, 429]
+    wait = statuses[3].headers["retry-after"]
+    assert 1 <= int(wait) <= 100 and f"retry after {wait} s" in statuses[3].json()["error"]["message"]
+    assert statuses[3].json()["error"]["code"] == "rate_limit_exceeded"
+    other_key = httpx.post(live_server.url + "/tokenize", json={"prompt": "hi"}, timeout=30,
+                           headers={"Authorization": "Bearer another-key"})
+    assert other_key.status_code == 401  # a wrong key is refused before it is counted
+    assert httpx.get(live_server.url + "/health", timeout=30).status_code == 200  # open routes are not limited

@@ -12,6 +12,7 @@ from tokenmill.cli.main import USER_ERROR_EXIT, main
     (["serve", "--metrics-api-key", " "], "--metrics-api-key"),
     (["serve", "--max-n", "0"], "max_n"),
     (["serve", "--chat-template-timeout", "0"], "chat_template_timeout_s"),
+    (["serve", "--rate-limit", "0"], "rate"),
 ])
 def test_bad_server_flag_is_refused_before_loading(argv, needle, capsys, monkeypatch):
     monkeypatch.delenv("TOKENMILL_API_KEY", raising=False)

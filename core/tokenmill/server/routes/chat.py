@@ -7,11 +7,11 @@ import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tokenmill.outputs import CompletionOutput, RequestOutput
 from tokenmill.server.chat_template import render_chat
-from tokenmill.server.error_handlers import SafeJSONResponse, error_body, error_for
+from tokenmill.server.error_handlers import error_body, error_for
 from tokenmill.server.logprobs import chat_logprobs
 from tokenmill.server.protocol import (ERROR_RESPONSES, AssistantMessage, ChatChoice, ChatChunkChoice,
                                        ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
@@ -43,7 +43,7 @@ async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> R
     final = await unless_disconnected(raw, _last(stream))
     if final is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
-    return SafeJSONResponse(_response(state, body, request_id, final).model_dump())
+    return JSONResponse(_response(state, body, request_id, final).model_dump())
 
 
 async def _last(stream: AsyncIterator[RequestOutput]) -> RequestOutput:

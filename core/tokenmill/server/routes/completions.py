@@ -7,10 +7,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tokenmill.outputs import CompletionOutput, RequestOutput
-from tokenmill.server.error_handlers import ApiError, SafeJSONResponse, error_body, error_for
+from tokenmill.server.error_handlers import ApiError, error_body, error_for
 from tokenmill.server.logprobs import extend_completion_logprobs
 from tokenmill.server.protocol import (ERROR_RESPONSES, CompletionChoice, CompletionLogprobs, CompletionRequest,
                                        CompletionResponse, UsageInfo, streamed)
@@ -66,7 +66,7 @@ async def create_completion(body: CompletionRequest, raw: Request) -> Response:
     finals = await unless_disconnected(raw, _collect(merged, len(prompts)))
     if finals is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
-    return SafeJSONResponse(_response(state, body, request_id, texts, finals).model_dump())
+    return JSONResponse(_response(state, body, request_id, texts, finals).model_dump())
 
 
 async def _collect(merged: AsyncIterator[tuple[int, RequestOutput]], count: int) -> list[RequestOutput]:
