@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tokenmill.server.error_handlers import ApiError
 from tokenmill.server.protocol import ChatMessage
-from tokenmill.server.template_sandbox import TemplateFailed, TemplateTimeout
+from tokenmill.server.template_sandbox import SandboxBusy, TemplateFailed, TemplateTimeout
 
 if TYPE_CHECKING:
     from tokenmill.server.state import ServerState
@@ -89,6 +89,9 @@ async def _render_requested(state: ServerState, template: Any, dicts: list[dict[
                             f"{sandbox.timeout_s:g} s and was stopped; simplify it", param=_TEMPLATE_PARAM) from None
     except TemplateFailed as exc:
         raise ApiError(400, f"the request's chat template failed: {exc}", param=_TEMPLATE_PARAM) from None
+    except SandboxBusy:
+        raise ApiError(503, f"every chat-template sandbox process stayed busy for {sandbox.timeout_s:g} s; retry "
+                            f"shortly", code="server_busy", headers={"Retry-After": "1"}) from None
 
 
 def _special_tokens(tokenizer: Any) -> dict[str, Any]:

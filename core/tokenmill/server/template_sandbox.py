@@ -6,7 +6,7 @@ could hook. A Python thread cannot be stopped, and one spinning in Jinja still t
 from the event loop. A child process can be killed at the deadline, runs beside the event loop
 on its own core, and carries a memory cap (RLIMIT_AS), so `"x" * 10**10` fails there, not here.
 Children are started ahead of need and replaced when killed, so a render pays one pipe round
-trip (well under a millisecond), not the ~1 s a fresh interpreter takes.
+trip (about a millisecond), not the ~1 s a fresh interpreter takes.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ class TemplateTimeout(Exception):
 
 class TemplateFailed(Exception):
     """A template raised while rendering; the message says why."""
+
+
+class SandboxBusy(Exception):
+    """No renderer process came free within the deadline (all busy, or still starting)."""
 
 
 class _Worker:
@@ -90,12 +94,14 @@ class TemplateSandbox:
     """A small pool of renderer processes; `render` blocks, so call it from a worker thread.
 
     num_workers bounds how many request templates render at once; a render that finds none idle
-    waits within its own deadline. `max_chars` caps the rendered text (longer cannot fit the context).
+    waits up to timeout_s for one, then gets its own timeout_s to render. `max_chars` caps the
+    rendered text (longer cannot fit the context).
     """
 
     def __init__(self, *, timeout_s: float, max_chars: int, num_workers: int = 2) -> None:
         self.timeout_s, self.max_chars, self.num_workers = timeout_s, max_chars, num_workers
         self._idle: queue.Queue[_Worker | None] = queue.Queue()
+        self._ready = threading.Event()
         self._closed = False
         for _ in range(num_workers):
             self._idle.put(None)  # a slot; its process starts in the background below
@@ -110,6 +116,11 @@ class TemplateSandbox:
                 break
         for slot in slots:
             self._idle.put(slot if slot is not None else self._start())
+        self._ready.set()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until the first processes have started; True when they have."""
+        return self._ready.wait(timeout_s)
 
     def _start(self) -> _Worker | None:
         try:
@@ -119,12 +130,11 @@ class TemplateSandbox:
             return None
 
     def render(self, template: str, messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> str:
-        """The rendered conversation; raises TemplateTimeout past the deadline, TemplateFailed on error."""
-        deadline = time.monotonic() + self.timeout_s
+        """The rendered conversation; raises TemplateTimeout past the deadline, TemplateFailed on error,
+        SandboxBusy when no process comes free within the deadline."""
         worker = self._take()
         try:
-            answer = worker.render({"template": template, "messages": messages, "kwargs": kwargs},
-                                   max(deadline - time.monotonic(), 0.0))
+            answer = worker.render({"template": template, "messages": messages, "kwargs": kwargs}, self.timeout_s)
         except TemplateTimeout:
             worker.kill()
             self._replace()  # in the background, off every request's clock
@@ -142,7 +152,7 @@ class TemplateSandbox:
         try:
             worker = self._idle.get(timeout=self.timeout_s)
         except queue.Empty:
-            raise TemplateTimeout() from None
+            raise SandboxBusy() from None
         if worker is None or not worker.alive():
             worker = self._start()  # the slot's process never started or died idle: start it now
             if worker is None:
@@ -151,10 +161,18 @@ class TemplateSandbox:
         return worker
 
     def _replace(self) -> None:
-        threading.Thread(target=lambda: self._idle.put(self._start()), daemon=True).start()
+        def start() -> None:
+            worker = self._start()
+            if self._closed and worker is not None:
+                worker.kill()  # closed while it started
+            else:
+                self._idle.put(worker)
+
+        threading.Thread(target=start, name="tokenmill-template-sandbox", daemon=True).start()
 
     def close(self) -> None:
         """Kill every idle child (busy ones end with the server: their stdin closes)."""
+        self._closed = True
         while True:
             try:
                 worker = self._idle.get_nowait()
