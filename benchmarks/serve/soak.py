@@ -9,6 +9,11 @@ and prints requests by kind and status, peak RSS, the end RSS as a ratio of the 
 KV blocks free. It exits 1 if any request got a 5xx, blocks stay in use, or the end RSS exceeds
 the baseline by more than --rss-margin. Not a test: run it by hand.
 
+The KV pool is 256 MiB here (--kv-cache-memory; later flags override it): the CPU allocator
+commits the pool's pages lazily, so RSS grows by up to the pool's size as traffic first touches
+its blocks (the prefix cache hands out the least recently used block, so every block gets
+touched). A small pool is filled during the warm-up, so growth after the baseline is not that.
+
     python benchmarks/serve/soak.py --duration 600        # the issue's 10 minutes
 """
 
@@ -107,9 +112,15 @@ class Soak:
         return response.status_code
 
 
-async def _traffic(soak: Soak, duration: float, concurrency: int) -> int:
+async def _traffic(soak: Soak, duration: float, concurrency: int, pid: int, timeline: list[int]) -> int:
+    """Run the mix for `duration` s; appends the server's RSS (KiB) to `timeline` every 15 s."""
     deadline = time.monotonic() + duration
     limits = httpx.Limits(max_connections=concurrency)
+
+    async def sample() -> None:
+        while time.monotonic() < deadline:
+            timeline.append(_rss_kib(pid))
+            await asyncio.sleep(15)
 
     async def worker(client: httpx.AsyncClient) -> int:
         done = 0
@@ -119,7 +130,10 @@ async def _traffic(soak: Soak, duration: float, concurrency: int) -> int:
         return done
 
     async with httpx.AsyncClient(base_url=soak.url, timeout=300, limits=limits) as client:
-        return sum(await asyncio.gather(*(worker(client) for _ in range(concurrency))))
+        sampler = asyncio.ensure_future(sample())
+        counts = await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        sampler.cancel()
+        return sum(counts)
 
 
 def _wait_idle(url: str, timeout: float = 120.0) -> str:
@@ -136,7 +150,8 @@ def _wait_idle(url: str, timeout: float = 120.0) -> str:
 
 def _start_server(port: int, extra: list[str]) -> subprocess.Popen:
     args = [sys.executable, "-c", _SERVER, "serve", "--port", str(port), "--log-level", "warning",
-            "--max-model-len", "2048", "--max-request-body-bytes", str(1 << 20), *extra]
+            "--max-model-len", "2048", "--max-request-body-bytes", str(1 << 20), "--kv-cache-memory", "256MiB",
+            *extra]
     server = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=sys.stderr)
     for _ in range(1200):
         try:
@@ -152,7 +167,7 @@ def _start_server(port: int, extra: list[str]) -> subprocess.Popen:
 
 
 def _report(soak: Soak, served: int, duration: float, pid: int, baseline: int, end_text: str,
-            margin: float) -> bool:
+            margin: float, timeline: list[int]) -> bool:
     by_status = collections.Counter()
     for (kind, status), count in sorted(soak.statuses.items()):
         print(f"  {kind:>10} -> {status}: {count}")
@@ -163,6 +178,7 @@ def _report(soak: Soak, served: int, duration: float, pid: int, baseline: int, e
     print(f"requests: {served} in {duration:.0f} s; by status: {dict(sorted(by_status.items()))}")
     print(f"RSS: baseline {baseline / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB ({peak / baseline:.2f}x), "
           f"end {end / 1024:.0f} MiB ({end / baseline:.2f}x baseline; allowed {1 + margin:.2f}x)")
+    print("RSS every 15 s during the soak (MiB): " + " ".join(f"{kib / 1024:.0f}" for kib in timeline))
     print(f"KV blocks free at the end: {free:.0f} / {total:.0f}")
     server_errors = sum(count for status, count in by_status.items() if status >= 500 or status < 0)
     ok = server_errors == 0 and free == total and end <= baseline * (1 + margin)
@@ -177,24 +193,27 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--rss-margin", type=float, default=0.15, help="allowed end RSS growth over the baseline")
     parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument("--warmup", type=float, default=60.0,
+                        help="seconds of the same mix before the baseline RSS is read (allocator pools fill up)")
     parser.add_argument("serve_args", nargs="*", help="extra `tokenmill serve` flags (after --)")
     args = parser.parse_args()
     server = _start_server(args.port, args.serve_args)
     url = f"http://127.0.0.1:{args.port}"
     try:
         soak = Soak(url, "The quick brown fox jumps over the lazy dog. " * 160, random.Random(args.seed))
-        asyncio.run(_traffic(soak, 20.0, args.concurrency))  # warm-up: allocator pools, caches, compiled paths
+        asyncio.run(_traffic(soak, args.warmup, args.concurrency, server.pid, []))  # warm-up: pools, caches
         _wait_idle(url)
         baseline = _rss_kib(server.pid)
         with open(f"/proc/{server.pid}/clear_refs", "w") as refs:
             refs.write("5")  # reset the peak (VmHWM) so it covers the soak, not the model load
         soak.statuses.clear()
         start = time.monotonic()
-        served = asyncio.run(_traffic(soak, args.duration, args.concurrency))
+        timeline: list[int] = []
+        served = asyncio.run(_traffic(soak, args.duration, args.concurrency, server.pid, timeline))
         elapsed = time.monotonic() - start
         end_text = _wait_idle(url)
         time.sleep(2)  # let freed request state be collected before the last RSS reading
-        ok = _report(soak, served, elapsed, server.pid, baseline, end_text, args.rss_margin)
+        ok = _report(soak, served, elapsed, server.pid, baseline, end_text, args.rss_margin, timeline)
     finally:
         server.terminate()
         server.wait(60)
