@@ -11,6 +11,8 @@ continues in Python on a short window of ids.
 
 from __future__ import annotations
 
+from array import array
+from functools import lru_cache
 from typing import Any, Sequence
 
 from tokenizers.decoders import DecodeStream
@@ -51,6 +53,7 @@ class IncrementalDetokenizer:
         self.stop_hit: str | None = None
         self._text = ""  # released so far
         self._held = ""  # decoded text not yet released (a possible stop-string start)
+        self._fed = 0  # how much of _held the stop matcher has seen
         context, carried = self._prompt_context(list(prompt_token_ids[-_CONTEXT_TOKENS:]))
         self._context: list[int] = context  # ids before the tail whose decode ends cleanly
         self._tail: list[int] = []  # ids stepped since the last decoded chunk
@@ -123,18 +126,21 @@ class IncrementalDetokenizer:
     def _release(self, final: bool) -> str:
         """Move held text to released, cutting at the earliest stop string; keep a possible
         stop-string start held unless final."""
+        fresh, self._fed = self._held[self._fed :], 0
         if not self._stops.stops:  # the common case: nothing to hold back
             out, self._held = self._held, ""
             self._text += out
             return out
-        match = self._stops.find(self._held)
+        match = self._stops.feed(fresh) if fresh else None
         if match is not None:
-            start, stop = match
+            start = len(self._held) - len(fresh) + match[0]
+            stop = match[1]
             out = self._held[: start + len(stop)] if self._include_stop else self._held[:start]
             self.stop_hit, self._held = stop, ""
         else:
-            keep = 0 if final else self._stops.held_suffix(self._held)
+            keep = 0 if final else min(self._stops.held_suffix(), len(self._held))
             out, self._held = self._held[: len(self._held) - keep], self._held[len(self._held) - keep :]
+        self._fed = len(self._held)
         self._text += out
         return out
 
@@ -143,29 +149,59 @@ class IncrementalDetokenizer:
 
 
 class _StopStrings:
-    """Stop-string search over held text: the earliest complete match, and the longest suffix
-    that could still grow into a match."""
+    """Stop strings matched as text streams in: one Knuth-Morris-Pratt state per stop string.
+
+    Memory is linear in the stops' total length: a failure table each (shared by every sample
+    with the same stops) and one integer of state each per sample, where storing every prefix
+    would be quadratic (a 40k-character stop took gigabytes). `feed` consumes new text once; the
+    state of a stop is the length of the longest suffix of all text fed so far that is a prefix
+    of it, so the text that must stay held back is the longest of those states.
+    """
 
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = [s for s in stops if s]
-        self._prefixes = {s[:k] for s in self.stops for k in range(1, len(s))}
-        self._longest_prefix = max((len(s) - 1 for s in self.stops), default=0)
+        self._tables = [_failure_table(s) for s in self.stops]
+        self._states = [0] * len(self.stops)
 
-    def find(self, text: str) -> tuple[int, str] | None:
-        """(start, stop) of the earliest match in text (the longest stop on a tie), or None."""
+    def feed(self, text: str) -> tuple[int, str] | None:
+        """Advance over `text`; returns (start in `text`, stop) of the earliest-starting stop that
+        completes in it (the longest on a tie), or None. A match may begin in earlier text, so
+        start can be negative; it never begins before the held suffix."""
         best: tuple[int, str] | None = None
-        for stop in self.stops:
-            start = text.find(stop)
-            if start >= 0 and (best is None or (start, -len(stop)) < (best[0], -len(best[1]))):
-                best = (start, stop)
+        for k, (stop, table) in enumerate(zip(self.stops, self._tables)):
+            state, end = self._states[k], -1
+            for i, char in enumerate(text):
+                while state and stop[state] != char:
+                    state = table[state - 1]
+                if stop[state] == char:
+                    state += 1
+                if state == len(stop):
+                    end = i
+                    break
+            self._states[k] = state
+            if end >= 0:
+                start = end + 1 - len(stop)
+                if best is None or (start, -len(stop)) < (best[0], -len(best[1])):
+                    best = (start, stop)
         return best
 
-    def held_suffix(self, text: str) -> int:
-        """Length of the longest suffix of text that is a proper prefix of some stop string."""
-        for k in range(min(len(text), self._longest_prefix), 0, -1):
-            if text[-k:] in self._prefixes:
-                return k
-        return 0
+    def held_suffix(self) -> int:
+        """Length of the longest suffix of the text fed so far that could still grow into a stop."""
+        return max(self._states, default=0)
+
+
+@lru_cache(maxsize=64)
+def _failure_table(stop: str) -> array:
+    """KMP failure function: table[i] is the longest proper border of stop[: i + 1]."""
+    table = array("i", [0]) * len(stop)
+    border = 0
+    for i in range(1, len(stop)):
+        while border and stop[i] != stop[border]:
+            border = table[border - 1]
+        if stop[i] == stop[border]:
+            border += 1
+        table[i] = border
+    return table
 
 
 def _after(full: str, base: str) -> str:

@@ -25,7 +25,13 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--api-key", default=os.environ.get("TOKENMILL_API_KEY"),
-                        help="require `Authorization: Bearer KEY` (default: $TOKENMILL_API_KEY; unset: no key)")
+                        help="require `Authorization: Bearer KEY` on /v1/*, /tokenize and /detokenize (default: "
+                             "$TOKENMILL_API_KEY; unset: no key; empty: refused). /health, /version, /docs and "
+                             "/openapi.json stay open; /metrics follows --metrics-api-key")
+    parser.add_argument("--metrics-api-key", default=os.environ.get("TOKENMILL_METRICS_API_KEY"),
+                        help="require this key on /metrics (default: $TOKENMILL_METRICS_API_KEY; unset: /metrics is "
+                             "open, as Prometheus scrapers usually send no key)")
+    _add_limit_args(parser)
     parser.add_argument("--served-model-name", action="append", default=None,
                         help="a name clients use in `model`; repeat for aliases, the first is the one responses "
                              "carry (default: the model path, or the default model's name)")
@@ -37,15 +43,81 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     EngineArgs.add_cli_args(parser)
 
 
+def _add_limit_args(parser: argparse.ArgumentParser) -> None:
+    """Bounds on what one request may ask for (see tokenmill.server.limits.ServerLimits)."""
+    from tokenmill.server.limits import ServerLimits
+
+    d = ServerLimits()
+    group = parser.add_argument_group("request limits")
+    group.add_argument("--max-n", type=int, default=d.max_n, help="most completions per prompt (n)")
+    group.add_argument("--max-stop-strings", type=int, default=d.max_stop_strings, help="most stop strings")
+    group.add_argument("--max-stop-length", type=int, default=d.max_stop_length,
+                       help="longest stop string, in characters")
+    group.add_argument("--max-request-body-bytes", type=int, default=d.max_body_bytes,
+                       help="larger request bodies get 413")
+    group.add_argument("--max-queued-seqs", type=int, default=d.max_queued_seqs,
+                       help="sequences (prompts x n) admitted but not started; past it requests get 503")
+    group.add_argument("--max-pending-prompt-tokens", type=int, default=d.max_pending_prompt_tokens,
+                       help="prompt tokens of those sequences; past it requests get 503")
+    group.add_argument("--max-queue-wait", type=float, default=d.max_queue_wait_s,
+                       help="seconds a request may wait to start before it gets 503")
+    group.add_argument("--rate-limit", type=float, default=None, metavar="REQ_PER_S",
+                       help="requests per second each API key (each address, without a key) may send on average; "
+                            "past it requests get 429 (default: no limit)")
+    group.add_argument("--rate-limit-burst", type=int, default=None,
+                       help="requests a client may send at once under --rate-limit (default: 2 s worth, at least 1)")
+    group.add_argument("--trust-request-chat-template", action="store_true",
+                       help="render chat templates sent in requests (chat_template_kwargs.chat_template); they are "
+                            "code, so they are refused by default, and even trusted they run in a sandbox process")
+    group.add_argument("--chat-template-timeout", type=float, default=d.chat_template_timeout_s,
+                       help="seconds a request's own chat template may take to render")
+
+
+def _limits(args: argparse.Namespace):
+    from tokenmill.server.limits import ServerLimits
+
+    return ServerLimits(max_n=args.max_n, max_stop_strings=args.max_stop_strings,
+                        max_stop_length=args.max_stop_length, max_body_bytes=args.max_request_body_bytes,
+                        max_queued_seqs=args.max_queued_seqs, max_pending_prompt_tokens=args.max_pending_prompt_tokens,
+                        max_queue_wait_s=args.max_queue_wait, chat_template_timeout_s=args.chat_template_timeout)
+
+
+def _rate_limit(args: argparse.Namespace) -> tuple[float, int] | None:
+    if args.rate_limit is None:
+        return None
+    from tokenmill.server.rate_limit import RateLimiter
+
+    burst = args.rate_limit_burst if args.rate_limit_burst is not None else max(1, int(2 * args.rate_limit))
+    RateLimiter(args.rate_limit, burst)  # refuses a rate <= 0 or a burst < 1
+    return args.rate_limit, burst
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse bad server flags before the model loads (an empty key, a limit below 1)."""
+    from tokenmill.errors import TokenmillError
+    from tokenmill.server.auth import validate_key
+
+    try:
+        validate_key(args.api_key, "--api-key (or TOKENMILL_API_KEY)")
+        validate_key(args.metrics_api_key, "--metrics-api-key (or TOKENMILL_METRICS_API_KEY)")
+        _limits(args)
+        _rate_limit(args)
+    except ValueError as exc:
+        raise TokenmillError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from tokenmill.llm import build_engine
     from tokenmill.server.app import build_state, create_app
     from tokenmill.server.launch import make_server
 
+    _check_args(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     core = build_engine(EngineArgs.from_cli_args(args))
     state = build_state(core, served_model_name=args.served_model_name, api_key=args.api_key,
-                        shutdown_grace_s=args.shutdown_grace_period)
+                        shutdown_grace_s=args.shutdown_grace_period, metrics_api_key=args.metrics_api_key,
+                        limits=_limits(args), trust_request_chat_template=args.trust_request_chat_template,
+                        rate_limit=_rate_limit(args))
     server = make_server(create_app(state), host=args.host, port=args.port, log_level=args.log_level)
     apply_operator_args(args, state, server)
     logging.getLogger(__name__).info("serving %s on http://%s:%d", state.model_name, args.host, args.port)

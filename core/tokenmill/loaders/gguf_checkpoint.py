@@ -67,8 +67,14 @@ class _PlainArrayReader(GGUFReader):
         return 12 + int(values.nbytes), [head, values], [1], types
 
 
+# GGUF tensors with no transformers counterpart that the loader absorbs (into the config).
+_ABSORBED = frozenset({"rope_freqs.weight"})
+
+
 class GGUFCheckpoint:
     """One GGUF file: `config` in transformers form, tensors by transformers name in HF layout."""
+
+    loadable_dtypes = frozenset(q.name for q in DEQUANTIZABLE)
 
     def __init__(self, path: Path) -> None:
         self.source = str(path)
@@ -76,7 +82,10 @@ class GGUFCheckpoint:
         try:
             self.reader = _PlainArrayReader(path)
         except Exception as exc:  # gguf raises ValueError/struct errors/IndexError on bad files
-            raise ModelLoadError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc})") from None
+            # a short file shows up as a tensor array that "cannot reshape" to its declared shape
+            raise ModelLoadError(f"{path} is not a readable GGUF file: it is truncated or corrupt "
+                                 f"({type(exc).__name__}: {exc}); download it again") from None
+
         self.gguf_arch = str(self._field("general.architecture"))
         if self.gguf_arch not in GGUF_ARCHITECTURES:
             raise ModelLoadError(
@@ -84,10 +93,13 @@ class GGUFCheckpoint:
                 f"supported: {', '.join(sorted(GGUF_ARCHITECTURES))}"
             )
         self._tensors = {}  # transformers name -> ReaderTensor
+        self._unmapped = []  # GGUF names with no transformers name, not absorbed either
         for t in self.reader.tensors:
             name = gguf_to_hf_name(t.name)
             if name is not None:
                 self._tensors[name] = t
+            elif t.name not in _ABSORBED:
+                self._unmapped.append(t.name)
         self.config = self._config()
 
     def _field(self, key: str, default: Any = None) -> Any:
@@ -170,6 +182,14 @@ class GGUFCheckpoint:
     def where(self, name: str) -> str:
         """The file holding `name`, for error messages."""
         return self.source
+
+    def dtype(self, name: str) -> str:
+        """The GGUF storage type of `name` ("F32", "Q4_1", "I32", ...)."""
+        return self._tensors[name].tensor_type.name
+
+    def unmapped(self) -> list[str]:
+        """GGUF tensors with no transformers name that the loader does not absorb, by GGUF name."""
+        return list(self._unmapped)
 
 
 def _unpermute(w: np.ndarray, num_heads: int) -> np.ndarray:

@@ -37,6 +37,8 @@ def read_json(path: Path) -> dict[str, Any]:
 class SafetensorsCheckpoint:
     """Memory-mapped tensors of a model directory, by transformers name; every file is checked at open."""
 
+    loadable_dtypes = frozenset({"F64", "F32", "F16", "BF16"})
+
     def __init__(self, directory: Path) -> None:
         self.source = str(directory)
         self.directory = directory
@@ -101,6 +103,14 @@ class SafetensorsCheckpoint:
     def quant_type(self, name: str) -> str | None:
         """Always None: tokenmill reads float safetensors only."""
         return None
+
+    def dtype(self, name: str) -> str:
+        """The stored dtype as safetensors names it ("F32", "BF16", "I32", ...)."""
+        return self._handles[self._file_of[name]].get_slice(name).get_dtype()
+
+    def unmapped(self) -> list[str]:
+        """Always empty: safetensors tensors carry transformers names already."""
+        return []
 
     def where(self, name: str) -> str:
         """The file that holds (or should hold) `name`, for error messages."""

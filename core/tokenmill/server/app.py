@@ -1,28 +1,41 @@
-"""Assemble the FastAPI app: state, routes, error handlers, and the engine's lifetime."""
+"""Assemble the FastAPI app: state, routes, error handlers, the OpenAPI schema and the engine's lifetime."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 import tokenmill
 from tokenmill.engine.async_engine import AsyncEngine
+from tokenmill.server.auth import validate_key
 from tokenmill.server.error_handlers import install_error_handlers
+from tokenmill.server.limits import ServerLimits
 from tokenmill.server.metrics import ServerMetrics
+from tokenmill.server.rate_limit import RateLimiter
 from tokenmill.server.routes import chat, chat_page, completions, info, tokens
-from tokenmill.server.state import ServerState
+from tokenmill.server.state import ServerState, longest_token_chars
 
 if TYPE_CHECKING:
     from tokenmill.engine.core import EngineCore
 
 
 def build_state(core: EngineCore, *, served_model_name: str | list[str] | None = None, api_key: str | None = None,
-                shutdown_grace_s: float = 10.0) -> ServerState:
-    """Start an AsyncEngine over `core` with metrics attached, and gather what the routes need."""
+                shutdown_grace_s: float = 10.0, metrics_api_key: str | None = None,
+                limits: ServerLimits | None = None, trust_request_chat_template: bool = False,
+                rate_limit: tuple[float, int] | None = None) -> ServerState:
+    """Start an AsyncEngine over `core` with metrics attached, and gather what the routes need.
+
+    An empty key is refused (ValueError): it would silently turn authentication off.
+    `rate_limit` is (requests per second, burst) per API key, or None for no limit.
+    """
+    validate_key(api_key, "--api-key")
+    validate_key(metrics_api_key, "--metrics-api-key")
+    limiter = RateLimiter(*rate_limit) if rate_limit else None  # a bad rate fails before the engine starts
     metrics = ServerMetrics()
     engine = AsyncEngine(core, listener=metrics)
     metrics.watch_engine(lambda: engine.latest_stats)
@@ -30,9 +43,13 @@ def build_state(core: EngineCore, *, served_model_name: str | list[str] | None =
         names = [core.model_name]
     else:
         names = [served_model_name] if isinstance(served_model_name, str) else list(served_model_name)
-    return ServerState(engine=engine, tokenizer=copy.deepcopy(core.tokenizer), served_model_names=names,
-                       max_model_len=core.max_model_len, metrics=metrics, api_key=api_key or None,
-                       shutdown_grace_s=shutdown_grace_s)
+    tokenizer = copy.deepcopy(core.tokenizer)
+    return ServerState(engine=engine, tokenizer=tokenizer, served_model_names=names,
+                       max_model_len=core.max_model_len, metrics=metrics, api_key=api_key,
+                       metrics_api_key=metrics_api_key, shutdown_grace_s=shutdown_grace_s,
+                       limits=limits or ServerLimits(), trust_request_chat_template=trust_request_chat_template,
+                       max_prompt_chars=core.max_model_len * longest_token_chars(tokenizer),
+                       rate_limiter=limiter)
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -42,10 +59,26 @@ def create_app(state: ServerState) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await state.engine.shutdown(grace_s=0.0)  # a signal already drained; this aborts any stragglers
+        state.close()
 
     app = FastAPI(title="tokenmill", version=tokenmill.__version__, lifespan=lifespan)
     app.state.tokenmill = state
     install_error_handlers(app)
-    for module in (completions, chat, tokens, info, chat_page):
-        app.include_router(module.router)
+    for router in (completions.router, chat.router, tokens.router, info.router, info.open_router,
+                   info.metrics_router, chat_page.router):
+        app.include_router(router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema without the 422 it adds to every route with a body: this server answers 400."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +23,8 @@ _TYPES = {
     401: "authentication_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
     500: "internal_server_error",
     503: "service_unavailable",
 }
@@ -29,9 +33,29 @@ _TYPES = {
 class ApiError(Exception):
     """An error the server answers with directly: status, message and OpenAI's param/code fields."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: always encodable, even text holding a lone
+    surrogate (which UTF-8 cannot encode, and which made the default encoder raise mid-response)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+# SamplingParams' messages open with the field they refuse ("top_p must be ...", "min_tokens (3) ...").
+_FIELD_FIRST = re.compile(r"^([a-z_]+) (?:must|\()")
+
+
+def request_error_param(message: str) -> str | None:
+    """The field a RequestError message names first, for the error object's `param`."""
+    match = _FIELD_FIRST.match(message)
+    return match.group(1) if match else None
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -54,16 +78,17 @@ def error_for(exc: BaseException) -> tuple[int, str]:
     return 500, "internal server error; see the server log"
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, param, code), status_code=status)
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return SafeJSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
 def _counted(request: Request, status: int, message: str, param: str | None = None,
-             code: str | None = None) -> JSONResponse:
+             code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     state = getattr(request.app.state, "tokenmill", None)
     if state is not None:
         state.metrics.on_error(status)
-    return error_response(status, message, param, code)
+    return error_response(status, message, param, code, headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -87,7 +112,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _counted(request, exc.status, exc.message, exc.param, exc.code)
+        return _counted(request, exc.status, exc.message, exc.param, exc.code, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -99,7 +124,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return _counted(request, exc.status_code, str(exc.detail))
 
     async def _known(request: Request, exc: Exception) -> JSONResponse:
-        return _counted(request, *error_for(exc))
+        status, message = error_for(exc)
+        return _counted(request, status, message, request_error_param(message) if status == 400 else None)
 
     for known in (RequestError, EngineShuttingDown, EngineRequestFailed):
         app.add_exception_handler(known, _known)

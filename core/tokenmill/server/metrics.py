@@ -21,6 +21,8 @@ _GAUGES = (
     ("tokenmill:kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0..1).", "kv_usage"),
     ("tokenmill:kv_cache_free_blocks", "KV-cache blocks free (cached prefixes count as free).", "num_free_blocks"),
     ("tokenmill:kv_cache_total_blocks", "KV-cache blocks in the pool.", "num_total_blocks"),
+    ("tokenmill:kv_cache_cached_blocks", "KV-cache blocks registered in the prefix cache (in use or free).",
+     "num_cached_blocks"),
 )
 _COUNTERS = (
     ("tokenmill:prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", "prefix_queries"),

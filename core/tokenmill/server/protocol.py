@@ -8,10 +8,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class _Strict(BaseModel):
-    """Request bodies refuse unknown fields, so a typo ("max_token") is a 400, not silently ignored."""
+_INT64 = 2**63 - 1
+Role = Literal["system", "user", "assistant", "tool", "developer", "function"]
 
-    model_config = ConfigDict(extra="forbid")
+
+class _Strict(BaseModel):
+    """Request bodies refuse unknown fields, so a typo ("max_token") is a 400, not silently ignored,
+    and take JSON types as they are: `true` is no integer and "1" no number (strict mode)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class StreamOptions(_Strict):
@@ -23,23 +28,23 @@ class _SamplingFields(_Strict):
     """Fields shared by completions and chat completions; names and defaults follow OpenAI."""
 
     model: str | None = None
-    n: int = 1
-    temperature: float | None = None  # None: 1.0, as OpenAI
-    top_p: float | None = None
-    seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    n: int = Field(1, ge=1)  # at most --max-n (128 by default, as OpenAI)
+    temperature: float | None = Field(None, ge=0)  # None: 1.0, as OpenAI
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=-_INT64 - 1, le=_INT64)
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
     logit_bias: dict[str, float] | None = None  # refused unless empty: the sampler has no bias hook
     # tokenmill (and vLLM) extras
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0)
     ignore_eos: bool = False
-    min_tokens: int = 0
+    min_tokens: int = Field(0, ge=0)
     stop_token_ids: list[int] | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
@@ -50,9 +55,9 @@ class CompletionRequest(_SamplingFields):
     """POST /v1/completions."""
 
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = 16
+    max_tokens: int | None = Field(16, ge=1)
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=20)
     suffix: str | None = None  # refused: no fill-in-the-middle support
     best_of: int | None = None  # accepted only when equal to n
 
@@ -60,9 +65,9 @@ class CompletionRequest(_SamplingFields):
 class ChatMessage(BaseModel):
     """One message of a conversation; content is text or a list of text parts."""
 
-    model_config = ConfigDict(extra="allow")  # tool_calls, tool_call_id etc. pass to the template
+    model_config = ConfigDict(extra="allow", strict=True)  # tool_calls, tool_call_id etc. pass to the template
 
-    role: str
+    role: Role
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
 
@@ -71,10 +76,10 @@ class ChatCompletionRequest(_SamplingFields):
     """POST /v1/chat/completions."""
 
     messages: list[ChatMessage]
-    max_tokens: int | None = None  # deprecated by OpenAI in favour of max_completion_tokens
-    max_completion_tokens: int | None = None
+    max_tokens: int | None = Field(None, ge=1)  # deprecated by OpenAI in favour of max_completion_tokens
+    max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: dict[str, Any] | None = None  # only {"type": "text"}
     tools: list[dict[str, Any]] | None = None  # refused unless empty
     tool_choice: str | dict[str, Any] | None = None
@@ -222,3 +227,34 @@ class ErrorInfo(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorInfo
+
+
+class TokenizeResponse(BaseModel):
+    tokens: list[int]
+    count: int
+    max_model_len: int
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+
+
+class HealthStatus(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+# The errors every route may answer with, for the OpenAPI schema (FastAPI's default 422 is never sent:
+# a body that fails validation gets 400, as OpenAI's API).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in ((400, "Invalid request"), (401, "Missing or wrong API key"),
+                                (404, "Unknown model"), (413, "Request body too large"),
+                                (429, "Rate limit reached (with --rate-limit)"),
+                                (503, "Server busy or shutting down"))
+}
+
+
+def streamed(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """The 200 of a route that answers `model` as JSON, or a server-sent event stream of chunks."""
+    return {200: {"model": model, "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                  "description": "The response, or with stream=true its chunks as server-sent events"}}

@@ -4,18 +4,42 @@ from __future__ import annotations
 
 from typing import Any
 
+from tokenmill.errors import RequestError
 from tokenmill.sampling.params import SamplingParams
-from tokenmill.server.error_handlers import ApiError
+from tokenmill.server.error_handlers import ApiError, request_error_param
+from tokenmill.server.limits import ServerLimits
 from tokenmill.server.protocol import ChatCompletionRequest, CompletionRequest, _SamplingFields
 
 MAX_LOGPROBS = 20  # OpenAI's chat limit; also applied to completions
 
 
-def _refuse(message: str, param: str) -> ApiError:
+def _refuse(message: str, param: str | None) -> ApiError:
     return ApiError(400, message, param=param)
 
 
-def _common(body: _SamplingFields) -> dict[str, Any]:
+def _check_limits(body: _SamplingFields, limits: ServerLimits) -> None:
+    if body.n > limits.max_n:
+        raise _refuse(f"n must be at most {limits.max_n} (this server's --max-n), got {body.n}", "n")
+    stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
+    if len(stops) > limits.max_stop_strings:
+        raise _refuse(f"stop holds {len(stops)} strings; at most {limits.max_stop_strings} are allowed "
+                      f"(--max-stop-strings)", "stop")
+    longest = max((len(s) for s in stops), default=0)
+    if longest > limits.max_stop_length:
+        raise _refuse(f"a stop string is {longest} characters; at most {limits.max_stop_length} are allowed "
+                      f"(--max-stop-length)", "stop")
+
+
+def _params(fields: dict[str, Any]) -> SamplingParams:
+    """SamplingParams(**fields), its refusals as 400s naming the field."""
+    try:
+        return SamplingParams(**fields)
+    except RequestError as exc:
+        raise _refuse(str(exc), request_error_param(str(exc))) from None
+
+
+def _common(body: _SamplingFields, limits: ServerLimits) -> dict[str, Any]:
+    _check_limits(body, limits)
     if body.logit_bias:
         raise _refuse("logit_bias is not supported by tokenmill; remove it", "logit_bias")
     if body.stream_options is not None and not body.stream:
@@ -44,20 +68,20 @@ def _check_logprobs(value: int | None, param: str) -> None:
         raise _refuse(f"{param} must be between 0 and {MAX_LOGPROBS}, got {value}", param)
 
 
-def completion_params(body: CompletionRequest) -> SamplingParams:
+def completion_params(body: CompletionRequest, limits: ServerLimits) -> SamplingParams:
     """SamplingParams of /v1/completions; echo with logprobs also asks for the prompt's logprobs."""
     if body.suffix is not None:
         raise _refuse("suffix (fill-in-the-middle) is not supported by tokenmill; remove it", "suffix")
     if body.best_of is not None and body.best_of != body.n:
         raise _refuse(f"best_of ({body.best_of}) must equal n ({body.n}); tokenmill returns every sample", "best_of")
     _check_logprobs(body.logprobs, "logprobs")
-    fields = _common(body)
+    fields = _common(body, limits)
     fields.update(max_tokens=body.max_tokens, logprobs=body.logprobs,
                   prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None else None)
-    return SamplingParams(**fields)
+    return _params(fields)
 
 
-def chat_params(body: ChatCompletionRequest) -> SamplingParams:
+def chat_params(body: ChatCompletionRequest, limits: ServerLimits) -> SamplingParams:
     """SamplingParams of /v1/chat/completions; no max_tokens means up to the context limit."""
     if body.tools:
         raise _refuse("tools (function calling) are not supported by tokenmill; remove them", "tools")
@@ -66,8 +90,8 @@ def chat_params(body: ChatCompletionRequest) -> SamplingParams:
     if body.top_logprobs is not None and not body.logprobs:
         raise _refuse("top_logprobs needs logprobs=true", "top_logprobs")
     _check_logprobs(body.top_logprobs, "top_logprobs")
-    fields = _common(body)
+    fields = _common(body, limits)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     fields.update(max_tokens=max_tokens, logprobs=logprobs)
-    return SamplingParams(**fields)
+    return _params(fields)

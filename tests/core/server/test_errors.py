@@ -72,9 +72,10 @@ def test_engine_failure_of_one_request_is_500_for_it_only(live_server, monkeypat
     """A request whose admission crashes the engine gets a 500; a concurrent one is unaffected."""
     core = live_server.core
     real_add = core.add_request
+    poison = core.tokenizer("POISON").input_ids  # the server sends the engine token ids
 
     def add_request(request_id, prompt, params, *, priority=0):
-        if prompt == "POISON":  # fault injection: this one request breaks inside the engine
+        if prompt == poison:  # fault injection: this one request breaks inside the engine
             raise RuntimeError("secret internal detail")
         return real_add(request_id, prompt, params, priority=priority)
 

@@ -6,33 +6,35 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tokenmill.outputs import CompletionOutput, RequestOutput
-from tokenmill.server.auth import require_api_key
 from tokenmill.server.chat_template import render_chat
 from tokenmill.server.error_handlers import error_body, error_for
 from tokenmill.server.logprobs import chat_logprobs
-from tokenmill.server.protocol import (AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk,
-                                       ChatCompletionRequest, ChatCompletionResponse, ChatLogprobs, DeltaMessage,
-                                       UsageInfo)
+from tokenmill.server.protocol import (ERROR_RESPONSES, AssistantMessage, ChatChoice, ChatChunkChoice,
+                                       ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
+                                       ChatLogprobs, DeltaMessage, UsageInfo, streamed)
+from tokenmill.server.request_guard import GuardedRoute
 from tokenmill.server.sampling import chat_params
 from tokenmill.server.state import ServerState, get_state
 from tokenmill.server.streams import DONE_EVENT, peek, sse_event, unless_disconnected
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(route_class=GuardedRoute, responses=ERROR_RESPONSES)
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=streamed(ChatCompletionResponse))
 async def create_chat_completion(body: ChatCompletionRequest, raw: Request) -> Response:
     state = get_state(raw)
     state.check_model(body.model)
-    params = chat_params(body)
-    prompt_ids = render_chat(state.tokenizer, body.messages, add_generation_prompt=body.add_generation_prompt,
-                             continue_final_message=body.continue_final_message, extra=body.chat_template_kwargs)
+    params = chat_params(body, state.limits)
+    prompt_ids = await render_chat(state, body.messages, add_generation_prompt=body.add_generation_prompt,
+                                   continue_final_message=body.continue_final_message, extra=body.chat_template_kwargs)
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    stream = state.engine.generate(prompt_ids, params, request_id, priority=body.priority)
+    [ticket] = state.admission.admit([len(prompt_ids)], body.n)
+    stream = state.admission.bounded(ticket, state.engine.generate(prompt_ids, params, request_id,
+                                                                   priority=body.priority))
     if body.stream:
         peeked = await unless_disconnected(raw, peek(stream))
         if peeked is None:

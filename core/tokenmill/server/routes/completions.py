@@ -6,20 +6,20 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tokenmill.outputs import CompletionOutput, RequestOutput
-from tokenmill.server.auth import require_api_key
 from tokenmill.server.error_handlers import ApiError, error_body, error_for
 from tokenmill.server.logprobs import extend_completion_logprobs
-from tokenmill.server.protocol import (CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse,
-                                       UsageInfo)
+from tokenmill.server.protocol import (ERROR_RESPONSES, CompletionChoice, CompletionLogprobs, CompletionRequest,
+                                       CompletionResponse, UsageInfo, streamed)
+from tokenmill.server.request_guard import GuardedRoute
 from tokenmill.server.sampling import completion_params
 from tokenmill.server.state import ServerState, get_state
 from tokenmill.server.streams import DONE_EVENT, merge_streams, peek, sse_event, unless_disconnected
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(route_class=GuardedRoute, responses=ERROR_RESPONSES)
 
 
 def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
@@ -33,25 +33,40 @@ def _prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str 
     return list(prompt)
 
 
-@router.post("/v1/completions")
+async def _encode(state: ServerState, prompts: list[str | list[int]]) -> list[list[int]]:
+    """Token ids of every prompt; every text is length-checked before any is tokenized."""
+    for p in prompts:
+        if isinstance(p, str):
+            if not p:
+                raise ApiError(400, "prompt is empty; send at least one character or token id", param="prompt")
+            state.check_text_length(p, "prompt")
+    return [await state.encode(p, add_special_tokens=True, param="prompt") if isinstance(p, str) else p
+            for p in prompts]
+
+
+@router.post("/v1/completions", responses=streamed(CompletionResponse))
 async def create_completion(body: CompletionRequest, raw: Request) -> Response:
     state = get_state(raw)
     state.check_model(body.model)
-    params = completion_params(body)
+    params = completion_params(body, state.limits)
     request_id = f"cmpl-{uuid.uuid4().hex}"
     prompts = _prompts(body.prompt)
-    streams = [state.engine.generate(p, params, f"{request_id}-{i}", priority=body.priority)
-               for i, p in enumerate(prompts)]
+    prompt_ids = await _encode(state, prompts)
+    texts = [p if isinstance(p, str) else None for p in prompts]
+    tickets = state.admission.admit([len(ids) for ids in prompt_ids], body.n)
+    streams = [state.admission.bounded(ticket, state.engine.generate(ids, params, f"{request_id}-{i}",
+                                                                      priority=body.priority))
+               for i, (ids, ticket) in enumerate(zip(prompt_ids, tickets))]
     merged = merge_streams(streams)
     if body.stream:
         peeked = await unless_disconnected(raw, peek(merged))
         if peeked is None:
             return Response(status_code=499)
-        return StreamingResponse(_stream(state, body, request_id, peeked[1]), media_type="text/event-stream")
+        return StreamingResponse(_stream(state, body, request_id, texts, peeked[1]), media_type="text/event-stream")
     finals = await unless_disconnected(raw, _collect(merged, len(prompts)))
     if finals is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
-    return JSONResponse(_response(state, body, request_id, finals).model_dump())
+    return JSONResponse(_response(state, body, request_id, texts, finals).model_dump())
 
 
 async def _collect(merged: AsyncIterator[tuple[int, RequestOutput]], count: int) -> list[RequestOutput]:
@@ -61,8 +76,9 @@ async def _collect(merged: AsyncIterator[tuple[int, RequestOutput]], count: int)
     return finals  # type: ignore[return-value]
 
 
-def _prompt_text(state: ServerState, output: RequestOutput) -> str:
-    return output.prompt if output.prompt is not None else state.tokenizer.decode(output.prompt_token_ids)
+def _prompt_text(state: ServerState, output: RequestOutput, text: str | None) -> str:
+    """The prompt as echo returns it: the text sent, or the decoded ids."""
+    return text if text is not None else state.tokenizer.decode(output.prompt_token_ids)
 
 
 def _choice_logprobs(state: ServerState, body: CompletionRequest, output: RequestOutput,
@@ -83,11 +99,11 @@ def _usage(outputs: list[RequestOutput]) -> UsageInfo:
     return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
-def _response(state: ServerState, body: CompletionRequest, request_id: str,
+def _response(state: ServerState, body: CompletionRequest, request_id: str, texts: list[str | None],
               finals: list[RequestOutput]) -> CompletionResponse:
     choices = []
     for prompt_index, output in enumerate(finals):
-        prefix = _prompt_text(state, output) if body.echo else ""
+        prefix = _prompt_text(state, output, texts[prompt_index]) if body.echo else ""
         for completion in output.outputs:
             choices.append(CompletionChoice(
                 index=prompt_index * body.n + completion.index, text=prefix + completion.text,
@@ -107,7 +123,7 @@ class _ChoiceCursor:
         self.finished = False
 
 
-async def _stream(state: ServerState, body: CompletionRequest, request_id: str,
+async def _stream(state: ServerState, body: CompletionRequest, request_id: str, texts: list[str | None],
                   merged: AsyncIterator[tuple[int, RequestOutput]]) -> AsyncIterator[str]:
     created, cursors, finals = int(time.time()), {}, {}
     try:
@@ -116,7 +132,7 @@ async def _stream(state: ServerState, body: CompletionRequest, request_id: str,
             for completion in output.outputs:
                 index = prompt_index * body.n + completion.index
                 cursor = cursors.setdefault(index, _ChoiceCursor())
-                choice = _delta_choice(state, body, output, completion, cursor, index)
+                choice = _delta_choice(state, body, output, texts[prompt_index], completion, cursor, index)
                 if choice is not None:
                     chunk = CompletionResponse(id=request_id, created=created, model=state.model_name,
                                                choices=[choice])
@@ -132,15 +148,15 @@ async def _stream(state: ServerState, body: CompletionRequest, request_id: str,
     yield DONE_EVENT
 
 
-def _delta_choice(state: ServerState, body: CompletionRequest, output: RequestOutput, completion: CompletionOutput,
-                  cursor: _ChoiceCursor, index: int) -> CompletionChoice | None:
+def _delta_choice(state: ServerState, body: CompletionRequest, output: RequestOutput, prompt_text: str | None,
+                  completion: CompletionOutput, cursor: _ChoiceCursor, index: int) -> CompletionChoice | None:
     if cursor.finished:
         return None
     text = completion.text[cursor.text_len:]
     new_ids = completion.token_ids[cursor.num_tokens:]
     block = CompletionLogprobs() if body.logprobs is not None else None
     if not cursor.started and body.echo:
-        text = _prompt_text(state, output) + text
+        text = _prompt_text(state, output, prompt_text) + text
         if block is not None:
             entries = output.prompt_logprobs or [None] * len(output.prompt_token_ids)
             cursor.text_offset = extend_completion_logprobs(block, output.prompt_token_ids, entries,
