@@ -4,9 +4,12 @@ The first choice is the plugin's native matmul on GGUF's Q4_1 / Q8_0 blocks (qua
 which runs a decode step's weights at memory bandwidth. Where it cannot build (no compiler),
 torch's private packed kernels (aten._weight_int4pack_mm_for_cpu, aten._weight_int8pack_mm) take
 over: they need no compiler, take bfloat16 activations, and run ~2x slower on this project's AVX2
-CI box (benchmarks/bench_cpu_linear.py measures all three against float32). With many rows
-(prefill, wide batches) the float32 GEMM wins, so a float32 model keeps its dense weight too and
-uses it above a method's `max_packed_rows`.
+CI box (benchmarks/bench_cpu_linear.py measures them all). With many rows (prefill, wide batches)
+a dense GEMM wins, so every layer also keeps a dense copy in the host's GEMM dtype (isa.py:
+bfloat16 where the CPU has bf16 arithmetic, float32 elsewhere) and runs steps wider than a
+method's `max_packed_rows` on it. Why a kept copy rather than dequantizing per wide step: the copy
+costs 2 bytes a weight in bf16 (~210 MB for SmolLM2-135M, whose tied head shares the embedding),
+while dequantizing 106 M weights per step would cost more than the 64-row bf16 GEMMs themselves.
 """
 
 from __future__ import annotations
@@ -16,23 +19,24 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tokenmill_cpu.isa import host_isa
 from tokenmill_cpu.quant_blocks import pack_q4_1, pack_q8_0
-from tokenmill_cpu.quant_matmul import QuantMatmul, quant_matmul
+from tokenmill_cpu.quant_matmul import QuantBlocks, QuantMatmul, quant_matmul
 
 GROUP = 32  # inputs per int4 scale/offset group
 MAX_PACKED_ROWS = 24  # torch's kernels: above this many rows float32 is faster (measured crossover: 24-32)
-MAX_BLOCK_ROWS = 32  # native vs float32 (benchmarks/bench_cpu_linear.py): 1.4x at 16 rows, about even at 24-32
+MAX_BLOCK_ROWS = host_isa().max_block_rows  # the native blocks' crossover on this host (isa.py)
 _COMPUTE = torch.bfloat16  # the activation dtype torch's packed kernels are vectorised for
 BLOCK_LAYOUTS = {"int4": ("q4_1", pack_q4_1), "int8": ("q8_0", pack_q8_0)}  # scheme -> GGUF block layout
 
 
 @dataclass(slots=True)
 class PackedWeight:
-    """One layer's packed weight, plus the dense one where that is faster for many rows."""
+    """One layer's packed weight, plus the dense one that wide steps run on."""
 
-    codes: torch.Tensor  # native: uint8 [N, K/32, block bytes]; torch int4: uint8 [N, K/2]; int8: int8 [N, K]
+    codes: QuantBlocks | torch.Tensor  # native: blocks for its path; torch int4: uint8 [N, K/2]; int8: int8 [N, K]
     scales: torch.Tensor | None  # torch int4: bfloat16 [K/32, N, 2] (scale, offset); int8: bfloat16 [N]
-    dense: torch.Tensor | None  # float32 [N, K], or None when only the packed kernel runs
+    dense: torch.Tensor | None  # [N, K] in the host's GEMM dtype, or None when only the packed kernel runs
 
 
 def kernels_available() -> bool:
@@ -41,16 +45,18 @@ def kernels_available() -> bool:
 
 
 class _PackedMethod:
-    """Shared apply: dense GEMM for many rows of a float32 model, else the packed kernel."""
+    """Shared apply: the dense GEMM copy for steps wider than `max_packed_rows`, else the packed kernel."""
 
     scheme = ""
     compute_dtype = _COMPUTE  # the activation dtype the kernel takes
     max_packed_rows = MAX_PACKED_ROWS
+    dense_dtype: torch.dtype | None = None  # the wide steps' GEMM dtype; None: the host's (isa.py)
 
     def apply(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         """x [T, K] -> [T, N] in x's dtype."""
         if packed.dense is not None and x.shape[0] > self.max_packed_rows:
-            return F.linear(x, packed.dense)
+            dense = packed.dense
+            return F.linear(x if x.dtype == dense.dtype else x.to(dense.dtype), dense).to(x.dtype)
         if x.dtype == self.compute_dtype:  # e.g. float32 decode on the native kernels: no casts to make
             return self._kernel(packed, x)
         return self._kernel(packed, x.to(self.compute_dtype)).to(x.dtype)
@@ -58,9 +64,11 @@ class _PackedMethod:
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    @staticmethod
-    def _dense(weight: torch.Tensor) -> torch.Tensor | None:
-        return weight if weight.dtype == torch.float32 else None
+    def _dense(self, weight: torch.Tensor) -> torch.Tensor:
+        """The wide steps' copy: `weight` itself when it already has the GEMM dtype (so a tied head
+        shares the embedding), else a contiguous cast."""
+        dtype = self.dense_dtype or host_isa().wide_dtype
+        return weight if weight.dtype == dtype else weight.to(dtype).contiguous()
 
 
 class Int4LinearMethod(_PackedMethod):
@@ -106,16 +114,20 @@ class BlockLinearMethod(_PackedMethod):
     """The native kernels on GGUF blocks: int4 as Q4_1 (w = d * q + m per 32 inputs), int8 as Q8_0."""
 
     compute_dtype = torch.float32
-    max_packed_rows = MAX_BLOCK_ROWS
 
-    def __init__(self, scheme: str, kernel: QuantMatmul) -> None:
+    def __init__(self, scheme: str, kernel: QuantMatmul, max_packed_rows: int | None = None,
+                 dense_dtype: torch.dtype | None = None) -> None:
+        """`max_packed_rows` and `dense_dtype` default to the host's measured choices (isa.py)."""
         self.scheme = scheme
         self._pack = BLOCK_LAYOUTS[scheme][1]
         self._matmul = kernel
+        self.max_packed_rows = host_isa().max_block_rows if max_packed_rows is None else max_packed_rows
+        self.dense_dtype = dense_dtype
 
     def pack(self, weight: torch.Tensor) -> PackedWeight:
-        """weight [N, K], K a multiple of 32 -> blocks [N, K/32, bytes]; GGUF-born weights repack exactly."""
-        return PackedWeight(self._pack(weight), None, self._dense(weight))
+        """weight [N, K], K a multiple of 32 -> GGUF blocks in the kernel's layout (GGUF-born weights
+        repack exactly), plus the dense copy."""
+        return PackedWeight(self._matmul.pack(self._pack(weight)), None, self._dense(weight))
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         return self._matmul(x, packed.codes)

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tokenmill.plugin_manager import load_plugins
+from tokenmill_cpu.isa import host_isa
 from tokenmill_cpu.linear_methods import (
     GROUP,
     MAX_BLOCK_ROWS,
@@ -16,6 +17,9 @@ from tokenmill_cpu.linear_methods import (
     Int8LinearMethod,
     linear_method,
 )
+from tokenmill_cpu.quant_matmul import quant_matmul
+
+WIDE = host_isa().wide_dtype  # the dense copy's dtype on this host
 
 N, K = 96, 256
 
@@ -65,19 +69,33 @@ def test_int4_rows_do_not_depend_on_the_batch():
     assert torch.equal(together, alone)
 
 
-def test_many_rows_use_the_dense_float32_weight():
+def wide_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """What a wide step computes: the GEMM in the host's dtype, the result in x's dtype."""
+    return F.linear(x.to(WIDE), weight.to(WIDE)).to(x.dtype)
+
+
+def test_many_rows_use_the_dense_copy_in_the_hosts_gemm_dtype():
     weight, _ = q4_1_weight()
     x = torch.randn(MAX_PACKED_ROWS + 1, K)
     for method in (Int4LinearMethod(), Int8LinearMethod()):
-        assert torch.equal(method.apply(method.pack(weight), x), F.linear(x, weight))
+        packed = method.pack(weight)
+        assert packed.dense.dtype == WIDE
+        assert torch.equal(method.apply(packed, x), wide_reference(x, weight))
 
 
-def test_a_bfloat16_model_keeps_no_dense_copy():
+def test_a_weight_already_in_the_gemm_dtype_is_kept_not_copied():
+    """A tied output head then shares the embedding matrix instead of doubling it."""
+    weight = q4_1_weight()[0].to(WIDE)
+    for method in (Int4LinearMethod(), linear_method("int4"), linear_method("int8")):
+        assert method.pack(weight).dense is weight
+
+
+def test_a_bfloat16_model_runs_wide_steps_on_the_dense_copy():
     weight, _ = q4_1_weight()
     packed = Int4LinearMethod().pack(weight.bfloat16())
-    assert packed.dense is None
-    out = Int4LinearMethod().apply(packed, torch.randn(MAX_PACKED_ROWS + 5, K, dtype=torch.bfloat16))
-    assert out.dtype == torch.bfloat16 and out.shape == (MAX_PACKED_ROWS + 5, N)
+    x = torch.randn(MAX_PACKED_ROWS + 5, K, dtype=torch.bfloat16)
+    out = Int4LinearMethod().apply(packed, x)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, wide_reference(x, weight.bfloat16()))
 
 
 def test_int8_matches_the_weight_within_its_rounding():
@@ -111,24 +129,39 @@ def test_the_native_block_method_is_preferred_and_torch_is_the_fallback(scheme):
 
 
 @pytest.mark.parametrize("scheme", ["int4", "int8"])
-def test_the_block_method_matches_the_weight_and_hands_wide_steps_to_float32(scheme):
+def test_the_block_method_matches_the_weight_and_hands_wide_steps_to_the_dense_copy(scheme):
     weight, _ = q4_1_weight()
     method = linear_method(scheme)
     packed = method.pack(weight)
-    x = torch.randn(MAX_BLOCK_ROWS, K)
+    x = torch.randn(method.max_packed_rows, K)
     ref = x.double() @ weight.double().t()
     tolerance = 1e-4 if scheme == "int4" else 1e-2  # Q4_1 weights are exact in int4; int8 rounds them
     assert (method.apply(packed, x).double() - ref).abs().max() <= tolerance * ref.abs().max()
-    wide = torch.randn(MAX_BLOCK_ROWS + 1, K)
-    assert torch.equal(method.apply(packed, wide), F.linear(wide, weight))
+    wide = torch.randn(method.max_packed_rows + 1, K)
+    assert torch.equal(method.apply(packed, wide), wide_reference(wide, weight))
 
 
-def test_a_bfloat16_model_runs_every_step_on_the_blocks():
+def test_the_block_method_defaults_to_the_hosts_measured_crossover():
+    assert linear_method("int4").max_packed_rows == MAX_BLOCK_ROWS == host_isa().max_block_rows
+
+
+@pytest.mark.parametrize("dense_dtype", [torch.float32, torch.bfloat16])
+def test_the_block_method_takes_an_explicit_crossover_and_gemm_dtype(dense_dtype):
+    weight, _ = q4_1_weight()
+    method = BlockLinearMethod("int4", quant_matmul("q4_1"), max_packed_rows=3, dense_dtype=dense_dtype)
+    packed = method.pack(weight)
+    assert packed.dense.dtype == dense_dtype
+    x = torch.randn(4, K)
+    assert torch.equal(method.apply(packed, x), F.linear(x.to(dense_dtype), weight.to(dense_dtype)).float())
+    narrow = method.apply(packed, x[:3])
+    assert (narrow.double() - x[:3].double() @ weight.double().t()).abs().max() <= 1e-4 * narrow.abs().max()
+
+
+def test_a_bfloat16_model_runs_narrow_steps_on_the_blocks():
     weight, _ = q4_1_weight()
     method = linear_method("int4")
     packed = method.pack(weight.bfloat16())
-    assert packed.dense is None
-    x = torch.randn(MAX_BLOCK_ROWS + 5, K, dtype=torch.bfloat16)
+    x = torch.randn(method.max_packed_rows, K, dtype=torch.bfloat16)
     out = method.apply(packed, x)
     assert out.dtype == torch.bfloat16
     ref = x.double() @ weight.bfloat16().double().t()
