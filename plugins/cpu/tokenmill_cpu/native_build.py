@@ -69,7 +69,9 @@ def describe() -> str:
     found = compiler()
     if found is None:
         return "torch kernels: no C++ compiler found; install g++ for the faster native ones"
-    return f"native kernels built with {os.path.basename(found)}"
+    from tokenmill_cpu.isa import host_isa  # the paths the kernels take on this CPU
+
+    return f"native kernels built with {os.path.basename(found)}; {host_isa().describe()}"
 
 
 def compiler() -> str | None:
