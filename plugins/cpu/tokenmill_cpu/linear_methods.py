@@ -15,10 +15,12 @@ while dequantizing 106 M weights per step would cost more than the 64-row bf16 G
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
+from tokenmill_cpu.casts import Casts, casts
 from tokenmill_cpu.isa import host_isa
 from tokenmill_cpu.quant_blocks import pack_q4_1, pack_q8_0
 from tokenmill_cpu.quant_matmul import QuantBlocks, QuantMatmul, quant_matmul
@@ -55,8 +57,7 @@ class _PackedMethod:
     def apply(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         """x [T, K] -> [T, N] in x's dtype."""
         if packed.dense is not None and x.shape[0] > self.max_packed_rows:
-            dense = packed.dense
-            return F.linear(x if x.dtype == dense.dtype else x.to(dense.dtype), dense).to(x.dtype)
+            return _wide(packed.dense, x)
         if x.dtype == self.compute_dtype:  # e.g. float32 decode on the native kernels: no casts to make
             return self._kernel(packed, x)
         return self._kernel(packed, x.to(self.compute_dtype)).to(x.dtype)
@@ -69,6 +70,21 @@ class _PackedMethod:
         shares the embedding), else a contiguous cast."""
         dtype = self.dense_dtype or host_isa().wide_dtype
         return weight if weight.dtype == dtype else weight.to(dtype).contiguous()
+
+
+def _wide(dense: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x [T, K] @ dense.T in dense's dtype -> [T, N] in x's; float32 <-> bf16 by the native casts."""
+    if x.dtype == dense.dtype:
+        return F.linear(x, dense)
+    if x.dtype == torch.float32 and dense.dtype == torch.bfloat16:
+        cast = _casts()
+        return cast.to_f32(F.linear(cast.to_bf16(x), dense))
+    return F.linear(x.to(dense.dtype), dense).to(x.dtype)
+
+
+@lru_cache(maxsize=1)
+def _casts() -> Casts:
+    return casts()
 
 
 class Int4LinearMethod(_PackedMethod):
