@@ -20,6 +20,14 @@ class Casts:
             for name in ("tm_f32_to_bf16", "tm_bf16_to_f32"):
                 getattr(lib, name).argtypes, getattr(lib, name).restype = [_PTR, _PTR, _I64], None
 
+    def to(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """x in `dtype` (x itself when it has it already)."""
+        if x.dtype == dtype:
+            return x
+        if dtype == torch.bfloat16:
+            return self.to_bf16(x)
+        return self.to_f32(x) if dtype == torch.float32 else x.to(dtype)
+
     def to_bf16(self, x: torch.Tensor) -> torch.Tensor:
         """float32 x -> bfloat16, rounded to nearest even (torch's rounding)."""
         if self._lib is None or x.dtype != torch.float32 or not x.is_contiguous():

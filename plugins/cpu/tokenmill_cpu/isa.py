@@ -1,8 +1,19 @@
 """What the host CPU computes natively (from /proc/cpuinfo), and the matmul paths the plugin picks for it.
 
-The choices are measured ones (benchmarks/bench_cpu_linear.py, figures in its docstring): the
-native block kernels for narrow steps, a dense GEMM copy for wide ones, in bfloat16 where the CPU
-has bf16 arithmetic (oneDNN runs it on AMX tiles or AVX512-BF16) and in float32 elsewhere.
+A packed layer runs narrow steps on the native block kernels and, where that measured faster,
+wide steps on the dense weight in the model's dtype (never a rounder one: a float32 model keeps
+float32 products, so it stays on transformers' float32 tokens). Measured per layer of SmolLM2-135M
+(benchmarks/bench_cpu_linear.py, one thread, an AVX-512 VNNI + BF16 + AMX Xeon), ms:
+
+    rows   float32 GEMM   bfloat16 GEMM (oneDNN, AMX)   VNNI blocks
+      24       1.69            0.65                         0.86
+      64       3.42            1.02                         2.60
+     256      11.71            2.51                        11.19
+
+So with VNNI a bfloat16 model hands steps above 16 rows to its bf16 weight, and a float32 model
+keeps no dense copy at all (the blocks match its GEMM at 256 rows and beat it below, for a
+quarter of the memory). On AVX2 the blocks beat the float32 GEMM up to 24-32 rows (Zen 3), and a
+bf16 GEMM without bf16 hardware ran 6x slower than float32, so bf16 models stay on the blocks.
 """
 
 from __future__ import annotations
@@ -35,25 +46,28 @@ class HostIsa:
         return {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= self.flags
 
     @property
-    def wide_dtype(self) -> torch.dtype:
-        """The dtype of the dense GEMM copy that wide steps run on."""
-        return torch.bfloat16 if self.bf16 else torch.float32
+    def blocks(self) -> str:
+        """The block matmul's path here (quant_matmul.cpp picks the same at run time)."""
+        return "avx512_vnni" if self.vnni512 else ("avx2" if "avx2" in self.flags else "portable")
 
-    @property
-    def max_block_rows(self) -> int:
-        """Up to this many rows a step runs on the block kernels; above, on the dense copy.
-
-        AVX-512 VNNI vs a bf16 GEMM on AMX (Sapphire Rapids class, 2 threads): the blocks are 5x
-        faster at 1 row and even at about 32. AVX2 blocks vs a float32 GEMM (Zen 3): 1.4x at 16
-        rows, even at 24-32.
-        """
-        return 24 if self.vnni512 else 32
+    def max_block_rows(self, dtype: torch.dtype) -> int | None:
+        """Up to this many rows a `dtype` model's packed layer runs on the block kernels, above it on
+        its dense weight; None: always the blocks (no dense copy is kept)."""
+        if dtype == torch.bfloat16:
+            return 16 if self.bf16 and self.vnni512 else (24 if self.bf16 else None)
+        if dtype == torch.float32:
+            return None if self.vnni512 else 32
+        return None
 
     def describe(self) -> str:
         """One line for `tokenmill plugins`: the extensions in use and the paths they choose."""
-        blocks = "avx512_vnni" if self.vnni512 else ("avx2" if "avx2" in self.flags else "portable")
-        gemm = f"{'bfloat16' if self.bf16 else 'float32'} GEMM{' (AMX)' if self.amx else ''}"
-        return f"block matmul {blocks} up to {self.max_block_rows} rows, then a dense {gemm}"
+        parts = []
+        for dtype in (torch.bfloat16, torch.float32):
+            rows = self.max_block_rows(dtype)
+            gemm = "" if rows is None else f", above {rows} rows the {str(dtype)[6:]} GEMM"
+            parts.append(f"{str(dtype)[6:]} models: blocks{gemm}")
+        amx = ", AMX" if self.amx else ""
+        return f"block matmul {self.blocks}{amx}; " + "; ".join(parts)
 
 
 @lru_cache(maxsize=4)

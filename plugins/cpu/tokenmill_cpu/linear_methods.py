@@ -5,10 +5,10 @@ which runs a decode step's weights at memory bandwidth. Where it cannot build (n
 torch's private packed kernels (aten._weight_int4pack_mm_for_cpu, aten._weight_int8pack_mm) take
 over: they need no compiler, take bfloat16 activations, and run ~2x slower on this project's AVX2
 CI box (benchmarks/bench_cpu_linear.py measures them all). With many rows (prefill, wide batches)
-a dense GEMM wins, so every layer also keeps a dense copy in the host's GEMM dtype (isa.py:
-bfloat16 where the CPU has bf16 arithmetic, float32 elsewhere) and runs steps wider than a
-method's `max_packed_rows` on it. Why a kept copy rather than dequantizing per wide step: the copy
-costs 2 bytes a weight in bf16 (~210 MB for SmolLM2-135M, whose tied head shares the embedding),
+a dense GEMM can win: then the layer keeps its weight in the model's dtype too and runs steps wider
+than the method's crossover on it (isa.py has the per-instruction-set choices and their figures).
+Why keep the weight rather than dequantize per wide step: it is already in memory at load (the
+loader dequantizes), a bf16 model's costs 2 bytes a weight and a tied head shares the embedding,
 while dequantizing 106 M weights per step would cost more than the 64-row bf16 GEMMs themselves.
 """
 
@@ -27,7 +27,7 @@ from tokenmill_cpu.quant_matmul import QuantBlocks, QuantMatmul, quant_matmul
 
 GROUP = 32  # inputs per int4 scale/offset group
 MAX_PACKED_ROWS = 24  # torch's kernels: above this many rows float32 is faster (measured crossover: 24-32)
-MAX_BLOCK_ROWS = host_isa().max_block_rows  # the native blocks' crossover on this host (isa.py)
+MAX_BLOCK_ROWS = 32  # the fewest rows a float32 model runs on the native blocks, on any host (isa.py)
 _COMPUTE = torch.bfloat16  # the activation dtype torch's packed kernels are vectorised for
 BLOCK_LAYOUTS = {"int4": ("q4_1", pack_q4_1), "int8": ("q8_0", pack_q8_0)}  # scheme -> GGUF block layout
 
@@ -38,7 +38,8 @@ class PackedWeight:
 
     codes: QuantBlocks | torch.Tensor  # native: blocks for its path; torch int4: uint8 [N, K/2]; int8: int8 [N, K]
     scales: torch.Tensor | None  # torch int4: bfloat16 [K/32, N, 2] (scale, offset); int8: bfloat16 [N]
-    dense: torch.Tensor | None  # [N, K] in the host's GEMM dtype, or None when only the packed kernel runs
+    dense: torch.Tensor | None  # [N, K] in the model dtype, or None when only the packed kernel runs
+    max_packed_rows: int = MAX_PACKED_ROWS  # steps wider than this run on `dense`
 
 
 def kernels_available() -> bool:
@@ -47,39 +48,30 @@ def kernels_available() -> bool:
 
 
 class _PackedMethod:
-    """Shared apply: the dense GEMM copy for steps wider than `max_packed_rows`, else the packed kernel."""
+    """Shared apply: the dense weight for steps wider than the layer's crossover, else the packed kernel."""
 
     scheme = ""
     compute_dtype = _COMPUTE  # the activation dtype the kernel takes
-    max_packed_rows = MAX_PACKED_ROWS
-    dense_dtype: torch.dtype | None = None  # the wide steps' GEMM dtype; None: the host's (isa.py)
 
     def apply(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         """x [T, K] -> [T, N] in x's dtype."""
-        if packed.dense is not None and x.shape[0] > self.max_packed_rows:
-            return _wide(packed.dense, x)
+        if packed.dense is not None and x.shape[0] > packed.max_packed_rows:
+            return F.linear(x, packed.dense)
         if x.dtype == self.compute_dtype:  # e.g. float32 decode on the native kernels: no casts to make
             return self._kernel(packed, x)
-        return self._kernel(packed, x.to(self.compute_dtype)).to(x.dtype)
+        cast = _casts()
+        return cast.to(self._kernel(packed, cast.to(x, self.compute_dtype)), x.dtype)
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _dense(self, weight: torch.Tensor) -> torch.Tensor:
-        """The wide steps' copy: `weight` itself when it already has the GEMM dtype (so a tied head
-        shares the embedding), else a contiguous cast."""
-        dtype = self.dense_dtype or host_isa().wide_dtype
-        return weight if weight.dtype == dtype else weight.to(dtype).contiguous()
+    def _crossover(self, dtype: torch.dtype) -> int | None:
+        """Rows above which a `dtype` model's layer runs dense; None keeps no dense weight."""
+        return MAX_PACKED_ROWS if dtype == torch.float32 else None
 
-
-def _wide(dense: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """x [T, K] @ dense.T in dense's dtype -> [T, N] in x's; float32 <-> bf16 by the native casts."""
-    if x.dtype == dense.dtype:
-        return F.linear(x, dense)
-    if x.dtype == torch.float32 and dense.dtype == torch.bfloat16:
-        cast = _casts()
-        return cast.to_f32(F.linear(cast.to_bf16(x), dense))
-    return F.linear(x.to(dense.dtype), dense).to(x.dtype)
+    def _packed(self, codes, scales, weight: torch.Tensor) -> PackedWeight:
+        rows = self._crossover(weight.dtype)
+        return PackedWeight(codes, scales, None if rows is None else weight, MAX_PACKED_ROWS if rows is None else rows)
 
 
 @lru_cache(maxsize=1)
@@ -104,7 +96,7 @@ class Int4LinearMethod(_PackedMethod):
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.view(rows, cols).to(torch.int32), 1)
         # the kernel computes (q - 8) * scale + offset, so its offset is low + 8 * scale
         scales = torch.stack([scale.t(), (low + 8 * scale).t()], dim=-1).to(_COMPUTE).contiguous()
-        return PackedWeight(packed, scales, self._dense(weight))
+        return self._packed(packed, scales, weight)
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed.codes, GROUP, packed.scales)
@@ -120,7 +112,7 @@ class Int8LinearMethod(_PackedMethod):
         w = weight.float()
         scale = (w.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)  # [N]
         codes = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-        return PackedWeight(codes, scale.to(_COMPUTE), self._dense(weight))
+        return self._packed(codes, scale.to(_COMPUTE), weight)
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, packed.codes, packed.scales)
@@ -131,19 +123,21 @@ class BlockLinearMethod(_PackedMethod):
 
     compute_dtype = torch.float32
 
-    def __init__(self, scheme: str, kernel: QuantMatmul, max_packed_rows: int | None = None,
-                 dense_dtype: torch.dtype | None = None) -> None:
-        """`max_packed_rows` and `dense_dtype` default to the host's measured choices (isa.py)."""
+    def __init__(self, scheme: str, kernel: QuantMatmul, crossover: dict[torch.dtype, int | None] | None = None) -> None:
+        """`crossover` (model dtype -> rows above which the dense weight runs, None for never)
+        defaults to the host's measured choices (isa.py)."""
         self.scheme = scheme
         self._pack = BLOCK_LAYOUTS[scheme][1]
         self._matmul = kernel
-        self.max_packed_rows = host_isa().max_block_rows if max_packed_rows is None else max_packed_rows
-        self.dense_dtype = dense_dtype
+        self._crossovers = crossover or {}
 
     def pack(self, weight: torch.Tensor) -> PackedWeight:
         """weight [N, K], K a multiple of 32 -> GGUF blocks in the kernel's layout (GGUF-born weights
-        repack exactly), plus the dense copy."""
-        return PackedWeight(self._matmul.pack(self._pack(weight)), None, self._dense(weight))
+        repack exactly), plus the weight itself where wide steps run dense."""
+        return self._packed(self._matmul.pack(self._pack(weight)), None, weight)
+
+    def _crossover(self, dtype: torch.dtype) -> int | None:
+        return self._crossovers.get(dtype, host_isa().max_block_rows(dtype))
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         return self._matmul(x, packed.codes)

@@ -49,7 +49,7 @@ def test_unknown_dtype_name():
         resolve_dtype("int8", Listed(("float32",)))
 
 
-def test_the_cpu_plugin_prefers_float32_activations(cpu, tmp_path):
+def test_the_cpu_plugin_prefers_bf16_only_where_native(cpu, tmp_path):
     from tokenmill_cpu.platform import dtypes_by_preference
 
     _, platform = cpu
@@ -59,4 +59,4 @@ def test_the_cpu_plugin_prefers_float32_activations(cpu, tmp_path):
     amx = tmp_path / "amx"
     amx.write_text("flags : fpu avx2 avx512f avx512_bf16 amx_bf16\n")
     assert dtypes_by_preference(str(avx2))[0] == "float32"
-    assert dtypes_by_preference(str(amx))[0] == "float32"  # bf16 runs inside the linear methods there
+    assert dtypes_by_preference(str(amx))[0] == "bfloat16"

@@ -18,28 +18,30 @@ def probe(tmp_path, flags: str):
     return host_isa(str(path))
 
 
-def test_a_bf16_cpu_runs_wide_steps_on_a_bf16_gemm_and_narrow_ones_on_vnni(tmp_path):
+def test_a_bf16_cpu_hands_wide_bf16_steps_to_the_gemm_and_keeps_float32_on_vnni(tmp_path):
     isa = probe(tmp_path, AMX)
-    assert isa.bf16 and isa.amx and isa.vnni512 and isa.wide_dtype == torch.bfloat16
-    assert isa.describe() == "block matmul avx512_vnni up to 24 rows, then a dense bfloat16 GEMM (AMX)"
+    assert isa.bf16 and isa.amx and isa.vnni512 and isa.blocks == "avx512_vnni"
+    assert isa.max_block_rows(torch.bfloat16) == 16 and isa.max_block_rows(torch.float32) is None
+    assert isa.describe() == ("block matmul avx512_vnni, AMX; bfloat16 models: blocks, above 16 rows the "
+                              "bfloat16 GEMM; float32 models: blocks")
 
 
 def test_avx512_bf16_without_amx(tmp_path):
-    (tmp_path / "zen5").mkdir()
-    isa = probe(tmp_path / "zen5", ZEN5)
-    assert isa.bf16 and not isa.amx and isa.wide_dtype == torch.bfloat16
-    assert "(AMX)" not in isa.describe()
+    isa = probe(tmp_path, ZEN5)
+    assert isa.bf16 and not isa.amx and isa.max_block_rows(torch.bfloat16) == 16
+    assert "AMX" not in isa.describe()
 
 
-def test_an_avx2_cpu_keeps_float32_and_its_own_crossover(tmp_path):
+def test_an_avx2_cpu_keeps_bf16_on_the_blocks_and_float32_on_its_gemm_above_32_rows(tmp_path):
     isa = probe(tmp_path, AVX2)
-    assert not isa.bf16 and not isa.vnni512 and isa.wide_dtype == torch.float32 and isa.max_block_rows == 32
-    assert isa.describe() == "block matmul avx2 up to 32 rows, then a dense float32 GEMM"
+    assert not isa.bf16 and not isa.vnni512 and isa.blocks == "avx2"
+    assert isa.max_block_rows(torch.bfloat16) is None and isa.max_block_rows(torch.float32) == 32
+    assert isa.max_block_rows(torch.float16) is None
 
 
 def test_an_unreadable_cpuinfo_means_the_portable_choices(tmp_path):
     isa = host_isa(str(tmp_path / "missing"))
-    assert isa.flags == frozenset() and isa.wide_dtype == torch.float32 and "portable" in isa.describe()
+    assert isa.flags == frozenset() and isa.blocks == "portable" and isa.max_block_rows(torch.float32) == 32
 
 
 def test_the_platform_note_names_the_paths_in_use():
