@@ -98,7 +98,8 @@ def main() -> None:
         model = sum(2 * m * k * n for m, k, n in MODEL_SHAPES) / 1e9 / sum(
             2 * m * k * n / 1e9 / gemm_gflops(dtype, m, k, n) for m, k, n in MODEL_SHAPES)
         gemm[dtype] = model
-        print(f"  {str(dtype)[6:]:<9} GEMM {squares:8.0f} GFLOP/s on squares, {model:6.0f} on the model's shapes at 64 rows")
+        print(f"  {str(dtype)[6:]:<9} GEMM {squares:8.0f} GFLOP/s on squares, "
+              f"{model:6.0f} on the model's shapes at 64 rows")
     data = torch.ones(100_000_000)
     bandwidth = data.numel() * 4 / 1e9 / timed(data.sum, 5)
     print(f"  memory read {bandwidth:6.1f} GB/s")

@@ -123,7 +123,8 @@ class BlockLinearMethod(_PackedMethod):
 
     compute_dtype = torch.float32
 
-    def __init__(self, scheme: str, kernel: QuantMatmul, crossover: dict[torch.dtype, int | None] | None = None) -> None:
+    def __init__(self, scheme: str, kernel: QuantMatmul,
+                 crossover: dict[torch.dtype, int | None] | None = None) -> None:
         """`crossover` (model dtype -> rows above which the dense weight runs, None for never)
         defaults to the host's measured choices (isa.py)."""
         self.scheme = scheme

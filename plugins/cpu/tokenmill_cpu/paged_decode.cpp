@@ -227,7 +227,8 @@ static inline void convert_row(bf16* dst, const float* src, int64_t n) {  // rou
         uint32_t u;
         std::memcpy(&u, src + i, sizeof u);
         const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-        dst[i].bits = nan ? static_cast<uint16_t>((u >> 16) | 0x40) : static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+        const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+        dst[i].bits = static_cast<uint16_t>(nan ? (u >> 16) | 0x40u : rounded);
     }
 }
 

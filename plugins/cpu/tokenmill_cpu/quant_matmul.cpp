@@ -174,8 +174,9 @@ int64_t tm_quant_packed_bytes(int layout, int isa, int64_t N, int64_t K) {
 void tm_quant_repack(int layout, int isa, const void* gguf, void* out, int64_t N, int64_t K) {
 #ifdef TM_X86
     if (isa == kAvx512) {
-        if (layout == kQ4_1) avx512::repack(static_cast<const BlockQ4*>(gguf), static_cast<uint8_t*>(out), N, K / kBlock);
-        else avx512::repack(static_cast<const BlockQ8*>(gguf), static_cast<uint8_t*>(out), N, K / kBlock);
+        uint8_t* panels = static_cast<uint8_t*>(out);
+        if (layout == kQ4_1) avx512::repack(static_cast<const BlockQ4*>(gguf), panels, N, K / kBlock);
+        else avx512::repack(static_cast<const BlockQ8*>(gguf), panels, N, K / kBlock);
         return;
     }
 #endif

@@ -122,7 +122,8 @@ void panel_rows(const uint8_t* panel, const ActBlock* x, int64_t nb, float* out,
                             : _mm512_setzero_ps();
         for (int r = 0; r < R; ++r) {
             const ActBlock& a = x[r * nb + b];
-            const __m512 dot = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi[r]), _mm512_set1_ps(kSplit), _mm512_cvtepi32_ps(lo[r]));
+            const __m512 dot =
+                _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi[r]), _mm512_set1_ps(kSplit), _mm512_cvtepi32_ps(lo[r]));
             acc[r] = _mm512_fmadd_ps(dot, _mm512_mul_ps(d, _mm512_set1_ps(a.d)), acc[r]);
             if (Q4) acc[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(a.s), acc[r]);
         }
