@@ -11,49 +11,43 @@ namespace {
 
 constexpr int kChains = 12;  // independent accumulators: enough to cover the FMA latency on 2 ports
 
-template <typename V, typename Step>
-double run(int64_t iters, int threads, double ops_per_step, V init, Step step) {
-    double total = 0.0;
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-    {
-        V acc[kChains];
-        for (int c = 0; c < kChains; ++c) acc[c] = init;
-        for (int64_t i = 0; i < iters; ++i)
-            for (int c = 0; c < kChains; ++c) acc[c] = step(acc[c]);
-        volatile V sink = acc[0];  // keep the chains alive
-        for (int c = 1; c < kChains; ++c) sink = acc[c];
-        (void)sink;
-        total += ops_per_step * kChains * static_cast<double>(iters);
+// NAME(iters, threads): kChains chains of `iters` steps acc = STEP(acc) per thread, in the
+// region's target (so the OpenMP body and the intrinsics share it); returns the operations done.
+#define TM_PEAK(NAME, V, INIT, STEP, OPS)                                         \
+    double NAME(int64_t iters, int threads) {                                     \
+        double total = 0.0;                                                       \
+        _Pragma("omp parallel num_threads(threads) reduction(+ : total)") {      \
+            V acc[kChains];                                                       \
+            for (int c = 0; c < kChains; ++c) acc[c] = INIT;                      \
+            for (int64_t i = 0; i < iters; ++i)                                   \
+                for (int c = 0; c < kChains; ++c) acc[c] = STEP(acc[c]);          \
+            for (int c = 1; c < kChains; ++c) acc[0] = acc[0] + acc[c];           \
+            volatile V sink = acc[0];                                             \
+            (void)sink;                                                           \
+            total += (OPS) * kChains * static_cast<double>(iters);                \
+        }                                                                         \
+        return total;                                                             \
     }
-    return total;
-}
 
-__attribute__((target("avx512f"))) double fp32_avx512(int64_t iters, int threads) {
-    const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-3f);
-    return run(iters, threads, 32.0, _mm512_set1_ps(1.0f), [&](__m512 x) { return _mm512_fmadd_ps(x, a, b); });
-}
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bf16,avx512vnni")
+#define FMA512(x) _mm512_fmadd_ps(x, _mm512_set1_ps(0.999f), _mm512_set1_ps(1e-3f))
+#define BF16DOT(x) _mm512_dpbf16_ps(x, (__m512bh)_mm512_set1_epi16(0x3F80), (__m512bh)_mm512_set1_epi16(0x3A83))
+#define VNNI512(x) _mm512_dpbusd_epi32(x, _mm512_set1_epi8(3), _mm512_set1_epi8(-2))
+TM_PEAK(fp32_avx512, __m512, _mm512_set1_ps(1.0f), FMA512, 32.0)
+TM_PEAK(bf16_avx512, __m512, _mm512_setzero_ps(), BF16DOT, 64.0)
+TM_PEAK(int8_vnni512, __m512i, _mm512_setzero_si512(), VNNI512, 128.0)
+#pragma GCC pop_options
 
-__attribute__((target("avx2,fma"))) double fp32_avx2(int64_t iters, int threads) {
-    const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-3f);
-    return run(iters, threads, 16.0, _mm256_set1_ps(1.0f), [&](__m256 x) { return _mm256_fmadd_ps(x, a, b); });
-}
-
-__attribute__((target("avx512f,avx512bf16"))) double bf16_avx512(int64_t iters, int threads) {
-    const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3F80), b = (__m512bh)_mm512_set1_epi16(0x3A83);
-    return run(iters, threads, 64.0, _mm512_setzero_ps(), [&](__m512 x) { return _mm512_dpbf16_ps(x, a, b); });
-}
-
-__attribute__((target("avx512f,avx512vnni"))) double int8_vnni512(int64_t iters, int threads) {
-    const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
-    return run(iters, threads, 128.0, _mm512_setzero_si512(), [&](__m512i x) { return _mm512_dpbusd_epi32(x, a, b); });
-}
-
-__attribute__((target("avx2"))) double int8_avx2(int64_t iters, int threads) {
-    const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2), ones = _mm256_set1_epi16(1);
-    return run(iters, threads, 64.0, _mm256_setzero_si256(), [&](__m256i x) {
-        return _mm256_add_epi32(x, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
-    });
-}
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define FMA256(x) _mm256_fmadd_ps(x, _mm256_set1_ps(0.999f), _mm256_set1_ps(1e-3f))
+#define MADDUBS(x) \
+    _mm256_add_epi32(x, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(3), _mm256_set1_epi8(-2)), \
+                                          _mm256_set1_epi16(1)))
+TM_PEAK(fp32_avx2, __m256, _mm256_set1_ps(1.0f), FMA256, 16.0)
+TM_PEAK(int8_avx2, __m256i, _mm256_setzero_si256(), MADDUBS, 64.0)
+#pragma GCC pop_options
 
 }  // namespace
 
