@@ -1,10 +1,13 @@
-"""Dense float32 vs the CPU plugin's packed linears (native blocks and torch's kernels), on SmolLM2-135M's shapes.
+"""Dense float32 and bfloat16 GEMMs vs the CPU plugin's packed linears (native blocks on every
+instruction-set path this CPU runs, and torch's kernels), on SmolLM2-135M's shapes.
 
 Each layer gets its own weights, so a pass streams ~0.5 GB of float32 from memory as a real
 decode step does (one layer's weights would sit in cache and flatter float32). Prints ms per
 pass over all 30 layers and the head for each row count, and the ratio to float32, measured in this
-process. Decoder layers run int4 and the head int8, as the default model does: "native" is the
-plugin's Q4_1/Q8_0 block kernels, "torch" is torch's packed kernels (the no-compiler fallback).
+process. Decoder layers run int4 and the head int8, as the default model does: "avx512_vnni",
+"avx2" and "portable" are the plugin's Q4_1/Q8_0 block kernels on that path, "torch" is torch's
+packed kernels (the no-compiler fallback; above 24 rows they hand over to the float32 weight).
+The block kernels are timed alone, at every row count (no dense weight kept).
 
     python benchmarks/bench_cpu_linear.py [--rows 1 8 32 64] [--threads 2]
 """
@@ -17,7 +20,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from tokenmill_cpu.linear_methods import Int4LinearMethod, Int8LinearMethod, linear_method
+from tokenmill_cpu.linear_methods import BlockLinearMethod, Int4LinearMethod, Int8LinearMethod
+from tokenmill_cpu.quant_matmul import available_isas, quant_matmul
 
 LAYERS = 30
 SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536)]  # qkv, o, gate_up, down: [N, K]
@@ -45,11 +49,15 @@ def main() -> None:
     weights = [[torch.randn(n, k) * 0.02 for n, k in SHAPES] for _ in range(LAYERS)]
     head = torch.randn(*HEAD) * 0.02
     kinds = {"torch": (Int4LinearMethod(), Int8LinearMethod())}
-    if (native := (linear_method("int4"), linear_method("int8")))[0] is not None:
-        kinds["native"] = native
-    packed = {kind: [(int4, int4.pack(w)) for layer in weights for w in layer] + [(int8, int8.pack(head))]
-              for kind, (int4, int8) in kinds.items()}
-    print(f"{'rows':>5} {'float32 ms':>11}" + "".join(f" {kind + ' ms':>10} {'x':>6}" for kind in packed))
+    never = {torch.float32: None, torch.bfloat16: None}  # blocks at every width: no dense weight kept
+    for isa in available_isas()[::-1]:
+        kinds[isa] = (BlockLinearMethod("int4", quant_matmul("q4_1", isa), never),
+                      BlockLinearMethod("int8", quant_matmul("q8_0", isa), never))
+    packed = {kind: [(int4, int4.pack(w), w.shape[1]) for layer in weights for w in layer]
+              + [(int8, int8.pack(head), HEAD[1])] for kind, (int4, int8) in kinds.items()}
+    dense16 = [w.bfloat16() for layer in weights for w in layer] + [head.bfloat16()]
+    header = f"{'rows':>5} {'float32 ms':>11} {'bf16 ms':>8} {'x':>6}"
+    print(header + "".join(f" {kind + ' ms':>14} {'x':>6}" for kind in packed))
     with torch.inference_mode():
         for rows in args.rows:
             inputs = {k: torch.randn(rows, k) for k in {k for _, k in SHAPES}}
@@ -58,15 +66,20 @@ def main() -> None:
                 for w in [w for layer in weights for w in layer] + [head]:
                     F.linear(inputs[w.shape[1]], w)
 
+            def dense_bf16() -> None:
+                for w in dense16:
+                    F.linear(inputs[w.shape[1]].bfloat16(), w)
+
             def run(kind: str) -> None:
-                for method, state in packed[kind]:
-                    method.apply(state, inputs[state.dense.shape[1]])
+                for method, state, cols in packed[kind]:
+                    method.apply(state, inputs[cols])
 
             base = timed(dense, args.repeats)
-            line = f"{rows:>5} {base * 1e3:>11.1f}"
+            bf16 = timed(dense_bf16, args.repeats)
+            line = f"{rows:>5} {base * 1e3:>11.1f} {bf16 * 1e3:>8.1f} {base / bf16:>6.2f}"
             for kind in packed:
                 took = timed(lambda: run(kind), args.repeats)
-                line += f" {took * 1e3:>10.1f} {base / took:>6.2f}"
+                line += f" {took * 1e3:>14.1f} {base / took:>6.2f}"
             print(line)
 
 

@@ -4,35 +4,42 @@ The first choice is the plugin's native matmul on GGUF's Q4_1 / Q8_0 blocks (qua
 which runs a decode step's weights at memory bandwidth. Where it cannot build (no compiler),
 torch's private packed kernels (aten._weight_int4pack_mm_for_cpu, aten._weight_int8pack_mm) take
 over: they need no compiler, take bfloat16 activations, and run ~2x slower on this project's AVX2
-CI box (benchmarks/bench_cpu_linear.py measures all three against float32). With many rows
-(prefill, wide batches) the float32 GEMM wins, so a float32 model keeps its dense weight too and
-uses it above a method's `max_packed_rows`.
+CI box (benchmarks/bench_cpu_linear.py measures them all). With many rows (prefill, wide batches)
+a dense GEMM can win: then the layer keeps its weight in the model's dtype too and runs steps wider
+than the method's crossover on it (isa.py has the per-instruction-set choices and their figures).
+Why keep the weight rather than dequantize per wide step: it is already in memory at load (the
+loader dequantizes), a bf16 model's costs 2 bytes a weight and a tied head shares the embedding,
+while dequantizing 106 M weights per step would cost more than the 64-row bf16 GEMMs themselves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
+from tokenmill_cpu.casts import Casts, casts
+from tokenmill_cpu.isa import host_isa
 from tokenmill_cpu.quant_blocks import pack_q4_1, pack_q8_0
-from tokenmill_cpu.quant_matmul import QuantMatmul, quant_matmul
+from tokenmill_cpu.quant_matmul import QuantBlocks, QuantMatmul, quant_matmul
 
 GROUP = 32  # inputs per int4 scale/offset group
 MAX_PACKED_ROWS = 24  # torch's kernels: above this many rows float32 is faster (measured crossover: 24-32)
-MAX_BLOCK_ROWS = 32  # native vs float32 (benchmarks/bench_cpu_linear.py): 1.4x at 16 rows, about even at 24-32
+MAX_BLOCK_ROWS = 32  # the fewest rows a float32 model runs on the native blocks, on any host (isa.py)
 _COMPUTE = torch.bfloat16  # the activation dtype torch's packed kernels are vectorised for
 BLOCK_LAYOUTS = {"int4": ("q4_1", pack_q4_1), "int8": ("q8_0", pack_q8_0)}  # scheme -> GGUF block layout
 
 
 @dataclass(slots=True)
 class PackedWeight:
-    """One layer's packed weight, plus the dense one where that is faster for many rows."""
+    """One layer's packed weight, plus the dense one that wide steps run on."""
 
-    codes: torch.Tensor  # native: uint8 [N, K/32, block bytes]; torch int4: uint8 [N, K/2]; int8: int8 [N, K]
+    codes: QuantBlocks | torch.Tensor  # native: blocks for its path; torch int4: uint8 [N, K/2]; int8: int8 [N, K]
     scales: torch.Tensor | None  # torch int4: bfloat16 [K/32, N, 2] (scale, offset); int8: bfloat16 [N]
-    dense: torch.Tensor | None  # float32 [N, K], or None when only the packed kernel runs
+    dense: torch.Tensor | None  # [N, K] in the model dtype, or None when only the packed kernel runs
+    max_packed_rows: int = MAX_PACKED_ROWS  # steps wider than this run on `dense`
 
 
 def kernels_available() -> bool:
@@ -41,26 +48,35 @@ def kernels_available() -> bool:
 
 
 class _PackedMethod:
-    """Shared apply: dense GEMM for many rows of a float32 model, else the packed kernel."""
+    """Shared apply: the dense weight for steps wider than the layer's crossover, else the packed kernel."""
 
     scheme = ""
     compute_dtype = _COMPUTE  # the activation dtype the kernel takes
-    max_packed_rows = MAX_PACKED_ROWS
 
     def apply(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         """x [T, K] -> [T, N] in x's dtype."""
-        if packed.dense is not None and x.shape[0] > self.max_packed_rows:
+        if packed.dense is not None and x.shape[0] > packed.max_packed_rows:
             return F.linear(x, packed.dense)
         if x.dtype == self.compute_dtype:  # e.g. float32 decode on the native kernels: no casts to make
             return self._kernel(packed, x)
-        return self._kernel(packed, x.to(self.compute_dtype)).to(x.dtype)
+        cast = _casts()
+        return cast.to(self._kernel(packed, cast.to(x, self.compute_dtype)), x.dtype)
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    @staticmethod
-    def _dense(weight: torch.Tensor) -> torch.Tensor | None:
-        return weight if weight.dtype == torch.float32 else None
+    def _crossover(self, dtype: torch.dtype) -> int | None:
+        """Rows above which a `dtype` model's layer runs dense; None keeps no dense weight."""
+        return MAX_PACKED_ROWS if dtype == torch.float32 else None
+
+    def _packed(self, codes, scales, weight: torch.Tensor) -> PackedWeight:
+        rows = self._crossover(weight.dtype)
+        return PackedWeight(codes, scales, None if rows is None else weight, MAX_PACKED_ROWS if rows is None else rows)
+
+
+@lru_cache(maxsize=1)
+def _casts() -> Casts:
+    return casts()
 
 
 class Int4LinearMethod(_PackedMethod):
@@ -80,7 +96,7 @@ class Int4LinearMethod(_PackedMethod):
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.view(rows, cols).to(torch.int32), 1)
         # the kernel computes (q - 8) * scale + offset, so its offset is low + 8 * scale
         scales = torch.stack([scale.t(), (low + 8 * scale).t()], dim=-1).to(_COMPUTE).contiguous()
-        return PackedWeight(packed, scales, self._dense(weight))
+        return self._packed(packed, scales, weight)
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed.codes, GROUP, packed.scales)
@@ -96,7 +112,7 @@ class Int8LinearMethod(_PackedMethod):
         w = weight.float()
         scale = (w.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)  # [N]
         codes = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-        return PackedWeight(codes, scale.to(_COMPUTE), self._dense(weight))
+        return self._packed(codes, scale.to(_COMPUTE), weight)
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, packed.codes, packed.scales)
@@ -106,16 +122,23 @@ class BlockLinearMethod(_PackedMethod):
     """The native kernels on GGUF blocks: int4 as Q4_1 (w = d * q + m per 32 inputs), int8 as Q8_0."""
 
     compute_dtype = torch.float32
-    max_packed_rows = MAX_BLOCK_ROWS
 
-    def __init__(self, scheme: str, kernel: QuantMatmul) -> None:
+    def __init__(self, scheme: str, kernel: QuantMatmul,
+                 crossover: dict[torch.dtype, int | None] | None = None) -> None:
+        """`crossover` (model dtype -> rows above which the dense weight runs, None for never)
+        defaults to the host's measured choices (isa.py)."""
         self.scheme = scheme
         self._pack = BLOCK_LAYOUTS[scheme][1]
         self._matmul = kernel
+        self._crossovers = crossover or {}
 
     def pack(self, weight: torch.Tensor) -> PackedWeight:
-        """weight [N, K], K a multiple of 32 -> blocks [N, K/32, bytes]; GGUF-born weights repack exactly."""
-        return PackedWeight(self._pack(weight), None, self._dense(weight))
+        """weight [N, K], K a multiple of 32 -> GGUF blocks in the kernel's layout (GGUF-born weights
+        repack exactly), plus the weight itself where wide steps run dense."""
+        return self._packed(self._matmul.pack(self._pack(weight)), None, weight)
+
+    def _crossover(self, dtype: torch.dtype) -> int | None:
+        return self._crossovers.get(dtype, host_isa().max_block_rows(dtype))
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         return self._matmul(x, packed.codes)

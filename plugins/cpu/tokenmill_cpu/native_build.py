@@ -28,8 +28,11 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+# Sources that pick their instruction set at run time (target pragmas + __builtin_cpu_supports):
+# built for the baseline x86-64, so that every path they hold runs, and is testable, on this host.
+RUNTIME_DISPATCH = frozenset({"quant_matmul.cpp"})
 ENV_DISABLE = "TOKENMILL_CPU_NATIVE"  # "0" keeps every kernel on its torch fallback
-SOURCES = ("paged_decode.cpp", "quant_matmul.cpp", "layer_ops.cpp")  # what a CPU engine loads
+SOURCES = ("paged_decode.cpp", "quant_matmul.cpp", "layer_ops.cpp", "casts.cpp")  # what a CPU engine loads
 
 _builds: dict[tuple[str, tuple[str, ...]], Future] = {}  # one build and load per process and variant
 _builds_lock = threading.Lock()
@@ -66,7 +69,9 @@ def describe() -> str:
     found = compiler()
     if found is None:
         return "torch kernels: no C++ compiler found; install g++ for the faster native ones"
-    return f"native kernels built with {os.path.basename(found)}"
+    from tokenmill_cpu.isa import host_isa  # the paths the kernels take on this CPU
+
+    return f"native kernels built with {os.path.basename(found)}; {host_isa().describe()}"
 
 
 def compiler() -> str | None:
@@ -80,7 +85,7 @@ def _build_and_load(source: Path, defines: tuple[str, ...]) -> ctypes.CDLL | Non
         log.info("no C++ compiler found: %s stays on its torch fallback", source.name)
         return None
     try:
-        flags = (*FLAGS, *(f"-D{name}" for name in defines))
+        flags = (*_flags(source.name), *(f"-D{name}" for name in defines))
         target = _cache_dir() / f"{source.stem}-{_build_key(source, compiler_path, flags)}.so"
         if not target.exists():
             _compile(compiler_path, flags, source, target)
@@ -90,6 +95,13 @@ def _build_and_load(source: Path, defines: tuple[str, ...]) -> ctypes.CDLL | Non
     except OSError as err:
         log.warning("loading %s failed, using the torch fallback: %s", source.name, err)
     return None
+
+
+def _flags(source_name: str) -> tuple[str, ...]:
+    """FLAGS, with -march=native swapped for the baseline on x86-64 sources that dispatch at run time."""
+    if source_name not in RUNTIME_DISPATCH or platform.machine() not in ("x86_64", "AMD64"):
+        return FLAGS
+    return (*(f for f in FLAGS if f != "-march=native"), "-mtune=native", "-ffp-contract=off")
 
 
 def _compile(compiler: str, flags: tuple[str, ...], source: Path, target: Path) -> None:

@@ -8,7 +8,8 @@
 // that share a KV head processed together while the block sits in L1.
 //
 // With `slots`, the step's new keys and values are first written into the pool (one call does a
-// pure-decode step's cache write and attention).
+// pure-decode step's cache write and attention), converted on the way where the cache is narrower
+// than the activations (float32 rows into a bfloat16 or float16 cache).
 // Layout: k and v pools of element type T (float, bf16 bits, _Float16), addressed through block,
 // head and row strides with D contiguous (the plugin's [N, S, Hkv, D]); queries and outputs float32
 // [B, Hq, D] contiguous; block tables int64 [B, table_stride]; seq_lens int64 [B].
@@ -206,28 +207,46 @@ static void decode(const float* q, const Pool<T>& k, const Pool<T>& v, const int
 }
 
 // The step's new keys and values, written into their slots before attending (a pure-decode step
-// then needs no separate cache write); rows of Hkv * D elements, `new_stride` apart.
-template <typename T>
+// then needs no separate cache write); rows of Hkv * D elements of type R, `new_stride` apart,
+// converted to the cache's type T where the two differ (a bfloat16 cache under float32 activations).
+template <typename R>
 struct NewRows {
-    const T *k, *v;
+    const R *k, *v;
     int64_t new_stride_k, new_stride_v;
     const int64_t* slots;  // [B], or nullptr when the cache is already written
 };
 
-template <typename T>
-static void write_rows(const NewRows<T>& rows, T* k, T* v, int64_t B, const Shape& s, int64_t block_stride,
+static inline void convert_row(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+static inline void convert_row(bf16* dst, const bf16* src, int64_t n) { std::memcpy(dst, src, n * sizeof(bf16)); }
+static inline void convert_row(_Float16* dst, const _Float16* src, int64_t n) { std::memcpy(dst, src, n * 2); }
+static inline void convert_row(_Float16* dst, const float* src, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<_Float16>(src[i]);
+}
+static inline void convert_row(bf16* dst, const float* src, int64_t n) {  // round to nearest even, as torch
+    for (int64_t i = 0; i < n; ++i) {
+        uint32_t u;
+        std::memcpy(&u, src + i, sizeof u);
+        const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+        const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+        dst[i].bits = static_cast<uint16_t>(nan ? (u >> 16) | 0x40u : rounded);
+    }
+}
+
+template <typename T, typename R>
+static void write_rows(const NewRows<R>& rows, T* k, T* v, int64_t B, const Shape& s, int64_t block_stride,
                        int64_t head_stride, int64_t row_stride) {
     if (rows.slots == nullptr) return;
     for (int64_t b = 0; b < B; ++b) {
         const int64_t at = rows.slots[b] / s.block_size * block_stride + rows.slots[b] % s.block_size * row_stride;
         for (int64_t h = 0; h < s.num_kv_heads; ++h) {
-            std::memcpy(k + at + h * head_stride, rows.k + b * rows.new_stride_k + h * s.head_size, s.head_size * sizeof(T));
-            std::memcpy(v + at + h * head_stride, rows.v + b * rows.new_stride_v + h * s.head_size, s.head_size * sizeof(T));
+            convert_row(k + at + h * head_stride, rows.k + b * rows.new_stride_k + h * s.head_size, s.head_size);
+            convert_row(v + at + h * head_stride, rows.v + b * rows.new_stride_v + h * s.head_size, s.head_size);
         }
     }
 }
 
-#define TM_DECODE_ENTRY(NAME, T)                                                                          \
+// NAME: a cache of element type T, new rows of type R (T itself, or float32 to be converted).
+#define TM_DECODE_ENTRY(NAME, T, R)                                                                       \
     extern "C" void NAME(const float* q, void* k, void* v, int64_t block_stride, int64_t head_stride,    \
                          int64_t row_stride, const int64_t* tables, const int64_t* seq_lens, float* out,  \
                          int64_t B, int64_t num_heads, int64_t num_kv_heads, int64_t head_size,           \
@@ -235,7 +254,7 @@ static void write_rows(const NewRows<T>& rows, T* k, T* v, int64_t B, const Shap
                          const void* new_k, const void* new_v, int64_t new_stride_k, int64_t new_stride_v, \
                          const int64_t* slots) {                                                          \
         const Shape s{num_heads, num_kv_heads, head_size, block_size, table_stride};                      \
-        const NewRows<T> rows{static_cast<const T*>(new_k), static_cast<const T*>(new_v), new_stride_k,   \
+        const NewRows<R> rows{static_cast<const R*>(new_k), static_cast<const R*>(new_v), new_stride_k,   \
                               new_stride_v, slots};                                                       \
         write_rows(rows, static_cast<T*>(k), static_cast<T*>(v), B, s, block_stride, head_stride, row_stride); \
         const Pool<T> kp{static_cast<const T*>(k), block_stride, head_stride, row_stride};               \
@@ -243,6 +262,8 @@ static void write_rows(const NewRows<T>& rows, T* k, T* v, int64_t B, const Shap
         decode(q, kp, vp, tables, seq_lens, out, B, s, scale, num_threads);                               \
     }
 
-TM_DECODE_ENTRY(tm_paged_decode_f32, float)
-TM_DECODE_ENTRY(tm_paged_decode_bf16, bf16)
-TM_DECODE_ENTRY(tm_paged_decode_f16, _Float16)
+TM_DECODE_ENTRY(tm_paged_decode_f32, float, float)
+TM_DECODE_ENTRY(tm_paged_decode_bf16, bf16, bf16)
+TM_DECODE_ENTRY(tm_paged_decode_f16, _Float16, _Float16)
+TM_DECODE_ENTRY(tm_paged_decode_bf16_from_f32, bf16, float)
+TM_DECODE_ENTRY(tm_paged_decode_f16_from_f32, _Float16, float)

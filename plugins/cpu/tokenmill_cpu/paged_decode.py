@@ -1,4 +1,9 @@
-"""The native paged decode kernel (paged_decode.cpp) as a torch-facing call, or None where it cannot build."""
+"""The native paged decode kernel (paged_decode.cpp) as a torch-facing call, or None where it cannot build.
+
+The cache dtype may differ from the activations' (a bfloat16 cache under a float32 model halves the
+KV bytes a decode step reads): queries are taken in any float dtype, and new keys/values in the
+cache's dtype or in float32, which the kernel converts as it writes them.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,14 @@ import torch
 
 from tokenmill_cpu.native_build import load_kernel
 
-_ENTRY_POINTS = {
-    torch.float32: "tm_paged_decode_f32",
-    torch.bfloat16: "tm_paged_decode_bf16",
-    torch.float16: "tm_paged_decode_f16",
+_ENTRY_POINTS = {  # (cache dtype, new rows' dtype) -> entry point
+    (torch.float32, torch.float32): "tm_paged_decode_f32",
+    (torch.bfloat16, torch.bfloat16): "tm_paged_decode_bf16",
+    (torch.float16, torch.float16): "tm_paged_decode_f16",
+    (torch.bfloat16, torch.float32): "tm_paged_decode_bf16_from_f32",
+    (torch.float16, torch.float32): "tm_paged_decode_f16_from_f32",
 }
+CACHE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _ARGTYPES = [_PTR] * 3 + [_I64] * 3 + [_PTR] * 3 + [_I64] * 6 + [ctypes.c_float, ctypes.c_int]  # cache, shapes
 _ARGTYPES += [_PTR] * 2 + [_I64] * 2 + [_PTR]  # new keys/values, their row strides, their slots
@@ -21,29 +29,34 @@ _ARGTYPES += [_PTR] * 2 + [_I64] * 2 + [_PTR]  # new keys/values, their row stri
 class PagedDecodeKernel:
     """Decode attention straight over the paged cache: each request's K/V is read once, never copied."""
 
-    def __init__(self, lib: ctypes.CDLL, dtype: torch.dtype) -> None:
-        self._fn = getattr(lib, _ENTRY_POINTS[dtype])
-        self._fn.argtypes = _ARGTYPES
-        self._fn.restype = None
+    def __init__(self, lib: ctypes.CDLL, cache_dtype: torch.dtype, query_dtype: torch.dtype | None = None) -> None:
+        self.cache_dtype, self.query_dtype = cache_dtype, query_dtype or cache_dtype
+        self._fns = {}  # new rows' dtype -> entry point
+        for (cache, rows), name in _ENTRY_POINTS.items():
+            if cache == cache_dtype:
+                self._fns[rows] = getattr(lib, name)
+                self._fns[rows].argtypes, self._fns[rows].restype = _ARGTYPES, None
 
     def __call__(
         self,
         query: torch.Tensor,  # [B, Hq, D], any float dtype
-        kv_cache: torch.Tensor,  # [2, N, S, Hkv, D] with D contiguous, the dtype this kernel was made for
+        kv_cache: torch.Tensor,  # [2, N, S, Hkv, D] with D contiguous, of this kernel's cache dtype
         block_tables: torch.Tensor,  # int64 [B, W] contiguous, W >= ceil(max seq_len / S)
         seq_lens: torch.Tensor,  # int64 [B], each >= 1
         scale: float,
         new_kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:  # [B, Hq, D] float32
-        """With new_kv = (key [B, Hkv, D], value [B, Hkv, D], slots int64 [B]), each of the cache's dtype
-        with D and Hkv contiguous, those rows are written into the cache first."""
+        """With new_kv = (key [B, Hkv, D], value [B, Hkv, D], slots int64 [B]), key and value of the cache's
+        dtype or float32 (converted) with D and Hkv contiguous, those rows are written into the cache first."""
+        if kv_cache.dtype != self.cache_dtype:
+            raise ValueError(f"kernel built for a {self.cache_dtype} cache, got {kv_cache.dtype}")
         num_reqs, num_heads, head_size = query.shape
         _, _, block_size, num_kv_heads, _ = kv_cache.shape
         _, block_stride, row_stride, head_stride, _ = kv_cache.stride()
         q = query.to(torch.float32).contiguous()  # [B, Hq, D]
         out = torch.empty_like(q)
         key, value, slots = new_kv if new_kv is not None else (q, q, None)
-        self._fn(
+        self._fns[key.dtype if new_kv is not None else self.cache_dtype](
             q.data_ptr(), kv_cache[0].data_ptr(), kv_cache[1].data_ptr(), block_stride, head_stride, row_stride,
             block_tables.data_ptr(), seq_lens.data_ptr(), out.data_ptr(), num_reqs, num_heads, num_kv_heads,
             head_size, block_size, block_tables.shape[1], scale, torch.get_num_threads(),
@@ -55,12 +68,18 @@ class PagedDecodeKernel:
     @staticmethod
     def can_write(key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor) -> bool:
         """Whether new rows key/value [B, Hkv, D] can be written by the kernel (dtype and inner layout)."""
-        return all(t.dtype == kv_cache.dtype and t.stride(2) == 1 and t.stride(1) == t.shape[2] for t in (key, value))
+        return all((kv_cache.dtype, t.dtype) in _ENTRY_POINTS and key.dtype == value.dtype and t.stride(2) == 1
+                   and t.stride(1) == t.shape[2] for t in (key, value))
 
 
-def paged_decode_kernel(dtype: torch.dtype, head_size: int) -> PagedDecodeKernel | None:
-    """The kernel for caches of `dtype`, or None (no compiler, build failed, or an unsupported shape)."""
-    if dtype not in _ENTRY_POINTS or head_size % 8:  # the kernel works in 8-float vectors
+def paged_decode_kernel(query_dtype: torch.dtype, cache_dtype: torch.dtype | int,
+                        head_size: int | None = None) -> PagedDecodeKernel | None:
+    """The kernel for `query_dtype` activations over a `cache_dtype` cache, or None (no compiler, a
+    failed build, or an unsupported shape). The older call paged_decode_kernel(dtype, head_size)
+    means a cache of the activations' dtype."""
+    if head_size is None:  # paged_decode_kernel(dtype, head_size)
+        cache_dtype, head_size = query_dtype, int(cache_dtype)
+    if cache_dtype not in CACHE_DTYPES or query_dtype not in CACHE_DTYPES or head_size % 8:  # 8-float vectors
         return None
     lib = load_kernel("paged_decode.cpp")
-    return PagedDecodeKernel(lib, dtype) if lib is not None else None
+    return PagedDecodeKernel(lib, cache_dtype, query_dtype) if lib is not None else None

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tokenmill.plugin_manager import load_plugins
+from tokenmill_cpu.isa import host_isa
 from tokenmill_cpu.linear_methods import (
     GROUP,
     MAX_BLOCK_ROWS,
@@ -16,6 +17,7 @@ from tokenmill_cpu.linear_methods import (
     Int8LinearMethod,
     linear_method,
 )
+from tokenmill_cpu.quant_matmul import quant_matmul
 
 N, K = 96, 256
 
@@ -69,10 +71,12 @@ def test_many_rows_use_the_dense_float32_weight():
     weight, _ = q4_1_weight()
     x = torch.randn(MAX_PACKED_ROWS + 1, K)
     for method in (Int4LinearMethod(), Int8LinearMethod()):
-        assert torch.equal(method.apply(method.pack(weight), x), F.linear(x, weight))
+        packed = method.pack(weight)
+        assert packed.dense is weight  # the model's own weight, not a copy
+        assert torch.equal(method.apply(packed, x), F.linear(x, weight))
 
 
-def test_a_bfloat16_model_keeps_no_dense_copy():
+def test_a_bfloat16_model_keeps_no_dense_copy_on_torchs_kernels():
     weight, _ = q4_1_weight()
     packed = Int4LinearMethod().pack(weight.bfloat16())
     assert packed.dense is None
@@ -110,26 +114,59 @@ def test_the_native_block_method_is_preferred_and_torch_is_the_fallback(scheme):
     assert linear_method("fp8") is None
 
 
+def block_method(scheme: str, crossover: dict | None = None) -> BlockLinearMethod:
+    return BlockLinearMethod(scheme, quant_matmul({"int4": "q4_1", "int8": "q8_0"}[scheme]), crossover)
+
+
 @pytest.mark.parametrize("scheme", ["int4", "int8"])
-def test_the_block_method_matches_the_weight_and_hands_wide_steps_to_float32(scheme):
+def test_the_block_method_matches_the_weight_and_hands_wide_steps_to_the_dense_weight(scheme):
     weight, _ = q4_1_weight()
-    method = linear_method(scheme)
+    method = block_method(scheme, {torch.float32: 8})
     packed = method.pack(weight)
-    x = torch.randn(MAX_BLOCK_ROWS, K)
+    assert packed.dense is weight and packed.max_packed_rows == 8
+    x = torch.randn(8, K)
     ref = x.double() @ weight.double().t()
     tolerance = 1e-4 if scheme == "int4" else 1e-2  # Q4_1 weights are exact in int4; int8 rounds them
     assert (method.apply(packed, x).double() - ref).abs().max() <= tolerance * ref.abs().max()
-    wide = torch.randn(MAX_BLOCK_ROWS + 1, K)
+    wide = torch.randn(9, K)
     assert torch.equal(method.apply(packed, wide), F.linear(wide, weight))
 
 
-def test_a_bfloat16_model_runs_every_step_on_the_blocks():
+def test_without_a_crossover_every_width_runs_the_blocks_and_no_copy_is_kept():
     weight, _ = q4_1_weight()
-    method = linear_method("int4")
-    packed = method.pack(weight.bfloat16())
+    method = block_method("int4", {torch.float32: None})
+    packed = method.pack(weight)
     assert packed.dense is None
-    x = torch.randn(MAX_BLOCK_ROWS + 5, K, dtype=torch.bfloat16)
+    x = torch.randn(300, K)
+    ref = x.double() @ weight.double().t()
+    assert (method.apply(packed, x).double() - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_block_method_defaults_to_the_hosts_measured_choice(dtype):
+    weight, _ = q4_1_weight()
+    rows = host_isa().max_block_rows(dtype)
+    packed = linear_method("int4").pack(weight.to(dtype))
+    assert (packed.dense is None) == (rows is None)
+    if rows is not None:
+        assert packed.max_packed_rows == rows
+
+
+def test_a_bfloat16_model_runs_wide_steps_on_its_own_weight_and_narrow_ones_on_the_blocks():
+    weight, _ = q4_1_weight()
+    weight = weight.bfloat16()
+    method = block_method("int4", {torch.bfloat16: 16})
+    packed = method.pack(weight)
+    assert packed.dense is weight
+    wide = torch.randn(17, K, dtype=torch.bfloat16)
+    assert torch.equal(method.apply(packed, wide), F.linear(wide, weight))
+    x = wide[:16]
     out = method.apply(packed, x)
     assert out.dtype == torch.bfloat16
-    ref = x.double() @ weight.bfloat16().double().t()
+    ref = x.double() @ weight.double().t()
     assert (out.double() - ref).abs().max() <= 1e-2 * ref.abs().max()
+
+
+def test_float32_models_run_at_least_max_block_rows_on_the_blocks_here():
+    rows = host_isa().max_block_rows(torch.float32)
+    assert rows is None or rows >= MAX_BLOCK_ROWS

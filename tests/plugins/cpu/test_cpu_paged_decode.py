@@ -105,3 +105,37 @@ def test_switching_native_off_keeps_the_torch_fallback(monkeypatch):
 
 def test_heads_off_the_vector_width_use_the_fallback():
     assert paged_decode_kernel(torch.float32, 36) is None
+
+
+@needs_kernel
+@pytest.mark.parametrize("cache_dtype", [torch.bfloat16, torch.float16])
+def test_a_narrower_cache_under_float32_activations(cache_dtype):
+    """float32 queries and new rows over a bf16/fp16 cache: the rows are written converted as torch
+    converts them, and attention is over the narrower cache's values."""
+    gen = torch.Generator().manual_seed(7)
+    heads, kv_heads, head_size, block_size, seq_lens = 9, 3, 64, 16, [1, 17, 250, 33]
+    kernel = paged_decode_kernel(torch.float32, cache_dtype, head_size)
+    assert kernel.cache_dtype == cache_dtype and kernel.query_dtype == torch.float32
+    backend = CpuAttentionBackend(AttentionSpec(heads, kv_heads, head_size, block_size, cache_dtype))
+    batch, num_blocks = _decode_batch(seq_lens, block_size, gen)
+    metadata = backend.build_metadata(batch)
+    cache = (torch.randn(backend.kv_cache_shape(num_blocks), generator=gen) * 2).to(cache_dtype)
+    query = torch.randn(len(seq_lens), heads, head_size, generator=gen)
+    new_kv = torch.randn(2, len(seq_lens), kv_heads, head_size, generator=gen) * 1e3  # rounding shows
+    new_kv[0, 0, 0, :3] = torch.tensor([1 + 2**-8, 1 + 3 * 2**-8, -0.0])  # bf16 ties round to even
+    assert kernel.can_write(new_kv[0], new_kv[1], cache)
+    expected_cache = cache.clone()
+    expected_cache.view(2, -1, kv_heads, head_size)[:, batch.slot_mapping] = new_kv.to(cache_dtype)
+    decode = metadata.decode
+    out = kernel(query, cache, decode.block_table, decode.seq_lens, head_size**-0.5,
+                 (new_kv[0], new_kv[1], batch.slot_mapping))
+    assert torch.equal(cache.view(torch.int16), expected_cache.view(torch.int16))  # bit for bit
+    expected = _reference(query, cache, batch, head_size**-0.5)
+    torch.testing.assert_close(out.double(), expected, atol=2e-5, rtol=2e-5)
+
+
+@needs_kernel
+def test_the_older_two_argument_call_means_the_activations_dtype():
+    kernel = paged_decode_kernel(torch.bfloat16, 64)
+    assert kernel.cache_dtype == kernel.query_dtype == torch.bfloat16
+    assert paged_decode_kernel(torch.float32, torch.bfloat16, 60) is None  # 60 is off the 8-float vectors

@@ -1,4 +1,5 @@
-"""GGUF block packing and the native Q4_1/Q8_0 matmul, against the gguf package and float64 references."""
+"""GGUF block packing and the native Q4_1/Q8_0 matmul on every instruction-set path this CPU runs,
+against the gguf package, float64 references and each other."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ import torch
 from gguf import GGMLQuantizationType, quants
 
 from tokenmill_cpu.quant_blocks import pack_q4_1, pack_q8_0
-from tokenmill_cpu.quant_matmul import quant_matmul
+from tokenmill_cpu.quant_matmul import ISAS, available_isas, quant_matmul
 
 LAYOUTS = {"q4_1": (pack_q4_1, GGMLQuantizationType.Q4_1), "q8_0": (pack_q8_0, GGMLQuantizationType.Q8_0)}
-N, K = 40, 192
+N, K = 40, 192  # N: two full 16-row panels and a partial one
+HOST_ISAS = available_isas()
+
+
+def test_the_host_runs_the_portable_path_at_least():
+    assert HOST_ISAS[:1] == ("portable",), "the native matmul did not build (CI has g++)"
 
 
 def gguf_weight(layout: str, rows: int = N, cols: int = K, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
@@ -22,11 +28,17 @@ def gguf_weight(layout: str, rows: int = N, cols: int = K, seed: int = 0) -> tup
     return torch.from_numpy(quants.dequantize(raw, LAYOUTS[layout][1]).copy()), raw
 
 
-def kernel(layout: str, portable: bool = False):
-    matmul = quant_matmul(layout, portable)
+def kernel(layout: str, isa: str | None = None):
+    matmul = quant_matmul(layout, isa)
     if matmul is None:
         pytest.fail("the native matmul did not build (CI has g++; see the log for the compiler error)")
     return matmul
+
+
+def run(layout: str, isa: str | None, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x @ weight.T through `isa`'s path, from the weight's GGUF blocks."""
+    matmul = kernel(layout, isa)
+    return matmul(x, matmul.pack(LAYOUTS[layout][0](weight)))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -55,25 +67,25 @@ def q8_grid(rows: int, cols: int, seed: int) -> torch.Tensor:
     return (ints * scale).view(rows, cols).float()
 
 
-@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+@pytest.mark.parametrize("isa", HOST_ISAS)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9])
-def test_exact_inputs_give_the_float64_product(layout, rows, portable):
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8, 9, 17])
+def test_exact_inputs_give_the_float64_product(layout, rows, isa):
     weight, raw = gguf_weight(layout, seed=rows)
     x = q8_grid(rows, K, seed=rows)
-    out = kernel(layout, portable)(x, LAYOUTS[layout][0](weight))
+    out = run(layout, isa, x, weight)
     ref = x.double() @ weight.double().t()  # [rows, N]
     assert out.shape == (rows, N) and out.dtype == torch.float32
     # integer dot products are exact; only the float32 sum of K/32 block terms rounds
     assert torch.allclose(out.double(), ref, rtol=1e-5, atol=1e-6 * ref.abs().max().item())
 
 
-@pytest.mark.parametrize("portable", [False, True], ids=["simd", "portable"])
+@pytest.mark.parametrize("isa", HOST_ISAS)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_general_inputs_err_by_at_most_their_16_bit_rounding(layout, portable):
+def test_general_inputs_err_by_at_most_their_16_bit_rounding(layout, isa):
     weight, _ = gguf_weight(layout)
     x = torch.randn(6, K) * torch.logspace(-2, 2, K)  # blocks of very different magnitude
-    out = kernel(layout, portable)(x, LAYOUTS[layout][0](weight))
+    out = run(layout, isa, x, weight)
     ref = x.double() @ weight.double().t()
     # two 8-bit levels: each input moves by at most amax(block) / (2 * 127 * 254), plus float32
     # rounding of the input and of the sum
@@ -83,12 +95,13 @@ def test_general_inputs_err_by_at_most_their_16_bit_rounding(layout, portable):
     assert ((out.double() - ref).abs() <= bound).all()
 
 
+@pytest.mark.parametrize("isa", HOST_ISAS)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_a_row_never_depends_on_the_batch_or_the_thread_count(layout):
+def test_a_row_never_depends_on_the_batch_or_the_thread_count(layout, isa):
     weight, _ = gguf_weight(layout, rows=300)
-    blocks = LAYOUTS[layout][0](weight)
+    matmul = kernel(layout, isa)
+    blocks = matmul.pack(LAYOUTS[layout][0](weight))
     x = torch.randn(11, K)
-    matmul = kernel(layout)
     together = matmul(x, blocks)
     alone = torch.cat([matmul(x[i : i + 1], blocks) for i in range(11)])
     threads = torch.get_num_threads()
@@ -100,12 +113,31 @@ def test_a_row_never_depends_on_the_batch_or_the_thread_count(layout):
     assert torch.equal(together, alone) and torch.equal(together, single_thread)
 
 
-def test_portable_and_simd_builds_agree():
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("rows", [1, 7, 8, 13, 32])
+def test_every_path_agrees_with_the_portable_one(layout, rows):
+    """The paths quantize activations bit for bit alike; only the float sums' order differs."""
+    weight, _ = gguf_weight(layout, rows=70, cols=K, seed=rows)
+    x = torch.randn(rows, K)
+    portable = run(layout, "portable", x, weight)
+    for isa in HOST_ISAS[1:]:
+        assert torch.allclose(run(layout, isa, x, weight), portable, rtol=1e-5, atol=1e-6), isa
+
+
+def test_the_default_path_is_the_best_the_host_runs():
+    assert kernel("q4_1").isa == HOST_ISAS[-1]
+
+
+def test_a_path_the_cpu_lacks_is_refused_and_weights_stay_with_their_path():
+    missing = [isa for isa in ISAS if isa not in HOST_ISAS]
+    if missing:
+        with pytest.raises(ValueError, match="cannot run"):
+            quant_matmul("q4_1", missing[0])
     weight, _ = gguf_weight("q4_1")
-    blocks = pack_q4_1(weight)
-    x = torch.randn(5, K)
-    simd, portable = kernel("q4_1")(x, blocks), kernel("q4_1", portable=True)(x, blocks)
-    assert torch.allclose(simd, portable, rtol=1e-5, atol=1e-6)
+    packed = kernel("q4_1", "portable").pack(pack_q4_1(weight))
+    if len(HOST_ISAS) > 1:
+        with pytest.raises(ValueError, match="packed for the portable path"):
+            kernel("q4_1", HOST_ISAS[-1])(torch.randn(1, K), packed)
 
 
 def test_packing_refuses_inputs_that_do_not_fill_blocks():

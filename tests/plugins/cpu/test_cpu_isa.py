@@ -1,0 +1,48 @@
+"""The host ISA probe and the paths it picks, from cpuinfo files of the three kinds of CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from tokenmill_cpu import native_build
+from tokenmill_cpu.isa import host_isa
+
+AMX = "avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8"
+ZEN5 = "avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512_bf16"
+AVX2 = "sse4_2 avx2 fma f16c"
+
+
+def probe(tmp_path, flags: str):
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nflags\t\t: fpu {flags}\n\nprocessor\t: 1\nflags\t\t: fpu {flags}\n")
+    return host_isa(str(path))
+
+
+def test_a_bf16_cpu_hands_wide_bf16_steps_to_the_gemm_and_keeps_float32_on_vnni(tmp_path):
+    isa = probe(tmp_path, AMX)
+    assert isa.bf16 and isa.amx and isa.vnni512 and isa.blocks == "avx512_vnni"
+    assert isa.max_block_rows(torch.bfloat16) == 16 and isa.max_block_rows(torch.float32) is None
+    assert isa.describe() == ("block matmul avx512_vnni, AMX; bfloat16 models: blocks, above 16 rows the "
+                              "bfloat16 GEMM; float32 models: blocks")
+
+
+def test_avx512_bf16_without_amx(tmp_path):
+    isa = probe(tmp_path, ZEN5)
+    assert isa.bf16 and not isa.amx and isa.max_block_rows(torch.bfloat16) == 16
+    assert "AMX" not in isa.describe()
+
+
+def test_an_avx2_cpu_keeps_bf16_on_the_blocks_and_float32_on_its_gemm_above_32_rows(tmp_path):
+    isa = probe(tmp_path, AVX2)
+    assert not isa.bf16 and not isa.vnni512 and isa.blocks == "avx2"
+    assert isa.max_block_rows(torch.bfloat16) is None and isa.max_block_rows(torch.float32) == 32
+    assert isa.max_block_rows(torch.float16) is None
+
+
+def test_an_unreadable_cpuinfo_means_the_portable_choices(tmp_path):
+    isa = host_isa(str(tmp_path / "missing"))
+    assert isa.flags == frozenset() and isa.blocks == "portable" and isa.max_block_rows(torch.float32) == 32
+
+
+def test_the_platform_note_names_the_paths_in_use():
+    assert host_isa().describe() in native_build.describe()
