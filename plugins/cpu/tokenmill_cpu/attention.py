@@ -31,7 +31,7 @@ class CpuAttentionBackend:
     def __init__(self, spec: AttentionSpec, native: bool = True) -> None:
         """`native=False` keeps decode on the gather + SDPA path (the kernel's fallback and reference)."""
         self.spec = spec
-        self._kernel = paged_decode_kernel(spec.kv_cache_dtype, spec.head_size) if native else None
+        self._kernel = paged_decode_kernel(spec.dtype, spec.kv_cache_dtype, spec.head_size) if native else None
 
     def unsupported_reasons(self, spec: AttentionSpec) -> list[str]:
         """Why `spec` cannot run here; empty when it can."""
