@@ -84,6 +84,7 @@ class PluginManager:
         """Register a plugin object (used for entry points and for tests' in-process plugins)."""
         record = record or self.records.setdefault(name, PluginRecord(name, "(registered in process)", "?"))
         self.records[name] = record
+        self._callers.clear()  # subset callers exclude the plugins registered when they were made
         try:
             self.pm.register(plugin, name=name)
             self.pm.check_pending()

@@ -194,6 +194,19 @@ def test_only_the_chosen_platforms_plugin_answers(site: FakeSite) -> None:
         manager.attention_backend(manager.select("alpha"), None)
 
 
+def test_a_plugin_registered_later_never_answers_for_an_earlier_platform(site: FakeSite) -> None:
+    site.install("alpha", source=UNGUARDED_SOURCE.format(name="alpha", priority=5))
+    manager = load_plugins()
+    alpha = manager.select("alpha")
+    assert manager.kv_allocator(alpha, 0) == "allocator of alpha"  # builds alpha's subset caller
+    namespace: dict = {}
+    exec(UNGUARDED_SOURCE.format(name="late", priority=1), namespace)
+    manager.register(type("Late", (), {k: staticmethod(v) for k, v in namespace.items()
+                                       if k.startswith("tokenmill_")})(), "late")
+    assert manager.kv_allocator(alpha, 0) == "allocator of alpha"
+    assert manager.kv_allocator(manager.select("late"), 0) == "allocator of late"
+
+
 def test_unknown_third_party_device_gets_no_made_up_extra(site: FakeSite) -> None:
     site.install("current")
     with pytest.raises(PluginError) as info:
