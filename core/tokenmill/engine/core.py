@@ -17,6 +17,7 @@ from tokenmill.engine.stats import EngineStats
 from tokenmill.errors import RequestError, TokenmillError
 from tokenmill.kv.kv_cache_manager import KVCacheManager
 from tokenmill.loaders import ModelBundle, load_model_bundle
+from tokenmill.loaders.dtype import resolve_kv_cache_dtype
 from tokenmill.ops import OpRegistry
 from tokenmill.outputs import CompletionOutput, RequestOutput
 from tokenmill.plugin_base import DefaultExecution
@@ -57,7 +58,7 @@ class EngineCore:
         if spec.block_size != args.block_size:
             raise TokenmillError(f"the shared model was loaded for block size {spec.block_size}, "
                                  f"not {args.block_size}; load it again or use the same --block-size")
-        if args.kv_cache_dtype != "auto" and str(spec.kv_cache_dtype) != f"torch.{args.kv_cache_dtype}":
+        if resolve_kv_cache_dtype(args.kv_cache_dtype, spec.kv_cache_dtype, self.platform) != spec.kv_cache_dtype:
             raise TokenmillError(f"the shared model was loaded for a {spec.kv_cache_dtype} KV cache, not "
                                  f"{args.kv_cache_dtype}; load it again or use the same --kv-cache-dtype")
         self.tokenizer = self.bundle.tokenizer
