@@ -17,7 +17,7 @@ from tokenmill.server.error_handlers import install_error_handlers
 from tokenmill.server.limits import ServerLimits
 from tokenmill.server.metrics import ServerMetrics
 from tokenmill.server.rate_limit import RateLimiter
-from tokenmill.server.routes import chat, chat_page, completions, info, tokens
+from tokenmill.server.routes import chat, chat_page, completions, info, responses, tokens
 from tokenmill.server.state import ServerState, longest_token_chars
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def create_app(state: ServerState) -> FastAPI:
     app = FastAPI(title="tokenmill", version=tokenmill.__version__, lifespan=lifespan)
     app.state.tokenmill = state
     install_error_handlers(app)
-    for router in (completions.router, chat.router, tokens.router, info.router, info.open_router,
+    for router in (completions.router, chat.router, responses.router, tokens.router, info.router, info.open_router,
                    info.metrics_router, chat_page.router):
         app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from tokenmill.server.field_policy import apply_field_policy
 
 
 _INT64 = 2**63 - 1
@@ -17,6 +19,17 @@ class _Strict(BaseModel):
     and take JSON types as they are: `true` is no integer and "1" no number (strict mode)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+    _ignored: dict[str, Any] = PrivateAttr(default_factory=dict)  # known fields accepted and ignored
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _field_policy(cls, data: Any, handler: Any) -> Any:
+        """Known OpenAI fields that do not change the output are dropped first (field_policy.py)."""
+        data, ignored = apply_field_policy(cls, data)
+        model = handler(data)
+        if ignored:
+            model._ignored = ignored
+        return model
 
 
 class StreamOptions(_Strict):
@@ -37,7 +50,6 @@ class _SamplingFields(_Strict):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
     logit_bias: dict[str, float] | None = None  # refused unless empty: the sampler has no bias hook
     # tokenmill (and vLLM) extras
     top_k: int | None = Field(None, ge=-1)
@@ -84,8 +96,6 @@ class ChatCompletionRequest(_SamplingFields):
     tools: list[dict[str, Any]] | None = None  # refused unless empty
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    store: bool | None = None
-    metadata: dict[str, str] | None = None
     # tokenmill extras
     add_generation_prompt: bool = True
     continue_final_message: bool = False
