@@ -45,7 +45,7 @@ def _rss_kib(pid: int, field: str = "VmRSS") -> int:
 
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
-        if line.startswith(name + " "):
+        if line.startswith((name + " ", name + "{")):  # with or without labels (model_name)
             return float(line.split()[1])
     raise KeyError(name)
 

@@ -1,4 +1,5 @@
-"""`tokenmill chat`: an interactive conversation that streams each reply as it is generated."""
+"""`tokenmill chat`: an interactive conversation that streams each reply as it is generated, with a
+model loaded here or (--url) with a running server."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from tokenmill.cli.generate_cmd import add_sampling_args, require_chat_template, sampling_params_from
 from tokenmill.cli.model_args import add_model_args
+from tokenmill.cli.server_client import DEFAULT_URL, ServerClient, add_client_args, sampling_body
 from tokenmill.config import EngineArgs
 
 # None: the model's generation_config (temperature, top_p, top_k), then vLLM's defaults
@@ -24,18 +26,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                                    description="Chat with a model through its chat template; replies stream as "
                                                "they are generated. Line editing and history come from readline.")
     add_model_args(parser)
-    parser.add_argument("--system", default=None, help="a system message to start the conversation with")
+    parser.add_argument("--url", default=None,
+                        help="chat with a running server instead of loading a model here, e.g. "
+                             f"{DEFAULT_URL} (as `vllm chat`); the engine flags are then unused")
+    add_client_args(parser)
+    parser.add_argument("--system", "--system-prompt", dest="system", default=None,
+                        help="a system message to start the conversation with")
+    parser.add_argument("--quick", default=None, metavar="MESSAGE",  # -q is --quantization here
+                        help="send this one message, print the reply and exit")
     add_sampling_args(parser, CHAT_SAMPLING)
     EngineArgs.add_cli_args(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.url:
+        client = ServerClient(args.url, args.api_key, args.model_name)
+        body = sampling_body(args)
+        return _converse(args, lambda history: remote_reply(client, history, body, args.max_tokens))
     from tokenmill.llm import LLM
 
     llm = LLM(**asdict(EngineArgs.from_cli_args(args)))
     require_chat_template(llm)
     params = sampling_params_from(args, _model_defaults(llm))
+    return _converse(args, lambda history: stream_reply(llm, history, params))
+
+
+def _converse(args: argparse.Namespace, reply: Any) -> int:
+    """The conversation loop (or one --quick exchange); `reply(history)` prints and returns the next answer."""
     history = _fresh(args.system)
+    if args.quick is not None:
+        reply([*history, {"role": "user", "content": args.quick}])
+        return 0
     save_history = _enable_line_editing() if sys.stdin.isatty() else (lambda: None)
     print(GREETING)
     try:
@@ -47,9 +68,29 @@ def run(args: argparse.Namespace) -> int:
                 history = _fresh(args.system)
             elif line:
                 history.append({"role": "user", "content": line})
-                history.append({"role": "assistant", "content": stream_reply(llm, history, params)})
+                history.append({"role": "assistant", "content": reply(history)})
     finally:
         save_history()
+
+
+def remote_reply(client: ServerClient, history: list[dict[str, str]], body: dict[str, Any],
+                 max_tokens: int | None, out=None) -> str:
+    """The next assistant message from the server, printed as it streams; Ctrl-C stops it early."""
+    out = out or sys.stdout
+    out.write("bot> ")
+    text, finish = "", None
+    stream = client.stream("/chat/completions", {"messages": history, **body})
+    try:
+        for delta, finish in stream:
+            out.write(delta)
+            out.flush()
+            text += delta
+    except KeyboardInterrupt:
+        stream.close()  # closes the connection, which aborts the request on the server
+        finish = "interrupted"
+    out.write("\n" + _notice(finish, max_tokens))
+    out.flush()
+    return text
 
 
 def _model_defaults(llm: Any) -> dict[str, Any]:

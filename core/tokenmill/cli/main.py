@@ -14,7 +14,7 @@ from tokenmill.errors import TokenmillError
 
 # Each name has a module tokenmill.cli.<name>_cmd with add_parser(subparsers) and run(args) -> int.
 # A command whose module is not written yet is left out of the parser.
-COMMANDS = ("plugins", "generate", "chat", "serve", "bench")
+COMMANDS = ("plugins", "generate", "chat", "complete", "serve", "bench")
 USER_ERROR_EXIT = 2
 
 

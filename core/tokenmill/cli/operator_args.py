@@ -23,6 +23,12 @@ def add_operator_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allowed-origins", type=_origins, default=[],
                         help="browser origins allowed to call the API from other sites (CORS), comma-separated "
                              "or a JSON list, e.g. http://localhost:3000 or '*' (default: none, same origin only)")
+    parser.add_argument("--allowed-methods", type=_origins, default=["*"],
+                        help="HTTP methods allowed from those origins, comma-separated or a JSON list")
+    parser.add_argument("--allowed-headers", type=_origins, default=["*"],
+                        help="request headers allowed from those origins, comma-separated or a JSON list")
+    parser.add_argument("--allow-credentials", action="store_true",
+                        help="let those origins send cookies and HTTP authentication (CORS credentials)")
 
 
 def apply_operator_args(args: argparse.Namespace, state: Any, server: Any) -> None:
@@ -34,17 +40,16 @@ def apply_operator_args(args: argparse.Namespace, state: Any, server: Any) -> No
         server.config.access_log = args.access_log
         server.config.configure_logging()  # uvicorn wires its access logger up (or not) from this flag
     setattr(server.config.app.state, CHAT_PAGE_SWITCH, args.chat_page)
-    if args.allowed_origins:
-        from fastapi.middleware.cors import CORSMiddleware
+    from tokenmill.server.cors import allow_origins
 
-        server.config.app.add_middleware(CORSMiddleware, allow_origins=args.allowed_origins, allow_methods=["*"],
-                                         allow_headers=["*"])
+    allow_origins(server.config.app, args.allowed_origins, methods=args.allowed_methods, headers=args.allowed_headers,
+                  credentials=args.allow_credentials)
     if args.stats_interval > 0:
         start_stats_logger(lambda: state.engine.latest_stats, args.stats_interval)
 
 
 def _origins(text: str) -> list[str]:
-    """`a,b` or `["a", "b"]` (vLLM's JSON form) -> a list of origins."""
+    """`a,b` or `["a", "b"]` (vLLM's JSON form) -> a list (of origins, methods or headers)."""
     text = text.strip()
     if text.startswith("["):
         try:

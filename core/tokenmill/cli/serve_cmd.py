@@ -9,6 +9,7 @@ import os
 from tokenmill.cli.model_args import add_model_args
 from tokenmill.cli.operator_args import add_operator_args, apply_operator_args
 from tokenmill.config import EngineArgs
+from tokenmill.server.metrics import METRIC_NAMINGS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,9 +33,13 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                         help="require this key on /metrics (default: $TOKENMILL_METRICS_API_KEY; unset: /metrics is "
                              "open, as Prometheus scrapers usually send no key)")
     _add_limit_args(parser)
-    parser.add_argument("--served-model-name", action="append", default=None,
-                        help="a name clients use in `model`; repeat for aliases, the first is the one responses "
-                             "carry (default: the model path, or the default model's name)")
+    parser.add_argument("--served-model-name", action="extend", nargs="+", default=None, metavar="NAME",
+                        help="names clients use in `model`, several after one flag (as vLLM) or the flag repeated; "
+                             "the first is the one responses and the metrics' model_name label carry (default: the "
+                             "model path, or the default model's name)")
+    parser.add_argument("--metric-names", choices=METRIC_NAMINGS, default="tokenmill",
+                        help="vllm: export the metrics vLLM also has under vLLM's `vllm:` names, so dashboards and "
+                             "routers built for vLLM read them unchanged (the others keep `tokenmill:`)")
     parser.add_argument("--shutdown-grace-period", type=float, default=10.0,
                         help="seconds in-flight requests get to finish on SIGTERM before they are aborted")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
@@ -117,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     state = build_state(core, served_model_name=args.served_model_name, api_key=args.api_key,
                         shutdown_grace_s=args.shutdown_grace_period, metrics_api_key=args.metrics_api_key,
                         limits=_limits(args), trust_request_chat_template=args.trust_request_chat_template,
-                        rate_limit=_rate_limit(args))
+                        rate_limit=_rate_limit(args), metric_names=args.metric_names)
     server = make_server(create_app(state), host=args.host, port=args.port, log_level=args.log_level)
     apply_operator_args(args, state, server)
     logging.getLogger(__name__).info("serving %s on http://%s:%d", state.model_name, args.host, args.port)

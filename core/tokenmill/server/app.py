@@ -27,22 +27,24 @@ if TYPE_CHECKING:
 def build_state(core: EngineCore, *, served_model_name: str | list[str] | None = None, api_key: str | None = None,
                 shutdown_grace_s: float = 10.0, metrics_api_key: str | None = None,
                 limits: ServerLimits | None = None, trust_request_chat_template: bool = False,
-                rate_limit: tuple[float, int] | None = None) -> ServerState:
+                rate_limit: tuple[float, int] | None = None, metric_names: str = "tokenmill") -> ServerState:
     """Start an AsyncEngine over `core` with metrics attached, and gather what the routes need.
 
     An empty key is refused (ValueError): it would silently turn authentication off.
-    `rate_limit` is (requests per second, burst) per API key, or None for no limit.
+    `rate_limit` is (requests per second, burst) per API key, or None for no limit. `metric_names`
+    is "tokenmill" or "vllm" (the metrics vLLM also has take `vllm:` names); every metric carries
+    the first served name as its `model_name` label.
     """
     validate_key(api_key, "--api-key")
     validate_key(metrics_api_key, "--metrics-api-key")
     limiter = RateLimiter(*rate_limit) if rate_limit else None  # a bad rate fails before the engine starts
-    metrics = ServerMetrics()
-    engine = AsyncEngine(core, listener=metrics)
-    metrics.watch_engine(lambda: engine.latest_stats)
     if served_model_name is None:
         names = [core.model_name]
     else:
         names = [served_model_name] if isinstance(served_model_name, str) else list(served_model_name)
+    metrics = ServerMetrics(model_name=names[0], naming=metric_names)
+    engine = AsyncEngine(core, listener=metrics)
+    metrics.watch_engine(lambda: engine.latest_stats)
     tokenizer = copy.deepcopy(core.tokenizer)
     return ServerState(engine=engine, tokenizer=tokenizer, served_model_names=names,
                        max_model_len=core.max_model_len, metrics=metrics, api_key=api_key,

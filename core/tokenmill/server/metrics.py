@@ -1,4 +1,5 @@
-"""Prometheus metrics under `tokenmill:`: engine gauges and counters, request latency histograms."""
+"""Prometheus metrics: engine gauges and counters and request latency histograms, each labelled with the
+served model's name, under `tokenmill:` names or (--metric-names vllm) vLLM's `vllm:` names."""
 
 from __future__ import annotations
 
@@ -16,38 +17,55 @@ _E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 
 
 # (metric name, help, EngineStats attribute); counters get `_total` appended on exposition.
 _GAUGES = (
-    ("tokenmill:num_requests_running", "Requests in the running batch.", "num_running"),
-    ("tokenmill:num_requests_waiting", "Requests queued for admission.", "num_waiting"),
-    ("tokenmill:kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0..1).", "kv_usage"),
-    ("tokenmill:kv_cache_free_blocks", "KV-cache blocks free (cached prefixes count as free).", "num_free_blocks"),
-    ("tokenmill:kv_cache_total_blocks", "KV-cache blocks in the pool.", "num_total_blocks"),
-    ("tokenmill:kv_cache_cached_blocks", "KV-cache blocks registered in the prefix cache (in use or free).",
+    ("num_requests_running", "Requests in the running batch.", "num_running"),
+    ("num_requests_waiting", "Requests queued for admission.", "num_waiting"),
+    ("kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0..1).", "kv_usage"),
+    ("kv_cache_free_blocks", "KV-cache blocks free (cached prefixes count as free).", "num_free_blocks"),
+    ("kv_cache_total_blocks", "KV-cache blocks in the pool.", "num_total_blocks"),
+    ("kv_cache_cached_blocks", "KV-cache blocks registered in the prefix cache (in use or free).",
      "num_cached_blocks"),
 )
 _COUNTERS = (
-    ("tokenmill:prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", "prefix_queries"),
-    ("tokenmill:prefix_cache_hits", "Prompt tokens found in the prefix cache.", "prefix_hits"),
-    ("tokenmill:prompt_tokens", "Prompt tokens of admitted requests.", "prompt_tokens_total"),
-    ("tokenmill:generation_tokens", "Generated tokens.", "generation_tokens_total"),
-    ("tokenmill:num_aborted_requests", "Requests aborted (client gone, shutdown or failure).", "num_aborted_total"),
-    ("tokenmill:num_preemptions", "Requests preempted for lack of KV blocks.", "num_preemptions_total"),
+    ("prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", "prefix_queries"),
+    ("prefix_cache_hits", "Prompt tokens found in the prefix cache.", "prefix_hits"),
+    ("prompt_tokens", "Prompt tokens of admitted requests.", "prompt_tokens_total"),
+    ("generation_tokens", "Generated tokens.", "generation_tokens_total"),
+    ("num_aborted_requests", "Requests aborted (client gone, shutdown or failure).", "num_aborted_total"),
+    ("num_preemptions", "Requests preempted for lack of KV blocks.", "num_preemptions_total"),
 )
+# The metrics vLLM exposes under the same name and meaning; with --metric-names vllm these take the
+# `vllm:` prefix (so vLLM's dashboards and routers read them unchanged) and the rest keep `tokenmill:`.
+VLLM_NAMES = frozenset({
+    "num_requests_running", "num_requests_waiting", "kv_cache_usage_perc", "prefix_cache_queries",
+    "prefix_cache_hits", "prompt_tokens", "generation_tokens", "num_preemptions", "request_success",
+    "time_to_first_token_seconds", "inter_token_latency_seconds", "e2e_request_latency_seconds",
+})
+METRIC_NAMINGS = ("tokenmill", "vllm")
+MODEL_LABEL = "model_name"
+
+
+def metric_name(base: str, naming: str = "tokenmill") -> str:
+    """The exposed name of metric `base` under `naming` (tokenmill or vllm)."""
+    if naming not in METRIC_NAMINGS:
+        raise ValueError(f"--metric-names must be one of {', '.join(METRIC_NAMINGS)}, got {naming!r}")
+    return f"vllm:{base}" if naming == "vllm" and base in VLLM_NAMES else f"tokenmill:{base}"
 
 
 class _EngineCollector(Collector):
     """Reads the step loop's latest EngineStats snapshot at scrape time (never the engine itself)."""
 
-    def __init__(self, snapshot: Callable[[], Any]) -> None:
-        self._snapshot = snapshot
+    def __init__(self, snapshot: Callable[[], Any], model_name: str, naming: str) -> None:
+        self._snapshot, self._model, self._naming = snapshot, model_name, naming
 
     def collect(self) -> Iterator[Metric]:
         stats = self._snapshot()
         if stats is None:
             return
-        for name, doc, attr in _GAUGES:
-            yield GaugeMetricFamily(name, doc, value=float(getattr(stats, attr, 0)))
-        for name, doc, attr in _COUNTERS:
-            yield CounterMetricFamily(name, doc, value=float(getattr(stats, attr, 0)))
+        for kind, table in ((GaugeMetricFamily, _GAUGES), (CounterMetricFamily, _COUNTERS)):
+            for base, doc, attr in table:
+                family = kind(metric_name(base, self._naming), doc, labels=[MODEL_LABEL])
+                family.add_metric([self._model], float(getattr(stats, attr, 0)))
+                yield family
 
 
 class ServerMetrics:
@@ -56,23 +74,24 @@ class ServerMetrics:
     The listener methods run on the step-loop thread; prometheus-client metrics are thread-safe.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, model_name: str = "", naming: str = "tokenmill") -> None:
         self.registry = CollectorRegistry()
-        reg = self.registry
-        self.ttft = Histogram("tokenmill:time_to_first_token_seconds", "Time from arrival to the first token.",
-                              buckets=_LATENCY_BUCKETS, registry=reg)
-        self.itl = Histogram("tokenmill:inter_token_latency_seconds", "Time between two outputs of a request.",
-                             buckets=_LATENCY_BUCKETS, registry=reg)
-        self.e2e = Histogram("tokenmill:e2e_request_latency_seconds", "Time from arrival to the last token.",
-                             buckets=_E2E_BUCKETS, registry=reg)
-        self.success = Counter("tokenmill:request_success", "Requests finished, by finish reason.",
-                               ["finished_reason"], registry=reg)
-        self.errors = Counter("tokenmill:request_errors", "Requests answered with an error, by HTTP status.",
-                              ["status"], registry=reg)
+        self.model_name, self.naming = model_name, naming
+        reg, name, label = self.registry, (lambda base: metric_name(base, naming)), [MODEL_LABEL]
+        self.ttft = Histogram(name("time_to_first_token_seconds"), "Time from arrival to the first token.", label,
+                              buckets=_LATENCY_BUCKETS, registry=reg).labels(model_name)
+        self.itl = Histogram(name("inter_token_latency_seconds"), "Time between two outputs of a request.", label,
+                             buckets=_LATENCY_BUCKETS, registry=reg).labels(model_name)
+        self.e2e = Histogram(name("e2e_request_latency_seconds"), "Time from arrival to the last token.", label,
+                             buckets=_E2E_BUCKETS, registry=reg).labels(model_name)
+        self.success = Counter(name("request_success"), "Requests finished, by finish reason.",
+                               ["finished_reason", MODEL_LABEL], registry=reg)
+        self.errors = Counter(name("request_errors"), "Requests answered with an error, by HTTP status.",
+                              ["status", MODEL_LABEL], registry=reg)
 
     def watch_engine(self, snapshot: Callable[[], Any]) -> None:
         """Expose the engine gauges and counters read from `snapshot()` (an EngineStats or None)."""
-        self.registry.register(_EngineCollector(snapshot))
+        self.registry.register(_EngineCollector(snapshot, self.model_name, self.naming))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -87,7 +106,7 @@ class ServerMetrics:
 
     def on_finished(self, e2e_s: float, finish_reason: str | None) -> None:
         self.e2e.observe(e2e_s)
-        self.success.labels(finished_reason=finish_reason or "unknown").inc()
+        self.success.labels(finished_reason=finish_reason or "unknown", model_name=self.model_name).inc()
 
     def on_error(self, status: int) -> None:
-        self.errors.labels(status=str(status)).inc()
+        self.errors.labels(status=str(status), model_name=self.model_name).inc()

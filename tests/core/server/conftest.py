@@ -46,12 +46,16 @@ class LiveServer:
         return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
 
     def metrics(self) -> dict[str, float]:
-        """Every sample of /metrics by name (labels folded into the name as name{k=v})."""
+        """Every sample of /metrics by name (labels folded into the name as name{k=v}).
+
+        Every sample must carry the served name as its model_name label, which is left out of the key.
+        """
         text = httpx.get(self.url + "/metrics", timeout=30).text
         samples = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                assert sample.labels.get("model_name") == self.model, sample
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "model_name")
                 samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
         return samples
 
