@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tokenmill.config import EngineArgs
 from tokenmill.engine.core import EngineCore
 from tokenmill.server.app import build_state, create_app
+from tokenmill.server.cors import allow_origins
 from tokenmill.server.launch import make_server
 from tokenmill.server.state import ServerState
 
@@ -37,13 +40,14 @@ class LiveServer:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"}
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120, **kwargs)
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.api_key or "none", max_retries=0, timeout=120,
+                             **kwargs)
 
     def async_client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
+        return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=self.api_key or "none", max_retries=0, timeout=120)
 
     def metrics(self) -> dict[str, float]:
         """Every sample of /metrics by name (labels folded into the name as name{k=v}).
@@ -71,22 +75,40 @@ class LiveServer:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def live_server() -> LiveServer:
-    core = EngineCore(EngineArgs(dtype="float32", max_model_len=MAX_MODEL_LEN, kv_cache_memory=96 * 2**20,
-                                 max_num_seqs=64))
-    state = build_state(core, served_model_name=MODEL, api_key=API_KEY, shutdown_grace_s=2.0)
+@contextmanager
+def serve_in_thread(core: EngineCore, *, cors_origins: list[str] | None = None,
+                    **state_kwargs: Any) -> Iterator[LiveServer]:
+    """A real server over `core` on a free 127.0.0.1 port in a thread; stopped on leaving."""
+    state = build_state(core, **{"served_model_name": MODEL, "api_key": API_KEY, "shutdown_grace_s": 2.0,
+                                 **state_kwargs})
+    app = create_app(state)
+    allow_origins(app, cors_origins or [])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = make_server(create_app(state), host="127.0.0.1", port=sock.getsockname()[1], log_level="warning")
+    server = make_server(app, host="127.0.0.1", port=sock.getsockname()[1], log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
         time.sleep(0.05)
-    yield LiveServer(f"http://127.0.0.1:{sock.getsockname()[1]}", state, core)
+    yield LiveServer(f"http://127.0.0.1:{sock.getsockname()[1]}", state, core, model=state.model_name,
+                     api_key=state.api_key)
     server.should_exit = True
     thread.join(30)
     assert not thread.is_alive(), "the test server did not stop"
+
+
+@pytest.fixture(scope="session")
+def live_server() -> LiveServer:
+    core = EngineCore(EngineArgs(dtype="float32", max_model_len=MAX_MODEL_LEN, kv_cache_memory=96 * 2**20,
+                                 max_num_seqs=64))
+    with serve_in_thread(core) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def server_in_thread():
+    """serve_in_thread, for a test module that needs a server of its own (a context manager)."""
+    return serve_in_thread
