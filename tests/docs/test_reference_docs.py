@@ -41,6 +41,17 @@ def test_every_metric_is_in_the_reference():
     assert exposed == documented
 
 
+def test_every_vllm_name_is_in_the_reference():
+    metrics = ServerMetrics(model_name="m", naming="vllm")
+    metrics.watch_engine(lambda: EngineStats(*([0] * len(EngineStats.__slots__))))
+    types = re.findall(r"^# TYPE (vllm:\S+) (\S+)", metrics.render().decode(), re.M)
+    exposed = {name if kind != "counter" or name.endswith("_total") else name + "_total"
+               for name, kind in types if not name.endswith("_created")}
+    table = (DOCS / "metrics.md").read_text().split("## vLLM's names")[1]
+    documented = set(re.findall(r"^\| `(vllm:[a-z0-9_]+)", table, re.M))
+    assert len(exposed) == 12 and exposed == documented
+
+
 def test_every_environment_variable_is_in_the_reference():
     used = set()
     for path in [*ROOT.glob("core/tokenmill/**/*.py"), *ROOT.glob("plugins/*/tokenmill_*/**/*.py")]:

@@ -15,8 +15,8 @@ from tokenmill.server.metrics import METRIC_NAMINGS
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="serve the OpenAI-compatible HTTP API",
-        description="Serve /v1/completions, /v1/chat/completions, /v1/models, /tokenize, /detokenize, "
-                    "/health, /version and /metrics for one model.")
+        description="Serve /v1/completions, /v1/chat/completions, /v1/responses, /v1/models, /tokenize, "
+                    "/detokenize, /health, /version and /metrics for one model.")
     add_serve_args(parser)
 
 

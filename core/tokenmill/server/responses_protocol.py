@@ -93,7 +93,8 @@ OutputItem = OutputMessage | ReasoningItem | FunctionCallItem
 
 
 class InputTokensDetails(BaseModel):
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache, as the chat path reports them
+    cache_write_tokens: int = 0  # OpenAI's explicit cache breakpoints; tokenmill has none
 
 
 class OutputTokensDetails(BaseModel):

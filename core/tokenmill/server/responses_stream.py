@@ -41,7 +41,8 @@ class ResponsesStream:
 
     def start(self) -> list[str]:
         snapshot = self.response.model_copy(update={"status": "in_progress"})
-        return [self.event("response.created", response=snapshot), self.event("response.in_progress", response=snapshot)]
+        return [self.event("response.created", response=snapshot),
+                self.event("response.in_progress", response=snapshot)]
 
     def feed(self, chunk: dict[str, Any]) -> list[str]:
         """The events of one chat chunk (a choice delta, or the final usage)."""
@@ -137,10 +138,11 @@ class ResponsesStream:
     def fail(self, error: dict[str, Any]) -> list[str]:
         """An error event and response.failed, for a generation that failed mid-stream."""
         events = self._close()
-        info = {"code": error.get("code") or error.get("type") or "server_error", "message": error.get("message", "")}
+        message, code = error.get("message", ""), error.get("code") or error.get("type") or "server_error"
+        # the response object's error code is one of OpenAI's fixed set; a failed generation is a server_error
         self.response = self.response.model_copy(update={"output": list(self.items), "status": "failed",
-                                                         "error": info})
-        return events + [self.event("error", code=info["code"], message=info["message"], param=error.get("param")),
+                                                         "error": {"code": "server_error", "message": message}})
+        return events + [self.event("error", code=code, message=message, param=error.get("param")),
                          self.event("response.failed", response=self.response)]
 
 

@@ -37,7 +37,7 @@ def refuse_until_structured_outputs(body: ResponsesRequest) -> None:
     """
     if body.tools:
         raise ApiError(400, f"tools in /v1/responses {STRUCTURED_OUTPUTS_PENDING}", param="tools")
-    if isinstance(body.tool_choice, dict) or body.tool_choice == "required":
+    if body.tool_choice not in (None, "none", "auto"):
         raise ApiError(400, f"tool_choice {body.tool_choice!r} {STRUCTURED_OUTPUTS_PENDING}", param="tool_choice")
     kind = ((body.text.format or {}) if body.text else {}).get("type", "text")
     if kind != "text":

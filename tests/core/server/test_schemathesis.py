@@ -69,7 +69,7 @@ def _steered(body: Any, live_server, digest: bytes) -> Any:
         value = body.get(key)
         if isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value):
             body[key] = [abs(t) % vocab for t in value]
-    for key in ("max_tokens", "max_completion_tokens"):
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         if isinstance(body.get(key), int) and not isinstance(body[key], bool):
             body[key] = min(body[key], 8)
     return body
