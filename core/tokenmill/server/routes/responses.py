@@ -26,9 +26,13 @@ from tokenmill.server.responses_translate import (CHAT_PARAM_NAMES, chat_request
 from tokenmill.server.routes.chat import create_chat_completion
 
 router = APIRouter(route_class=GuardedRoute, responses=ERROR_RESPONSES)
+# Each streamed event is `event: <type>` plus `data: <JSON of the event>`, as OpenAI sends them.
+_EVENT_SCHEMA = {"type": "object", "required": ["event", "data"],
+                 "properties": {"event": {"type": "string"}, "data": {"type": "string"}}}
+_STREAMED = {200: {**streamed(ResponseObject)[200], "content": {"text/event-stream": {"schema": _EVENT_SCHEMA}}}}
 
 
-@router.post("/v1/responses", responses=streamed(ResponseObject))
+@router.post("/v1/responses", responses=_STREAMED)
 async def create_response(body: ResponsesRequest, raw: Request) -> Response:
     check_stateless(body)
     refuse_until_structured_outputs(body)  # the seam: remove once the chat path has tools and structured outputs
