@@ -12,7 +12,7 @@ from tokenmill.testing.tiny_model import write_tiny_llama
 
 _BASE = {
     "model_type": "llama", "hidden_size": 96, "intermediate_size": 128, "num_hidden_layers": 2,
-    "num_attention_heads": 6, "head_dim": 16, "vocab_size": 259,  # odd: the vocabulary shards are padded
+    "num_attention_heads": 6, "head_dim": 32, "vocab_size": 259,  # odd: the vocabulary shards are padded
     "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu",
     "bos_token_id": 256, "eos_token_id": 257, "torch_dtype": "float32",
 }
