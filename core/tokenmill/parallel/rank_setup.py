@@ -90,7 +90,7 @@ def init_rank(spec: RankSpec, plugins: Any, platform: Any) -> RankState:
     execution = plugins.execution_context(platform) or DefaultExecution()
     bundle = _load_shard(spec, plugins, platform, comm)
     allocator = plugins.kv_allocator(platform, spec.local_rank, spec.args.gpu_memory_utilization)
-    pool = _agreed_pool(spec.args, allocator, bundle, comm, execution)
+    pool = _agreed_pool(spec.args, allocator, bundle, control, execution)
     return RankState(plugins, platform, execution, bundle, pool, allocator, comm, control)
 
 
@@ -131,8 +131,12 @@ def _load_shard(spec: RankSpec, plugins: Any, platform: Any, comm: Any) -> Model
     return bundle
 
 
-def _agreed_pool(args: EngineArgs, allocator: Any, bundle: ModelBundle, comm: Any, execution: Any) -> KVPool:
-    """Every rank's pool gets the blocks the smallest budget holds (the scheduler runs one block table)."""
+def _agreed_pool(args: EngineArgs, allocator: Any, bundle: ModelBundle, control: Any, execution: Any) -> KVPool:
+    """Every rank's pool gets the blocks the smallest budget holds (the scheduler runs one block table).
+
+    The counts meet on the host-side control group, whose wait has no short timeout: ranks that
+    load the model at different speeds are no failure.
+    """
     with execution.guard():
         profile_peak_activations(allocator, bundle, args.max_num_batched_tokens, args.max_num_seqs, args.block_size)
     try:
@@ -140,8 +144,8 @@ def _agreed_pool(args: EngineArgs, allocator: Any, bundle: ModelBundle, comm: An
     except ValueError as exc:
         raise TokenmillError(f"KV cache memory: {exc}") from None
     per_block = bytes_per_block(bundle.attn_backend, bundle.arch.num_layers, bundle.attn_spec.kv_cache_dtype)
-    mine = torch.tensor([budget // per_block], dtype=torch.int64, device=bundle.device)
-    fewest = int(comm.all_gather(mine).min())
+    mine = torch.tensor([budget // per_block], dtype=torch.int64)
+    fewest = int(control.all_gather(mine).min())
     return allocate_pool(allocator, bundle.attn_backend, num_layers=bundle.arch.num_layers,
                          dtype=bundle.attn_spec.kv_cache_dtype, block_size=args.block_size,
                          requested_bytes=max(fewest, 1) * per_block, max_model_len=bundle.max_model_len,

@@ -26,7 +26,7 @@ from tokenmill.parallel.step_broadcast import StepSender
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 600.0  # model load and pool sizing on every rank
-_DIAGNOSE_S = 3.0  # after a failed collective, how long to wait for the launcher to see which rank fell
+_DIAGNOSE_S = 2.0  # after a failed collective, how long to wait for the launcher to see which rank fell
 _STOP_S = 5.0  # how long stopped workers get to exit before they are killed
 _WATCH_S = 0.5  # how often the watcher looks at the workers
 T = TypeVar("T")
@@ -82,9 +82,13 @@ class TPExecutor:
                 why = _describe(failures) if failures else f"start-up took over {STARTUP_TIMEOUT_S:.0f} s"
                 self._stop_workers()
                 raise EngineDeadError(f"tensor-parallel start-up failed: {why}")
-        if "error" in result:
+        error = result.get("error")
+        if isinstance(error, RuntimeError):  # a collective of the start-up failed: say which rank fell
+            self._fail(error)
+            raise EngineDeadError(self.failure.replace("tensor-parallel ", "tensor-parallel start-up: ", 1))
+        if error is not None:
             self._stop_workers()
-            raise result["error"]
+            raise error
         return result["value"]
 
     # ------------------------------------------------------------------ what the engine uses
