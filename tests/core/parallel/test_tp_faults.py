@@ -7,6 +7,7 @@ over it must answer /health with 503 from then on.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import socket
@@ -15,8 +16,9 @@ import time
 
 import httpx
 import pytest
+import torch.distributed
 
-from tokenmill.errors import EngineDeadError
+from tokenmill.errors import EngineDeadError, TokenmillError
 from tokenmill.sampling.params import SamplingParams
 from tokenmill.server.app import build_state, create_app
 from tokenmill.server.launch import make_server
@@ -122,3 +124,13 @@ def _alive(pid: int) -> bool:
 def _kill_quietly(pid: int) -> None:
     if _alive(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+def test_a_model_that_cannot_split_is_refused_at_start_up(tp_model_dirs, make_tp_engine):
+    """Three attention heads cannot split over two ranks; every process is gone afterwards."""
+    started = time.monotonic()
+    with pytest.raises(TokenmillError, match="does not divide the model's 3 attention heads"):
+        make_tp_engine(tp_model_dirs["heads3"], tensor_parallel_size=2)
+    assert time.monotonic() - started < 60
+    assert not multiprocessing.active_children()
+    assert not torch.distributed.is_initialized()  # this process can start another parallel engine

@@ -24,6 +24,8 @@ VARIANTS = {
             "tie_word_embeddings": True},
     "kv3": {"architectures": ["LlamaForCausalLM"], "num_key_value_heads": 3, "tie_word_embeddings": False,
             "attention_bias": True, "mlp_bias": True},
+    "heads3": {"architectures": ["LlamaForCausalLM"], "num_attention_heads": 3, "num_key_value_heads": 1,
+               "tie_word_embeddings": True},  # cannot split over 2 ranks
 }
 
 

@@ -83,11 +83,14 @@ class TPExecutor:
                 self._stop_workers()
                 raise EngineDeadError(f"tensor-parallel start-up failed: {why}")
         error = result.get("error")
-        if isinstance(error, RuntimeError):  # a collective of the start-up failed: say which rank fell
-            self._fail(error)
-            raise EngineDeadError(self.failure.replace("tensor-parallel ", "tensor-parallel start-up: ", 1))
         if error is not None:
-            self._stop_workers()
+            # a collective that failed because a worker fell: name it; rank 0's own error: raise it
+            failures = self._await_failures() if isinstance(error, RuntimeError) else {}
+            if failures:
+                self._record(_describe(failures))
+            self.shutdown()  # rank 0's start-up thread has ended: its process groups can go too
+            if failures:
+                raise EngineDeadError(self.failure.replace("tensor-parallel ", "tensor-parallel start-up: ", 1))
             raise error
         return result["value"]
 
@@ -130,12 +133,17 @@ class TPExecutor:
 
     # ------------------------------------------------------------------ faults and shutdown
 
-    def _fail(self, exc: BaseException) -> None:
+    def _await_failures(self) -> dict[int, str]:
+        """The launcher's failures, waiting up to _DIAGNOSE_S for it to see the one that broke a collective."""
         deadline = time.monotonic() + _DIAGNOSE_S
         failures = self.launcher.failures()
         while not failures and time.monotonic() < deadline:
             time.sleep(0.1)
             failures = self.launcher.failures()
+        return failures
+
+    def _fail(self, exc: BaseException) -> None:
+        failures = self._await_failures()
         if failures:
             why = _describe(failures)
         else:
