@@ -81,6 +81,9 @@ class TPExecutor:
             if thread.is_alive() and (failures or time.monotonic() > deadline):
                 why = _describe(failures) if failures else f"start-up took over {STARTUP_TIMEOUT_S:.0f} s"
                 self._stop_workers()
+                thread.join(_DIAGNOSE_S)  # rank 0 usually fails at once too, with its peer gone
+                if not thread.is_alive():
+                    self.shutdown()  # then its process groups can go (a thread still in them keeps them)
                 raise EngineDeadError(f"tensor-parallel start-up failed: {why}")
         error = result.get("error")
         if error is not None:
