@@ -194,8 +194,9 @@ class TPExecutor:
                 log.debug("destroy_process_group failed", exc_info=True)
 
     def _stop_workers(self) -> None:
+        """Healthy workers get _STOP_S to leave after the stop message; after a failure they are killed now."""
         self._workers_stopped.set()
-        self.launcher.stop(_STOP_S)
+        self.launcher.stop(0.0 if self.failure is not None else _STOP_S)
 
 
 def _describe(failures: dict[int, str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import threading
+import time
 from typing import Any
 
 from tokenmill.parallel.rank_setup import RankSpec
@@ -72,8 +73,9 @@ class MpLauncher:
             if self._stopped:
                 return
             self._stopped = True
+        deadline = time.monotonic() + timeout_s
         for proc in self._procs.values():
-            proc.join(timeout_s / max(len(self._procs), 1))
+            proc.join(max(deadline - time.monotonic(), 0.0))
         for proc in self._procs.values():
             if proc.is_alive():
                 proc.kill()
