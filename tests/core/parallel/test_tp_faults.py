@@ -134,3 +134,30 @@ def test_a_model_that_cannot_split_is_refused_at_start_up(tp_model_dirs, make_tp
     assert time.monotonic() - started < 60
     assert not multiprocessing.active_children()
     assert not torch.distributed.is_initialized()  # this process can start another parallel engine
+
+
+def test_a_rank_that_dies_while_idle_marks_the_engine_dead(tp_model_dirs, make_tp_engine):
+    """No step runs: the watcher sees the death, and the step loop stops taking requests (/health: 503)."""
+    import asyncio
+
+    from tokenmill.engine.async_engine import AsyncEngine, EngineShuttingDown
+
+    core = make_tp_engine(tp_model_dirs["kv2"], tensor_parallel_size=2)
+    pid = core.executor.worker_pids()[1]
+
+    async def scenario() -> float:
+        engine = AsyncEngine(core)
+        assert engine.is_running
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        while engine.is_running and time.monotonic() - killed < 10:
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - killed
+        assert not engine.is_running and "rank 1" in engine.dead_reason
+        with pytest.raises(EngineShuttingDown, match="rank 1"):
+            async for _ in engine.generate("hi", SamplingParams(max_tokens=2), "late"):
+                pass
+        await engine.shutdown()
+        return took
+
+    assert asyncio.run(scenario()) < 5.0  # the watcher looks every 0.5 s, the idle loop every 0.5 s

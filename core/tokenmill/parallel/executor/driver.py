@@ -192,6 +192,7 @@ class TPExecutor:
                 dist.destroy_process_group()
             except Exception:  # a group left broken by a dead peer: nothing more to release
                 log.debug("destroy_process_group failed", exc_info=True)
+        self.launcher.close()
 
     def _stop_workers(self) -> None:
         """Healthy workers get _STOP_S to leave after the stop message; after a failure they are killed now."""

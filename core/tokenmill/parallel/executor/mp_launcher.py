@@ -82,6 +82,10 @@ class MpLauncher:
                 proc.join(1.0)
 
 
+    def close(self) -> None:
+        """Nothing beyond the processes `stop` ended."""
+
+
 def worker_main(spec: RankSpec, ranks_on_host: int, report: Any) -> None:
     """A spawned worker's entry point: start, serve steps, and report any error before exiting."""
     from tokenmill.parallel.worker_loop import run_worker, start_worker

@@ -114,6 +114,7 @@ class RayLauncher:
                 self._where[rank] = ray.get(actor.where.remote(), timeout=_PLACEMENT_TIMEOUT_S)
             except Exception as exc:
                 self.stop(0)
+                self.close()
                 raise EngineDeadError(f"tensor-parallel rank {rank} (Ray actor) did not start: {exc}") from None
         for spec in specs:
             on_host = self._nodes.count(self._nodes[spec.rank])
@@ -158,8 +159,11 @@ class RayLauncher:
             ray.util.remove_placement_group(self._group)
         except Exception:
             log.debug("remove_placement_group failed", exc_info=True)
-        if self._owns:
-            ray.shutdown()
+
+    def close(self) -> None:
+        """Leave the cluster: stop the local one tokenmill started; a cluster we joined keeps running."""
+        if self._owns and self._ray.is_initialized():
+            self._ray.shutdown()
 
 
 def _first_line(exc: BaseException) -> str:
