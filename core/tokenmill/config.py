@@ -13,7 +13,8 @@ from tokenmill.errors import TokenmillError
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 KV_CACHE_DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: the model's dtype
 DTYPE_ALIASES = {"half": "float16", "float": "float32"}  # vLLM's
-QUANTIZATIONS = ("auto", "none", "int4", "int8")  # loaders/quantization.py says what each packs
+QUANTIZATIONS = ("auto", "none", "int4", "int8")
+EXECUTOR_BACKENDS = ("mp", "ray")  # parallel/executor: spawned processes on one host, or Ray actors  # loaders/quantization.py says what each packs
 BYTE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 ENV_GPU_MEMORY_UTILIZATION = "TOKENMILL_GPU_MEMORY_UTILIZATION"
@@ -45,7 +46,8 @@ class EngineArgs:
     seed: int = 0
     enforce_eager: bool = False
     num_threads: int | None = None  # CPU compute threads; None: torch's default
-    tensor_parallel_size: int = 1  # only 1 today: one device per engine
+    tensor_parallel_size: int = 1  # devices (ranks) one model is split over; >1 starts one worker per extra rank
+    distributed_executor_backend: str | None = None  # "mp" (one host, the default) or "ray" (one host or many)
     trust_remote_code: bool = False  # accepted for vLLM compatibility; tokenmill never runs a model's code
 
     def __post_init__(self) -> None:
@@ -71,9 +73,11 @@ class EngineArgs:
 
     def _check_vllm_only(self) -> None:
         """vLLM options tokenmill accepts only in their default form, each refused with the reason."""
-        if self.tensor_parallel_size != 1:
-            raise TokenmillError(f"--tensor-parallel-size {self.tensor_parallel_size} is not supported yet: "
-                                 "tokenmill runs one engine on one device; leave it at 1")
+        if self.tensor_parallel_size < 1:
+            raise TokenmillError(f"--tensor-parallel-size must be a positive integer, got {self.tensor_parallel_size}")
+        if self.distributed_executor_backend not in (None,) + EXECUTOR_BACKENDS:
+            raise TokenmillError(f"--distributed-executor-backend {self.distributed_executor_backend!r} is not one "
+                                 f"of {', '.join(EXECUTOR_BACKENDS)}")
         if self.trust_remote_code:
             log.info("--trust-remote-code has no effect: tokenmill builds every architecture it supports "
                      "itself and never runs code that ships with a model")
@@ -111,7 +115,11 @@ def _add_model_source_args(parser: argparse.ArgumentParser) -> None:
                         help="plugin to run on, e.g. cpu or cuda (default: $TOKENMILL_DEVICE or the best available)")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="accepted for vLLM compatibility; it has no effect (no model code is ever run)")
-    parser.add_argument("-tp", "--tensor-parallel-size", type=int, default=1, help="devices per engine; only 1 today")
+    parser.add_argument("-tp", "--tensor-parallel-size", type=int, default=1,
+                        help="split the model over N devices (ranks), one process each (default: 1)")
+    parser.add_argument("--distributed-executor-backend", default=None, choices=EXECUTOR_BACKENDS,
+                        help="how ranks 1..N-1 run: mp (spawned processes on this host, the default) or ray "
+                             "(Ray actors on the cluster at $RAY_ADDRESS, or a local one; pip install 'tokenmill[ray]')")
 
 
 def _add_memory_args(parser: argparse.ArgumentParser) -> None:

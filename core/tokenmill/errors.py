@@ -15,3 +15,7 @@ class ModelLoadError(TokenmillError):
 
 class RequestError(TokenmillError, ValueError):
     """A request the engine refuses (bad sampling value, empty or too-long prompt)."""
+
+
+class EngineDeadError(TokenmillError):
+    """The engine can no longer step (e.g. a tensor-parallel worker died); every request fails, restart it."""

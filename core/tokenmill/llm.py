@@ -42,7 +42,8 @@ class LLM:
     :param seed: the engine's random seed.
     :param enforce_eager: never capture graphs or compile the model step.
     :param num_threads: CPU compute threads (default: torch's).
-    :param tensor_parallel_size: only 1 today.
+    :param tensor_parallel_size: split the model over this many devices (ranks), one process each.
+    :param distributed_executor_backend: "mp" (spawned processes on this host, the default) or "ray".
     :param trust_remote_code: accepted for vLLM compatibility; no model code is ever run.
 
     Any other vLLM keyword raises a TokenmillError that names it and says why it is not supported.
@@ -55,7 +56,8 @@ class LLM:
                  kv_cache_dtype: str = "auto", gpu_memory_utilization: float | None = None, enable_prefix_caching: bool = True,
                  max_num_batched_tokens: int = 2048, max_num_seqs: int = 256, max_model_len: int | None = None,
                  seed: int = 0, enforce_eager: bool = False, num_threads: int | None = None,
-                 tensor_parallel_size: int = 1, trust_remote_code: bool = False, **unsupported: Any) -> None:
+                 tensor_parallel_size: int = 1, distributed_executor_backend: str | None = None,
+                 trust_remote_code: bool = False, **unsupported: Any) -> None:
         _refuse_unsupported(unsupported)
         options = {name: value for name, value in locals().items() if name in _ENGINE_FIELDS}  # the keywords
         if options["gpu_memory_utilization"] is None:
@@ -126,9 +128,9 @@ class LLM:
 _ENGINE_FIELDS = frozenset(f.name for f in fields(EngineArgs))
 # vLLM keywords with no tokenmill counterpart, each with the reason a user needs.
 VLLM_ONLY_KEYWORDS = {
-    "pipeline_parallel_size": "tokenmill runs one engine on one device",
+    "pipeline_parallel_size": "pipeline parallelism is not built (docs/distributed.md says how it would fit); "
+                              "use tensor_parallel_size=",
     "data_parallel_size": "run one engine per device behind a load balancer",
-    "distributed_executor_backend": "tokenmill runs one engine on one device",
     "swap_space": "preempted requests are recomputed, never swapped to host memory",
     "cpu_offload_gb": "weights stay on the engine's device",
     "kv_cache_dtype": "the KV cache uses the model's dtype (set dtype=)",

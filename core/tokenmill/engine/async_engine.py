@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tokenmill.errors import RequestError
+from tokenmill.errors import EngineDeadError, RequestError
 from tokenmill.outputs import RequestOutput
 from tokenmill.sampling.params import SamplingParams
 
@@ -181,6 +181,9 @@ class AsyncEngine:
         self._stop.set()
         self._wakeup.set()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
+        close = getattr(self.engine, "shutdown", None)  # a tensor-parallel engine's workers (bounded)
+        if close is not None:
+            await asyncio.get_running_loop().run_in_executor(None, close)
 
     def _send(self, command: tuple[Any, ...]) -> None:
         self._commands.put(command)
@@ -193,6 +196,7 @@ class AsyncEngine:
             while not self._stop.is_set():
                 self._drain_commands()
                 if not self.engine.has_unfinished_requests():
+                    self._check_engine()
                     self._refresh_stats()
                     self._wakeup.wait(_IDLE_WAIT_S)
                     self._wakeup.clear()
@@ -201,10 +205,19 @@ class AsyncEngine:
             self._drain_commands()  # process the aborts a shutdown just sent
             self._fail_all(EngineShuttingDown("the server shut down before this request finished"))
             self._refresh_stats()
+        except EngineDeadError as exc:  # the engine itself cannot go on (a tensor-parallel rank fell)
+            self.dead_reason = str(exc)
+            self._fail_all(EngineRequestFailed(self.dead_reason))
         except BaseException as exc:  # the loop itself broke: fail everyone, refuse new work
             log.exception("the engine step loop died")
             self.dead_reason = f"the engine step loop died ({type(exc).__name__}); restart the server"
             self._fail_all(EngineRequestFailed(self.dead_reason))
+
+    def _check_engine(self) -> None:
+        """While idle: raise EngineDeadError if the engine fell (engines without the check never do)."""
+        check = getattr(self.engine, "check_health", None)
+        if check is not None:
+            check()
 
     def _drain_commands(self) -> None:
         while True:
@@ -239,6 +252,8 @@ class AsyncEngine:
     def _step_once(self) -> None:
         try:
             outputs = self.engine.step()
+        except EngineDeadError:
+            raise  # ends the loop: every request fails and /health answers 503
         except Exception:
             log.exception("engine step failed; failing the %d requests in flight", len(self._live))
             self._fail_all(EngineRequestFailed("the engine failed while generating this request; see the server log"))

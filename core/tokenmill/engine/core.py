@@ -48,7 +48,8 @@ class EngineCore:
         self.platform = self.plugins.select(args.device)
         self.plugins.startup(self.platform, _startup_options(args))
         self.execution = self.plugins.execution_context(self.platform) or DefaultExecution()
-        self.bundle = bundle or load_model_bundle(args.model, platform=self.platform, plugins=self.plugins,
+        self.executor = self._start_executor(bundle)  # None: one device, the model runs in this process
+        self.bundle = bundle or (self.executor.bundle if self.executor else None) or load_model_bundle(args.model, platform=self.platform, plugins=self.plugins,
                                                   dtype=args.dtype, block_size=args.block_size,
                                                   max_model_len=args.max_model_len,
                                                   quantization=args.quantization,
@@ -74,7 +75,8 @@ class EngineCore:
                        "max_model_len": self.max_model_len, "block_size": args.block_size,
                        "buckets": padding.buckets if padding else None}
         step_runner = None if args.enforce_eager else self.plugins.step_runner(self.platform, runner_opts)
-        self.runner = ModelRunner(self.bundle.model, self.bundle.attn_backend, pool.kv_caches, args.block_size,
+        runner_class = ModelRunner if self.executor is None else self.executor.runner_class
+        self.runner = runner_class(self.bundle.model, self.bundle.attn_backend, pool.kv_caches, args.block_size,
                                   self.bundle.device, step_runner, padding)
         self.eos_ids = set(self.bundle.eos_token_ids)
         self.sampler = Sampler(list(self.eos_ids), ops=OpRegistry(self.plugins.op_overrides(self.platform)),
@@ -91,9 +93,23 @@ class EngineCore:
                  pool.num_blocks, args.block_size, pool.num_blocks * args.block_size, self.max_model_len,
                  pool.num_blocks * args.block_size / self.max_model_len)
 
+    def _start_executor(self, bundle: ModelBundle | None) -> Any:
+        """Tensor parallelism: start the workers; this process becomes rank 0 (parallel/executor)."""
+        if self.args.tensor_parallel_size == 1:
+            return None
+        if bundle is not None:
+            raise TokenmillError("a shared, already loaded model cannot be split over ranks; "
+                                 "load it inside a tensor-parallel engine instead")
+        from tokenmill.parallel.executor import start_executor  # torch.distributed only when asked for
+
+        return start_executor(self.args, self.plugins, self.platform)
+
     def _allocate_pool(self):
         """Profile the largest step where the allocator can, then size and allocate the KV pool."""
         args, bundle = self.args, self.bundle
+        if self.executor is not None:  # every rank sized its pool, to the smallest budget among them
+            self.allocator = self.executor.allocator
+            return self.executor.pool
         self.allocator = allocator = self.plugins.kv_allocator(self.platform, 0, args.gpu_memory_utilization)
         with self.execution.guard():
             profile_peak_activations(allocator, bundle, args.max_num_batched_tokens, args.max_num_seqs,
@@ -212,6 +228,7 @@ class EngineCore:
 
     def step(self) -> list[RequestOutput]:
         """Schedule, run, sample, update, emit: outputs of requests that progressed this step."""
+        self.check_health()
         out = self.scheduler.schedule()
         ended = self._ended_by_scheduler(out.finished_ids)
         if not out.scheduled:
@@ -330,6 +347,16 @@ class EngineCore:
         for sample in parent.samples:
             self._samples.pop(sample.request.request_id, None)
             self._prompt_lp_ids.discard(sample.request.request_id)
+
+    def check_health(self) -> None:
+        """Raise EngineDeadError once the engine cannot step (a tensor-parallel rank fell)."""
+        if self.executor is not None:
+            self.executor.check_alive()
+
+    def shutdown(self) -> None:
+        """Stop the tensor-parallel workers, if any (bounded; idempotent)."""
+        if self.executor is not None:
+            self.executor.shutdown()
 
     # ------------------------------------------------------------------ observability
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -74,6 +74,7 @@ def load_model_bundle(
     tokenizer: str | None = None,
     revision: str | None = None,
     chat_template: str | None = None,
+    shard: Callable[[nn.Module, AttentionSpec], tuple[Any, AttentionSpec]] | None = None,
 ) -> ModelBundle:
     """Load `model` for `platform`: weights cast to the resolved dtype on the platform's device.
 
@@ -104,6 +105,8 @@ def load_model_bundle(
     net.tie_weights()
     net.eval()
     num_params = sum(p.numel() for p in net.parameters())
+    if shard is not None:
+        backend, spec = shard(net, spec)
     schemes = linear_schemes(net, layout, checkpoint, quantization)
     packed = pack_model(net, schemes, platform=platform, plugins=plugins, quantization=quantization)
     return ModelBundle(

@@ -57,13 +57,21 @@ class ModelRunner:
         The caller enters the platform's execution context (grad mode) around this call.
         """
         inputs = build_step_inputs(out, self.block_size, self.device, self.padding)
-        metadata = self.attn_backend.build_metadata(inputs.batch)
         prompt_ids = want_prompt_logits & inputs.query_ranges.keys()
+        indices = None if prompt_ids or inputs.all_rows_sample else inputs.sample_rows
+        logits = self.forward_batch(inputs.input_ids, inputs.positions, inputs.batch, indices)  # [T or B_s, V]
         if prompt_ids:
-            logits = self._step(inputs.input_ids, inputs.positions, metadata, None)  # [T, V]
             return self._with_prompt_rows(logits, inputs, out, prompt_ids)
-        indices = None if inputs.all_rows_sample else inputs.sample_rows
-        return RunnerOutput(inputs.sample_ids, self._step(inputs.input_ids, inputs.positions, metadata, indices))
+        return RunnerOutput(inputs.sample_ids, logits)
+
+    def forward_batch(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: Any,
+                      logits_indices: torch.Tensor | None) -> torch.Tensor:
+        """The model on one step's flat inputs and AttentionBatch: float32 logits of rows `logits_indices`.
+
+        A tensor-parallel driver overrides it to broadcast the inputs first; its workers call it
+        with what they received.
+        """
+        return self._step(input_ids, positions, self.attn_backend.build_metadata(batch), logits_indices)
 
     def _with_prompt_rows(self, logits: torch.Tensor, inputs: StepInputs, out: SchedulerOutput,
                           prompt_ids: set[str]) -> RunnerOutput:

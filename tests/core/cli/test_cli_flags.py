@@ -98,8 +98,10 @@ def test_vllm_flag_spellings():
     engine = EngineArgs.from_cli_args(args)
     assert engine.enable_prefix_caching is False and engine.kv_cache_memory == 2**30
     assert engine.trust_remote_code and not args.access_log and args.stats_interval == 0
-    with pytest.raises(TokenmillError, match="tensor-parallel-size 2 is not supported"):
-        EngineArgs.from_cli_args(_parse("serve", "--tensor-parallel-size", "2"))
+    parallel = EngineArgs.from_cli_args(_parse("serve", "-tp", "2", "--distributed-executor-backend", "ray"))
+    assert parallel.tensor_parallel_size == 2 and parallel.distributed_executor_backend == "ray"
+    with pytest.raises(TokenmillError, match="tensor-parallel-size must be a positive integer"):
+        EngineArgs.from_cli_args(_parse("serve", "--tensor-parallel-size", "0"))
 
 
 def test_gpu_memory_utilization_reads_the_environment(monkeypatch):
@@ -123,7 +125,7 @@ def test_llm_signature_and_docstring_list_every_engine_option():
             assert p.default == getattr(defaults, p.name), p.name
 
 
-@pytest.mark.parametrize("keyword, expected", [("pipeline_parallel_size", "one engine on one device"),
+@pytest.mark.parametrize("keyword, expected", [("pipeline_parallel_size", "pipeline parallelism is not built"),
                                                ("swap_space", "recomputed"), ("enable_lora", "LoRA"),
                                                ("not_a_keyword", "it takes: model, tokenizer")])
 def test_llm_refuses_unsupported_keywords_by_name(keyword, expected):
@@ -133,6 +135,8 @@ def test_llm_refuses_unsupported_keywords_by_name(keyword, expected):
     assert not isinstance(info.value, TypeError)
 
 
-def test_llm_refuses_tensor_parallelism_clearly():
-    with pytest.raises(TokenmillError, match="tensor-parallel-size 4 is not supported"):
-        LLM(tensor_parallel_size=4)
+def test_llm_refuses_a_bad_parallel_layout_clearly():
+    with pytest.raises(TokenmillError, match="tensor-parallel-size must be a positive integer"):
+        LLM(tensor_parallel_size=0)
+    with pytest.raises(TokenmillError, match="distributed-executor-backend 'slurm' is not one of mp, ray"):
+        LLM(tensor_parallel_size=2, distributed_executor_backend="slurm")
