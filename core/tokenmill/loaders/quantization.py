@@ -17,9 +17,11 @@ log = logging.getLogger(__name__)
 
 OUTPUT_HEAD = "lm_head"
 # GGUF storage types whose values the int4 scheme holds exactly (affine 4-bit groups of 32), or
-# nearly (Q4_0, symmetric); the 5-, 6- and 8-bit types fit the int8 scheme.
+# nearly (Q4_0, symmetric); the 5-, 6- and 8-bit types fit the int8 scheme. So do the 2-, 3-bit and
+# non-linear 4-bit ones: their 16-weight sub-blocks and IQ4 grid fall between int4's groups of 32,
+# which would re-round them, while int8 per row keeps them within ~0.5% of a group's range.
 _INT4_SOURCES = frozenset({"Q4_0", "Q4_1", "Q4_K"})
-_INT8_SOURCES = frozenset({"Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0"})
+_INT8_SOURCES = frozenset({"Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0", "Q2_K", "Q3_K", "IQ4_XS", "IQ4_NL"})
 
 
 def linear_schemes(model: nn.Module, layout: Layout, checkpoint: Checkpoint, quantization: str) -> dict[str, str]:
