@@ -16,14 +16,14 @@ import torch.nn.functional as F
 
 from tokenmill.interfaces import StoredFp8
 from tokenmill_cuda.fp8_linear import Fp8Method
-from tokenmill_triton.int4_matmul import int4_matmul, pack_int4
+from tokenmill_triton.int4_matmul import GEMV_ROWS, dequantize, int4_matmul, pack_int4
 
 SHAPES = {"o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
-ROWS = (1, 4, 16, 128, 1024)
+ROWS = (1, 2, 4, 16, 64, 256, 1024)
 GROUP = 128
-GEMV_SWEEP = [(4, 256, 4), (8, 256, 4), (2, 512, 4), (4, 512, 8), (8, 128, 4), (16, 128, 4), (1, 1024, 4), (2, 1024, 8)]
-GEMM_SWEEP = [(16, 64, 64, 4), (32, 64, 64, 4), (64, 64, 64, 4), (64, 128, 64, 4), (128, 128, 64, 8), (128, 64, 128, 8),
-              (16, 128, 128, 4), (32, 128, 128, 8)]
+GEMV_SWEEP = [(8, 256, 4), (4, 256, 4), (16, 128, 4), (8, 512, 4), (16, 256, 8), (32, 128, 4), (4, 1024, 8), (2, 512, 4)]
+GEMM_SWEEP = [(16, 64, 128, 4), (16, 128, 128, 4), (32, 64, 64, 4), (32, 128, 128, 8), (64, 64, 64, 4),
+              (64, 128, 64, 4), (16, 32, 256, 4), (64, 128, 128, 8)]
 
 
 def graph_seconds(fns, reps: int = 10) -> float:
@@ -72,16 +72,24 @@ def bench(name: str, n: int, k: int, sweep: bool) -> list[dict]:
         base = graph_seconds([lambda d=d: F.linear(x, d) for _, d, _ in ws])
         row = {"shape": name, "n": n, "k": k, "rows": rows, "bf16_us": base * 1e6}
         row["int4_us"] = graph_seconds([lambda q=q: int4_matmul(x, q) for q, _, _ in ws]) * 1e6
+        row["dequant_linear_us"] = graph_seconds([lambda q=q: int4_matmul(x, q, dequant_rows=0) for q, _, _ in ws]) * 1e6
         row["fp8_us"] = graph_seconds([lambda f=f: fp8.apply(f, x) for _, _, f in ws]) * 1e6
-        if sweep:
-            configs = GEMV_SWEEP if rows <= 4 else GEMM_SWEEP
-            key = "gemv_config" if rows <= 4 else "gemm_config"
-            row["sweep"] = {str(c): graph_seconds([lambda q=q, c=c: int4_matmul(x, q, **{key: c}) for q, _, _ in ws]) * 1e6
-                            for c in configs}
+        if sweep and rows <= 256:
+            configs = GEMV_SWEEP if rows <= GEMV_ROWS else GEMM_SWEEP
+            key = "gemv_config" if rows <= GEMV_ROWS else "gemm_config"
+            want = F.linear(x.float(), dequantize(ws[0][0], torch.float32))
+            row["sweep"] = {}
+            for c in configs:
+                got = int4_matmul(x, ws[0][0], **{key: c}, dequant_rows=1 << 30).float()
+                ok = bool((got - want).abs().max() <= 2e-2 * want.abs().max())
+                row["sweep"][str(c)] = graph_seconds([lambda q=q, c=c: int4_matmul(x, q, **{key: c}, dequant_rows=1 << 30)
+                                                      for q, _, _ in ws]) * 1e6 if ok else float("inf")
         rows_out.append(row)
         print(f"{name:8s} rows {rows:5d}: bf16 {row['bf16_us']:8.1f} us | int4 {row['int4_us']:8.1f} us "
-              f"({row['bf16_us'] / row['int4_us']:.2f}x) | fp8 {row['fp8_us']:8.1f} us ({row['bf16_us'] / row['fp8_us']:.2f}x)"
-              + (f" | best sweep {min(row['sweep'], key=row['sweep'].get)} {min(row['sweep'].values()):.1f} us" if sweep else ""),
+              f"({row['bf16_us'] / row['int4_us']:.2f}x) | dq+mm {row['dequant_linear_us']:8.1f} us | fp8 {row['fp8_us']:8.1f} us "
+              f"({row['bf16_us'] / row['fp8_us']:.2f}x)"
+              + (f" | sweep {min(row['sweep'], key=row['sweep'].get)} {min(row['sweep'].values()):.1f} us "
+                 f"{' '.join(f'{v:.0f}' for v in row['sweep'].values())}" if "sweep" in row else ""),
               flush=True)
     return rows_out
 

@@ -1,11 +1,12 @@
 """x @ W^T for 4-bit weights in groups along K (GPTQ / AWQ codes): a GEMV for decode rows, a GEMM for the rest.
 
 The packed weight is uint8 [N, K/2] (input 2i in the low nibble of byte i, 2i + 1 in the high one)
-with float16 scales and zero points [N, K/G]: w = (q - zero) * scale. Both kernels dequantize a
-[BLOCK_N, BLOCK_K] tile in registers and never write the float weight out. The GEMV keeps a
-[BLOCK_N, BLOCK_K] float32 partial per program and reduces it once, as gemv.py does; the GEMM runs
-tl.dot on the dequantized tile in the activations' dtype (float32 under the interpreter, whose
-numpy dot misreads bfloat16).
+with float16 scales and zero points [N, K/G]: w = (q - zero) * scale. Tiles are cut on group
+boundaries, so each row of a tile loads one scale and zero per group. Up to GEMV_ROWS rows, the
+GEMV streams each weight tile once for all rows; up to DEQUANT_ROWS, the GEMM runs tl.dot on the
+tile dequantized in registers (in the activations' dtype; float32 under the interpreter, whose
+numpy dot misreads bfloat16); wider steps are compute-bound, and dequantizing the weight once into
+a scratch [N, K] for torch's GEMM is faster there (benchmarks/cuda/bench_quant_linear.py).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import triton.language as tl
 
 from tokenmill_triton.paged_tile import interpreting
 
-GEMV_ROWS = 4  # up to this many rows each row streams the weight itself; more rows run the GEMM
-GEMV_CONFIG = (4, 256, 4)  # (BLOCK_N, BLOCK_K, num_warps)
+GEMV_ROWS = 4  # up to this many rows one program streams its weight rows once for all of them
+DEQUANT_ROWS = 64  # above this many rows: dequantize to the activations' dtype, then torch's GEMM
+GEMV_CONFIG = (8, 256, 4)  # (BLOCK_N, BLOCK_K, num_warps)
 GEMM_CONFIG = (32, 64, 64, 4)  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps)
+DEQUANT_CONFIG = (32, 256, 4)  # (BLOCK_N, BLOCK_K, num_warps)
 
 
 @dataclass(slots=True)
@@ -41,37 +44,41 @@ def pack_int4(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, gr
 
 
 @triton.jit
-def _dequant_tile(w_ptr, s_ptr, z_ptr, rn, k0, N, K, G, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Float32 [BLOCK_N, BLOCK_K] of the weight: rows rn, inputs k0 .. k0 + BLOCK_K (K a multiple of BLOCK_K)."""
+def _dequant_tile(w_ptr, s_ptr, z_ptr, rn, k0, N, K, groups, G: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SUB: tl.constexpr):
+    """Float32 [BLOCK_N, BLOCK_K] of the weight at rows rn, inputs k0 .. k0 + BLOCK_K: the tile spans
+    SUB whole groups (BLOCK_K = SUB * G) or lies inside one (SUB = 1, G a multiple of BLOCK_K)."""
     half = k0 // 2 + tl.arange(0, BLOCK_K // 2)  # [BLOCK_K / 2] byte columns
     row_ok = (rn < N)[:, None]
     rows = rn.to(tl.int64)[:, None]
     packed = tl.load(w_ptr + rows * (K // 2) + half[None, :], mask=row_ok, other=0, eviction_policy="evict_first")
-    q = tl.reshape(tl.join(packed & 15, packed >> 4), (BLOCK_N, BLOCK_K))  # byte i -> inputs 2i, 2i + 1
-    group = (k0 + tl.arange(0, BLOCK_K)) // G  # [BLOCK_K]
-    at = rows * (K // G) + group[None, :]
+    q = tl.reshape(tl.join(packed & 15, packed >> 4), (BLOCK_N, SUB, BLOCK_K // SUB)).to(tl.float32)
+    at = rows * groups + (k0 // G + tl.arange(0, SUB))[None, :]  # [BLOCK_N, SUB]
     scale = tl.load(s_ptr + at, mask=row_ok, other=0.0).to(tl.float32)
     zero = tl.load(z_ptr + at, mask=row_ok, other=0.0).to(tl.float32)
-    return (q.to(tl.float32) - zero) * scale
+    return tl.reshape((q - zero[:, :, None]) * scale[:, :, None], (BLOCK_N, BLOCK_K))
 
 
 @triton.jit
-def _int4_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, N, K, G,
-                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Program (n, m): out[m, BLOCK_N outputs] = x[m] . w rows."""
+def _int4_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, groups, G: tl.constexpr,
+                      ROWS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SUB: tl.constexpr):
+    """Program n: out[all M <= ROWS rows, BLOCK_N outputs], each weight tile read once for every row."""
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    m = tl.program_id(1).to(tl.int64)
-    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    rm = tl.arange(0, ROWS)
+    x_rows = x_ptr + rm.to(tl.int64)[:, None] * K
+    acc = tl.zeros((BLOCK_N, ROWS), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        x = tl.load(x_ptr + m * K + k0 + tl.arange(0, BLOCK_K)).to(tl.float32)  # [BLOCK_K]
-        acc += _dequant_tile(w_ptr, s_ptr, z_ptr, rn, k0, N, K, G, BLOCK_N, BLOCK_K) * x[None, :]
-    y = tl.sum(acc, 1)
-    tl.store(out_ptr + m * N + rn, y.to(out_ptr.dtype.element_ty), mask=rn < N)
+        x = tl.load(x_rows + (k0 + tl.arange(0, BLOCK_K))[None, :], mask=(rm < M)[:, None], other=0.0)
+        w = _dequant_tile(w_ptr, s_ptr, z_ptr, rn, k0, N, K, groups, G, BLOCK_N, BLOCK_K, SUB)
+        acc += tl.sum(w[:, None, :] * x.to(tl.float32)[None, :, :], axis=2)  # [BLOCK_N, ROWS]
+    out = out_ptr + rm.to(tl.int64)[None, :] * N + rn[:, None]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(rn < N)[:, None] & (rm < M)[None, :])
 
 
 @triton.jit
-def _int4_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
+def _int4_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, groups, G: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SUB: tl.constexpr,
+                      DOT_F32: tl.constexpr):
     """Program (m, n): out[BLOCK_M rows, BLOCK_N outputs] = x tile @ dequantized w tile^T."""
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -80,7 +87,7 @@ def _int4_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G,
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         x = tl.load(x_rows + (k0 + rk)[None, :], mask=(rm < M)[:, None], other=0.0)  # [BLOCK_M, BLOCK_K]
-        w = _dequant_tile(w_ptr, s_ptr, z_ptr, rn, k0, N, K, G, BLOCK_N, BLOCK_K)  # [BLOCK_N, BLOCK_K]
+        w = _dequant_tile(w_ptr, s_ptr, z_ptr, rn, k0, N, K, groups, G, BLOCK_N, BLOCK_K, SUB)
         if DOT_F32:
             acc += tl.dot(x.to(tl.float32), tl.trans(w), input_precision="ieee")
         else:
@@ -89,35 +96,63 @@ def _int4_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, G,
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(rm < M)[:, None] & (rn < N)[None, :])
 
 
+@triton.jit
+def _int4_dequant_kernel(w_ptr, s_ptr, z_ptr, out_ptr, N, K, groups, G: tl.constexpr,
+                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SUB: tl.constexpr):
+    """Program (n, k): the dense weight tile out[BLOCK_N rows, BLOCK_K inputs] in out's dtype."""
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    k0 = tl.program_id(1) * BLOCK_K
+    w = _dequant_tile(w_ptr, s_ptr, z_ptr, rn, k0, N, K, groups, G, BLOCK_N, BLOCK_K, SUB)
+    out = out_ptr + rn.to(tl.int64)[:, None] * K + (k0 + tl.arange(0, BLOCK_K))[None, :]
+    tl.store(out, w.to(out_ptr.dtype.element_ty), mask=(rn < N)[:, None])
+
+
+def dequantize(weight: Int4Weight, dtype: torch.dtype, config: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """The dense weight [N, K] in `dtype`."""
+    n, cols = weight.codes.shape[0], weight.codes.shape[1] * 2
+    block_n, block_k, warps = config or DEQUANT_CONFIG
+    block_k, sub = _tiling(block_k, cols, weight.group)
+    out = torch.empty((n, cols), dtype=dtype, device=weight.codes.device)
+    _int4_dequant_kernel[(triton.cdiv(n, block_n), cols // block_k)](
+        weight.codes, weight.scales, weight.zeros, out, n, cols, cols // weight.group, G=weight.group,
+        BLOCK_N=block_n, BLOCK_K=block_k, SUB=sub, num_warps=warps)
+    return out
+
+
 def int4_matmul(x: torch.Tensor, weight: Int4Weight, gemv_config: tuple[int, int, int] | None = None,
-                gemm_config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+                gemm_config: tuple[int, int, int, int] | None = None, dequant_rows: int = DEQUANT_ROWS) -> torch.Tensor:
     """x [M, K] (float16, bfloat16 or float32) -> x @ W^T, [M, N] in x's dtype; K a multiple of 32."""
     x = x.contiguous()
     rows, cols = x.shape
-    n = weight.codes.shape[0]
+    n, groups = weight.codes.shape[0], cols // weight.group
     out = torch.empty((rows, n), dtype=x.dtype, device=x.device)
     if rows == 0:
         return out
+    if rows > dequant_rows:
+        return torch.nn.functional.linear(x, dequantize(weight, x.dtype))
     if rows <= GEMV_ROWS:
         block_n, block_k, warps = gemv_config or GEMV_CONFIG
-        block_k = _dividing(block_k, cols)
-        _int4_gemv_kernel[(triton.cdiv(n, block_n), rows)](
-            x, weight.codes, weight.scales, weight.zeros, out, n, cols, weight.group,
-            BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps)
+        block_k, sub = _tiling(block_k, cols, weight.group)
+        _int4_gemv_kernel[(triton.cdiv(n, block_n),)](
+            x, weight.codes, weight.scales, weight.zeros, out, rows, n, cols, groups, G=weight.group,
+            ROWS=triton.next_power_of_2(rows), BLOCK_N=block_n, BLOCK_K=block_k, SUB=sub, num_warps=warps)
         return out
     block_m, block_n, block_k, warps = gemm_config or GEMM_CONFIG
-    block_k = _dividing(block_k, cols)
+    block_k, sub = _tiling(block_k, cols, weight.group)
     grid = (triton.cdiv(rows, block_m), triton.cdiv(n, block_n))
-    _int4_gemm_kernel[grid](x, weight.codes, weight.scales, weight.zeros, out, rows, n, cols, weight.group,
-                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+    _int4_gemm_kernel[grid](x, weight.codes, weight.scales, weight.zeros, out, rows, n, cols, groups, G=weight.group,
+                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, SUB=sub,
                             DOT_F32=interpreting() or x.dtype == torch.float32, num_warps=warps)
     return out
 
 
-def _dividing(block_k: int, cols: int) -> int:
-    """The largest power of two <= block_k (and >= 32) that divides K, so no tile runs past the row."""
-    while block_k > 32 and cols % block_k:
+def _tiling(block_k: int, cols: int, group: int) -> tuple[int, int]:
+    """(BLOCK_K, groups per tile): the largest power of two <= block_k (>= 32) that either holds whole
+    groups (a multiple of a power-of-two G) or lies inside one (divides G), so a tile has one scale
+    per row and group and never runs past the row."""
+    if cols % 32 or group % 32 or cols % group:
+        raise ValueError(f"the int4 kernels need the input size ({cols}) and group ({group}) to be multiples of 32")
+    while block_k > 32 and not ((block_k <= group and group % block_k == 0) or
+                                (block_k > group and block_k % group == 0 and cols % block_k == 0)):
         block_k //= 2
-    if cols % block_k:
-        raise ValueError(f"the int4 kernels need the input size to be a multiple of 32, got {cols}")
-    return block_k
+    return block_k, max(1, block_k // group)
