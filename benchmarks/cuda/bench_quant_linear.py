@@ -3,7 +3,8 @@
 Run: python benchmarks/cuda/bench_quant_linear.py [--json out.json] [--sweep]. Each variant runs in a
 CUDA graph over enough distinct weight copies (>= 256 MB) that L2 never holds them; the figure is
 microseconds per call and the speed-up over bf16 F.linear at the same shape and row count (> 1 is
-faster). --sweep also times the int4 kernel's other tile configurations.
+faster); "dq+mm" is the dequantize-then-GEMM path at every row count. --sweep also times the int4
+GEMM's other tile configurations (each checked against the dense result first).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import torch.nn.functional as F
 
 from tokenmill.interfaces import StoredFp8
 from tokenmill_cuda.fp8_linear import Fp8Method
-from tokenmill_triton.int4_matmul import GEMV_ROWS, dequantize, int4_matmul, pack_int4
+from tokenmill_triton.int4_matmul import dequantize, int4_matmul, pack_int4
 
 SHAPES = {"o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
 ROWS = (1, 2, 4, 16, 64, 256, 1024)
 GROUP = 128
-GEMV_SWEEP = [(8, 256, 4), (4, 256, 4), (16, 128, 4), (8, 512, 4), (16, 256, 8), (32, 128, 4), (4, 1024, 8), (2, 512, 4)]
 GEMM_SWEEP = [(16, 64, 128, 4), (16, 128, 128, 4), (32, 64, 64, 4), (32, 128, 128, 8), (64, 64, 64, 4),
               (64, 128, 64, 4), (16, 32, 256, 4), (64, 128, 128, 8)]
 
@@ -75,8 +75,7 @@ def bench(name: str, n: int, k: int, sweep: bool) -> list[dict]:
         row["dequant_linear_us"] = graph_seconds([lambda q=q: int4_matmul(x, q, dequant_rows=0) for q, _, _ in ws]) * 1e6
         row["fp8_us"] = graph_seconds([lambda f=f: fp8.apply(f, x) for _, _, f in ws]) * 1e6
         if sweep and rows <= 256:
-            configs = GEMV_SWEEP if rows <= GEMV_ROWS else GEMM_SWEEP
-            key = "gemv_config" if rows <= GEMV_ROWS else "gemm_config"
+            configs, key = GEMM_SWEEP, "gemm_config"
             want = F.linear(x.float(), dequantize(ws[0][0], torch.float32))
             row["sweep"] = {}
             for c in configs:

@@ -1,12 +1,11 @@
-"""x @ W^T for 4-bit weights in groups along K (GPTQ / AWQ codes): a GEMV for decode rows, a GEMM for the rest.
+"""x @ W^T for 4-bit weights in groups along K (GPTQ / AWQ codes): a Triton GEMM, or dequantize + torch's GEMM.
 
 The packed weight is uint8 [N, K/2] (input 2i in the low nibble of byte i, 2i + 1 in the high one)
 with float16 scales and zero points [N, K/G]: w = (q - zero) * scale. Tiles are cut on group
-boundaries, so each row of a tile loads one scale and zero per group. Up to GEMV_ROWS rows, the
-GEMV streams each weight tile once for all rows; up to DEQUANT_ROWS, the GEMM runs tl.dot on the
-tile dequantized in registers (in the activations' dtype; float32 under the interpreter, whose
-numpy dot misreads bfloat16); wider steps are compute-bound, and dequantizing the weight once into
-a scratch [N, K] for torch's GEMM is faster there (benchmarks/cuda/bench_quant_linear.py).
+boundaries, so each row of a tile loads one scale and zero per group. Up to DEQUANT_ROWS rows the
+GEMM runs tl.dot on the tile dequantized in registers (in the activations' dtype; float32 under the
+interpreter, whose numpy dot misreads bfloat16); wider steps are compute-bound, and dequantizing
+the weight once into a scratch [N, K] for torch's GEMM is faster there.
 """
 
 from __future__ import annotations
@@ -19,10 +18,13 @@ import triton.language as tl
 
 from tokenmill_triton.paged_tile import interpreting
 
-GEMV_ROWS = 4  # up to this many rows one program streams its weight rows once for all of them
-DEQUANT_ROWS = 64  # above this many rows: dequantize to the activations' dtype, then torch's GEMM
-GEMV_CONFIG = (8, 256, 4)  # (BLOCK_N, BLOCK_K, num_warps)
-GEMM_CONFIG = (32, 64, 64, 4)  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps)
+# Measured on an H200 (benchmarks/cuda/bench_quant_linear.py, Llama-3-8B's o / gate_up / down at
+# G = 128): at 16 rows this GEMM config took 12.9 / 50.8 / 47.7 us where the best of eight tried took
+# the same, dequantize-then-GEMM 22 / 151 / 78 us and a dedicated one-row GEMV 16 / 83 / 51 us even
+# at one row, so the GEMM serves every row count up to DEQUANT_ROWS (at 64 rows dequantizing won
+# for two of the three shapes, at 256 for all).
+DEQUANT_ROWS = 16  # above this many rows: dequantize to the activations' dtype, then torch's GEMM
+GEMM_CONFIG = (16, 32, 256, 4)  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps)
 DEQUANT_CONFIG = (32, 256, 4)  # (BLOCK_N, BLOCK_K, num_warps)
 
 
@@ -57,22 +59,6 @@ def _dequant_tile(w_ptr, s_ptr, z_ptr, rn, k0, N, K, groups, G: tl.constexpr,
     scale = tl.load(s_ptr + at, mask=row_ok, other=0.0).to(tl.float32)
     zero = tl.load(z_ptr + at, mask=row_ok, other=0.0).to(tl.float32)
     return tl.reshape((q - zero[:, :, None]) * scale[:, :, None], (BLOCK_N, BLOCK_K))
-
-
-@triton.jit
-def _int4_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, groups, G: tl.constexpr,
-                      ROWS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SUB: tl.constexpr):
-    """Program n: out[all M <= ROWS rows, BLOCK_N outputs], each weight tile read once for every row."""
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    rm = tl.arange(0, ROWS)
-    x_rows = x_ptr + rm.to(tl.int64)[:, None] * K
-    acc = tl.zeros((BLOCK_N, ROWS), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        x = tl.load(x_rows + (k0 + tl.arange(0, BLOCK_K))[None, :], mask=(rm < M)[:, None], other=0.0)
-        w = _dequant_tile(w_ptr, s_ptr, z_ptr, rn, k0, N, K, groups, G, BLOCK_N, BLOCK_K, SUB)
-        acc += tl.sum(w[:, None, :] * x.to(tl.float32)[None, :, :], axis=2)  # [BLOCK_N, ROWS]
-    out = out_ptr + rm.to(tl.int64)[None, :] * N + rn[:, None]
-    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(rn < N)[:, None] & (rm < M)[None, :])
 
 
 @triton.jit
@@ -119,8 +105,8 @@ def dequantize(weight: Int4Weight, dtype: torch.dtype, config: tuple[int, int, i
     return out
 
 
-def int4_matmul(x: torch.Tensor, weight: Int4Weight, gemv_config: tuple[int, int, int] | None = None,
-                gemm_config: tuple[int, int, int, int] | None = None, dequant_rows: int = DEQUANT_ROWS) -> torch.Tensor:
+def int4_matmul(x: torch.Tensor, weight: Int4Weight, gemm_config: tuple[int, int, int, int] | None = None,
+                dequant_rows: int = DEQUANT_ROWS) -> torch.Tensor:
     """x [M, K] (float16, bfloat16 or float32) -> x @ W^T, [M, N] in x's dtype; K a multiple of 32."""
     x = x.contiguous()
     rows, cols = x.shape
@@ -130,13 +116,6 @@ def int4_matmul(x: torch.Tensor, weight: Int4Weight, gemv_config: tuple[int, int
         return out
     if rows > dequant_rows:
         return torch.nn.functional.linear(x, dequantize(weight, x.dtype))
-    if rows <= GEMV_ROWS:
-        block_n, block_k, warps = gemv_config or GEMV_CONFIG
-        block_k, sub = _tiling(block_k, cols, weight.group)
-        _int4_gemv_kernel[(triton.cdiv(n, block_n),)](
-            x, weight.codes, weight.scales, weight.zeros, out, rows, n, cols, groups, G=weight.group,
-            ROWS=triton.next_power_of_2(rows), BLOCK_N=block_n, BLOCK_K=block_k, SUB=sub, num_warps=warps)
-        return out
     block_m, block_n, block_k, warps = gemm_config or GEMM_CONFIG
     block_k, sub = _tiling(block_k, cols, weight.group)
     grid = (triton.cdiv(rows, block_m), triton.cdiv(n, block_n))

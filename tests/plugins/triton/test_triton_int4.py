@@ -1,7 +1,7 @@
-"""The Triton int4 GEMV / GEMM on GPTQ-style groups against the dequantized weight in float64.
+"""The Triton int4 GEMM (and its dequantize-then-GEMM path) on GPTQ-style groups against the dequantized weight in float64.
 
 Small sizes so the interpreter (TRITON_INTERPRET=1, the CPU CI) runs them in seconds; on a GPU the
-same cases run compiled. Groups of 32, 128 and all of K; rows 1 and 3 take the GEMV, 5 the GEMM, 33 the dequantize-then-GEMM path.
+same cases run compiled. Groups of 32, 128 and all of K; rows 1, 3 and 5 take the GEMM, 33 the dequantize-then-GEMM path.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_int4_matmul_matches_the_dequantized_weight(n, k, group, rows, dtype):
     gen = torch.Generator().manual_seed(n * k + rows)
     weight, dense = stored(n, k, group, gen)
     x = torch.randn(rows, k, generator=gen).to(dtype)
-    out = int4_matmul(x.to(DEVICE), weight, gemv_config=(4, 64, 4), gemm_config=(16, 16, 64, 4), dequant_rows=16)
+    out = int4_matmul(x.to(DEVICE), weight, gemm_config=(16, 16, 64, 4), dequant_rows=16)
     want = x.double() @ dense.double().T
     assert out.shape == (rows, n) and out.dtype == dtype
     bound = (1e-5 if dtype == torch.float32 else 1e-2) * want.abs().max().item()
