@@ -2,7 +2,8 @@
 
 transformers, vLLM and the quantizers that write these checkpoints (AutoGPTQ / GPTQModel, AutoAWQ,
 llm-compressor's FP8 export) name the format in `quant_method`. tokenmill reads three: 4-bit GPTQ,
-4-bit AWQ in its GEMM layout, and FP8 e4m3 with per-tensor or per-channel scales. Any other method,
+4-bit AWQ in its GEMM layout, and FP8 e4m3 with per-tensor, per-channel or block-wise scales
+(DeepSeek-V3 / Qwen3-FP8's weight_scale_inv per [128, 128] block). Any other method,
 bit width or layout is refused here, naming it and what is supported, before a tensor is read.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from tokenmill.errors import ModelLoadError
 
-SUPPORTED = ("awq (4-bit, GEMM layout)", "fp8 (e4m3, per-tensor or per-channel scales)", "gptq (4-bit)")
+SUPPORTED = ("awq (4-bit, GEMM layout)", "fp8 (e4m3, per-tensor, per-channel or block-wise scales)", "gptq (4-bit)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class QuantFormat:
     method: str  # "gptq", "awq" or "fp8"
     group_size: int = 0  # int4: inputs per group; -1 = one group per row (all of K); 0 for fp8
     zero_offset: int = 0  # gptq's v1 format stores each zero point minus one: 1 there, else 0
+    block: tuple[int, int] | None = None  # fp8 with block-wise scales: (rows, inputs) per scale
 
 
 def quant_format(config: dict[str, Any], source: str) -> QuantFormat | None:
@@ -79,6 +81,9 @@ def _fp8(qc: dict[str, Any], source: str) -> QuantFormat:
     fmt = str(qc.get("fmt", "e4m3")).lower()
     if fmt != "e4m3":
         raise _refuse(source, f"fp8 in the {fmt!r} format")
-    if qc.get("weight_block_size"):
-        raise _refuse(source, f"fp8 with block-wise scales (weight_block_size {qc['weight_block_size']})")
-    return QuantFormat("fp8")
+    block = qc.get("weight_block_size")
+    if block is None:
+        return QuantFormat("fp8")
+    if not (isinstance(block, (list, tuple)) and len(block) == 2 and all(isinstance(b, int) and b > 0 for b in block)):
+        raise ModelLoadError(f"{source}: fp8 weight_block_size {block!r} is not two positive sizes [rows, inputs]")
+    return QuantFormat("fp8", block=(block[0], block[1]))

@@ -18,8 +18,9 @@ from tokenmill.loaders.int4_formats import awq_int4, dequantize_int4, gptq_int4
 from tokenmill.loaders.quant_config import QuantFormat
 
 _INT4_PARTS = ("qweight", "qzeros", "scales", "g_idx")
-_FP8_PARTS = ("weight_scale", "input_scale")
+_FP8_PARTS = ("weight_scale", "input_scale", "weight_scale_inv")
 QUANT_TYPES = {"gptq": "GPTQ_INT4", "awq": "AWQ_INT4", "fp8": "FP8_E4M3"}  # quant_type() per method
+FP8_BLOCKS = "FP8_E4M3_BLOCKS"  # block-wise fp8: no packed scheme takes it, so it loads dequantized
 
 
 class QuantizedCheckpoint:
@@ -37,7 +38,8 @@ class QuantizedCheckpoint:
     def _find_quantized(self) -> dict[str, str]:
         names = set(self.base.names())
         if self.fmt.method == "fp8":
-            prefixes = [n[: -len(".weight_scale")] for n in names if n.endswith(".weight_scale")]
+            scale = ".weight_scale_inv" if self.fmt.block else ".weight_scale"
+            prefixes = [n[: -len(scale)] for n in names if n.endswith(scale)]
         else:
             prefixes = [n[: -len(".qweight")] for n in names if n.endswith(".qweight")]
         return {f"{p}.weight": p for p in sorted(prefixes)}
@@ -63,12 +65,16 @@ class QuantizedCheckpoint:
 
     def quant_type(self, name: str) -> str | None:
         """"GPTQ_INT4", "AWQ_INT4" or "FP8_E4M3" for a quantized linear's weight, None for the rest."""
-        return QUANT_TYPES[self.fmt.method] if name in self._quantized else None
+        if name not in self._quantized:
+            return None
+        return FP8_BLOCKS if self.fmt.block else QUANT_TYPES[self.fmt.method]
 
     def tensor(self, name: str) -> torch.Tensor:
         """A quantized linear's weight dequantized to float32 [N, K], in the model's input order."""
         if name not in self._quantized:
             return self.base.tensor(name)
+        if self.fmt.block:
+            return self._fp8_blocks(name)
         stored, perm = self.stored(name)
         if isinstance(stored, StoredFp8):
             return stored.weight.float() * stored.scale.unsqueeze(-1)
@@ -94,6 +100,19 @@ class QuantizedCheckpoint:
             return awq_int4(*tensors, self.fmt.group_size), None
         g_idx = self.base.tensor(f"{prefix}.g_idx") if self.base.shape(f"{prefix}.g_idx") is not None else None
         return gptq_int4(*tensors, g_idx, self.fmt.group_size, self.fmt.zero_offset)
+
+    def _fp8_blocks(self, name: str) -> torch.Tensor:
+        """A block-wise fp8 weight dequantized: w = codes * weight_scale_inv of its [rows, inputs] block."""
+        weight = self.base.tensor(name)  # float8_e4m3fn [N, K]
+        scales = self.base.tensor(self._part(self._quantized[name], "weight_scale_inv")).float()
+        rows, cols = self.fmt.block
+        n, k = weight.shape
+        if scales.shape != (-(-n // rows), -(-k // cols)):
+            raise ModelLoadError(f"{self.where(name)}: {self._quantized[name]}.weight_scale_inv has shape "
+                                 f"{tuple(scales.shape)}, but a [{n}, {k}] weight in blocks of {rows}x{cols} needs "
+                                 f"{(-(-n // rows), -(-k // cols))}")
+        full = scales.repeat_interleave(rows, dim=0)[:n].repeat_interleave(cols, dim=1)[:, :k]  # [N, K]
+        return weight.float() * full
 
     def _part(self, prefix: str, part: str) -> str:
         name = f"{prefix}.{part}"

@@ -139,7 +139,7 @@ def test_an_engine_run_on_a_gptq_checkpoint_matches_its_float_twin(pairs):
     ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "'bitsandbytes'"),
     ({"quant_method": "gptq", "bits": 8, "group_size": 128}, "8-bit gptq"),
     ({"quant_method": "awq", "bits": 4, "group_size": 128, "version": "gemv"}, "'gemv' layout"),
-    ({"quant_method": "fp8", "weight_block_size": [128, 128]}, "block-wise"),
+    ({"quant_method": "fp8", "fmt": "e5m2"}, "'e5m2'"),
     ({"load_in_8bit": True}, "no quant_method"),
 ])
 def test_unsupported_quantization_is_refused_by_name(tmp_path, qc, needle):
@@ -161,3 +161,26 @@ def test_a_missing_part_names_the_tensor(pairs, tmp_path):
     broken = open_checkpoint(str(tmp_path / "broken"))
     with pytest.raises(ModelLoadError, match="model.layers.0.self_attn.k_proj.scales"):
         broken.tensor("model.layers.0.self_attn.k_proj.weight")
+
+
+def test_block_wise_fp8_loads_dequantized(tmp_path, cpu):
+    """DeepSeek-V3 / Qwen3-FP8 style: weight_scale_inv per [32, 64] block (a ragged last block too)."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(LlamaConfig(**CONFIG), dtype=torch.float32)
+    randomize(model, 0)
+    packed, dense = {}, {}
+    for name, w in model.state_dict().items():
+        if name.rsplit(".", 2)[-2] not in LINEARS:
+            packed[name] = dense[name] = w
+            continue
+        scales = torch.rand(-(-w.shape[0] // 32), -(-w.shape[1] // 64)) * 0.01 + 1e-3
+        full = scales.repeat_interleave(32, 0)[: w.shape[0]].repeat_interleave(64, 1)[:, : w.shape[1]]
+        codes = (w / full).to(torch.float8_e4m3fn)
+        packed[name], packed[name.replace(".weight", ".weight_scale_inv")] = codes, scales
+        dense[name] = codes.float() * full
+    qc = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [32, 64]}
+    path = _save(tmp_path / "fp8-blocks", packed, {**CONFIG, "quantization_config": qc})
+    checkpoint = open_checkpoint(str(path))
+    for name, want in dense.items():
+        assert torch.equal(checkpoint.tensor(name), want), name
+    assert load(path, cpu).packed_layers == {}  # no packed scheme takes block scales: dense, and it runs
