@@ -110,12 +110,18 @@ def _stored_layers(model: nn.Module, schemes: dict[str, str], checkpoint: Checkp
         parts = [checkpoint.stored(source) for source, _ in layout[f"{name}.weight"]]
         merged = _concat([p for p, _ in parts])
         perms = [perm for _, perm in parts]
-        if merged is None or any((p is None) != (perms[0] is None) or (p is not None and not torch.equal(p, perms[0]))
-                                 for p in perms):
+        if merged is None or not _one_order(perms):
             log.warning("%s: its parts are stored with different groups or act-order; it runs dense", name)
             continue
         out[name] = (_to_device(merged, weight.device), None if perms[0] is None else perms[0].to(weight.device))
     return out
+
+
+def _one_order(perms: list[torch.Tensor | None]) -> bool:
+    """Whether a merged layer's parts all follow one input order (all None, or all equal)."""
+    if all(p is None for p in perms):
+        return True
+    return all(p is not None and torch.equal(p, perms[0]) for p in perms)
 
 
 def _concat(parts: list[Any]) -> Any:

@@ -54,7 +54,7 @@ def _save(directory: Path, tensors: dict[str, torch.Tensor], config: dict) -> Pa
     return directory
 
 
-def write_pair(root: Path, case: str, seed: int = 0) -> tuple[Path, Path]:
+def write_pair(root: Path, case: str, seed: int = 0, shared_orders: bool = True) -> tuple[Path, Path]:
     """(quantized checkpoint, float checkpoint of its dequantized weights) for CASES[case] or fp8 cases."""
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(LlamaConfig(**CONFIG), dtype=torch.float32)
@@ -71,6 +71,7 @@ def write_pair(root: Path, case: str, seed: int = 0) -> tuple[Path, Path]:
         else:
             method, group, sym, act_order, v1 = CASES[case]
             shared_input = prefix.rsplit(".", 1)[0] + str(prefix.endswith(("o_proj", "down_proj")))
+            shared_input = shared_input if shared_orders else prefix
             order = orders.setdefault((shared_input, state[name].shape[1]), torch.randperm(state[name].shape[1], generator=gen))
             q = quantize(state[name], group, sym, order if act_order else None)
             parts = pack_awq(q) if method == "awq" else pack_gptq(q, v1)
@@ -112,6 +113,17 @@ def test_packed_int4_layers_match_the_dequantized_model(pairs, cpu, case):
     reference = load(pairs[case][1], cpu)
     ours = run_greedy(packed, plugins, platform, PROMPTS, 1)
     ref = run_greedy(reference, plugins, platform, PROMPTS, 1)
+    for a, b in zip(ours.logits, ref.logits):
+        assert (a - b).abs().max() <= TOLERANCE * b.abs().max()
+
+
+def test_merged_parts_with_different_act_orders_run_dense(tmp_path, cpu):
+    plugins, platform = cpu
+    quantized, dense = write_pair(tmp_path, "gptq-g32-actorder", shared_orders=False)
+    packed = load(quantized, cpu)
+    assert packed.packed_layers == {"int4_groups": 2 * 2}  # o and down packed; qkv and gate_up dense
+    ours = run_greedy(packed, plugins, platform, PROMPTS, 1)
+    ref = run_greedy(load(dense, cpu), plugins, platform, PROMPTS, 1)
     for a, b in zip(ours.logits, ref.logits):
         assert (a - b).abs().max() <= TOLERANCE * b.abs().max()
 
