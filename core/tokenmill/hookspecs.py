@@ -179,7 +179,8 @@ def tokenmill_linear_method(platform: "Platform", scheme: str) -> "LinearMethod 
     """Supply the kernels that run linear layers stored in a quantized `scheme`.
 
     :param platform: the platform the engine runs on.
-    :param scheme: "int4" or "int8", as LinearMethod's docstring in tokenmill.interfaces defines.
+    :param scheme: "int4", "int8", "int4_groups" or "fp8", as LinearMethod's docstring in tokenmill.interfaces
+        defines (the last two carry a checkpoint's own codes, through the optional pack_stored).
     :returns: a LinearMethod, or None when this platform has no kernel for `scheme`; the core then
         keeps those layers dense under `--quantization auto` and refuses an explicit request.
 

@@ -330,6 +330,10 @@ class LinearMethod(Protocol):
       (w = q * scale + offset, q in 0..15). Exact for GGUF Q4_1 and Q4_K weights.
     - "int8": weight-only 8 bits, symmetric, one scale per output row or finer (per group of 32
       inputs is exact for GGUF Q8_0 weights).
+    - "int4_groups": weight-only 4 bits as a GPTQ or AWQ checkpoint stores them, in groups of any
+      `group_size` along K (StoredInt4). The core hands the stored codes to `pack_stored`.
+    - "fp8": float8 e4m3 weights with a per-tensor or per-output-channel scale (StoredFp8), through
+      `pack_stored`; how the activations are rounded is the method's choice.
     """
 
     scheme: str
@@ -338,9 +342,34 @@ class LinearMethod(Protocol):
         """weight [N, K] in the model dtype, on the device -> opaque packed state for `apply`."""
         ...
 
+    # optional: pack_stored(stored, weight) -> packed state, or None to decline (that layer then
+    # runs dense). `stored` is a StoredInt4 or StoredFp8 on the device; `weight` [N, K] is the
+    # same weight dequantized to the model dtype (in the stored input order), for methods that
+    # keep a dense copy for wide steps. Default: the core keeps stored layers dense.
+
     def apply(self, packed: Any, x: "torch.Tensor") -> "torch.Tensor":
         """x [T, K] in the model dtype -> x @ W^T, [T, N] in the model dtype (bias is added by the core)."""
         ...
+
+
+@dataclass(slots=True)
+class StoredInt4:
+    """A 4-bit weight as a GPTQ/AWQ checkpoint holds it, unpacked: w[n, k] = (q[n, k] - zeros[n, g]) *
+    scales[n, g] with g = k // group_size. Act-order checkpoints are handed over with K sorted by
+    group (the core permutes the activations to match, so methods only ever see contiguous groups)."""
+
+    codes: "torch.Tensor"  # uint8 [N, K], 0..15
+    scales: "torch.Tensor"  # float32 [N, K / group_size]
+    zeros: "torch.Tensor"  # float32 [N, K / group_size], 0..15 (symmetric checkpoints: 8)
+    group_size: int  # inputs per group: a divisor of K (32, 64, 128 or K itself in practice)
+
+
+@dataclass(slots=True)
+class StoredFp8:
+    """An e4m3 weight and its scale: w[n, k] = weight[n, k] * scale[n] (scale [1]: one per tensor)."""
+
+    weight: "torch.Tensor"  # float8_e4m3fn [N, K]
+    scale: "torch.Tensor"  # float32 [N] or [1]
 
 
 @dataclass(slots=True)

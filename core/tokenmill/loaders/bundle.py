@@ -17,7 +17,9 @@ from tokenmill.loaders.default_model import default_model_path
 from tokenmill.loaders.dtype import resolve_dtype, resolve_kv_cache_dtype
 from tokenmill.loaders.gguf_checkpoint import GGUFCheckpoint
 from tokenmill.loaders.hub import model_path
+from tokenmill.loaders.quant_config import quant_format
 from tokenmill.loaders.quantization import linear_schemes, pack_model
+from tokenmill.loaders.quantized_checkpoint import QuantizedCheckpoint
 from tokenmill.loaders.safetensors_checkpoint import PICKLE_SUFFIXES, SafetensorsCheckpoint, refuse_pickle
 from tokenmill.loaders.weights import Checkpoint, load_weights
 from tokenmill.models import ArchConfig, arch_config, checkpoint_layout
@@ -53,7 +55,9 @@ def open_checkpoint(model: str | None, revision: str | None = None) -> Checkpoin
             "or a Hugging Face Hub id (org/name)"
         )
     if path.is_dir():
-        return SafetensorsCheckpoint(path)
+        checkpoint = SafetensorsCheckpoint(path)
+        fmt = quant_format(checkpoint.config, checkpoint.source)  # GPTQ / AWQ / FP8, or refused by name
+        return checkpoint if fmt is None else QuantizedCheckpoint(checkpoint, fmt)
     if path.suffix in PICKLE_SUFFIXES:
         raise refuse_pickle(path)
     if path.suffix == ".safetensors":
@@ -108,7 +112,8 @@ def load_model_bundle(
     if shard is not None:
         backend, spec = shard(net, spec)
     schemes = linear_schemes(net, layout, checkpoint, quantization)
-    packed = pack_model(net, schemes, platform=platform, plugins=plugins, quantization=quantization)
+    packed = pack_model(net, schemes, platform=platform, plugins=plugins, quantization=quantization,
+                        stored=(checkpoint, layout))
     return ModelBundle(
         model=net,
         arch=arch,

@@ -1,4 +1,4 @@
-"""Dequantizing GGUF's Q4_0, Q4_1 and Q8_0 blocks with torch, the types small default models ship in.
+"""Dequantizing GGUF blocks with torch: Q4_0, Q4_1 and Q8_0 here, Q2_K/Q3_K/IQ4_XS/IQ4_NL in gguf_low_bit.
 
 Why not only gguf.dequantize: its numpy version walks the blocks in small groups and takes ~1.2 s
 for the default model's tensors, about a tenth of its start-up; these vectorised versions take
@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType
 
-BLOCK = 32  # weights per block in all three types
+from tokenmill.loaders import gguf_low_bit
+
+BLOCK = 32  # weights per block in Q4_0, Q4_1 and Q8_0
 
 
 def _half(blocks: torch.Tensor, at: int) -> torch.Tensor:
@@ -41,6 +43,10 @@ _KERNELS = {
     GGMLQuantizationType.Q4_0: (18, _q4_0),
     GGMLQuantizationType.Q4_1: (20, _q4_1),
     GGMLQuantizationType.Q8_0: (34, _q8_0),
+    GGMLQuantizationType.Q2_K: (84, gguf_low_bit.q2_k),
+    GGMLQuantizationType.Q3_K: (110, gguf_low_bit.q3_k),
+    GGMLQuantizationType.IQ4_NL: (18, gguf_low_bit.iq4_nl),
+    GGMLQuantizationType.IQ4_XS: (136, gguf_low_bit.iq4_xs),
 }
 FAST_TYPES = frozenset(_KERNELS)
 
@@ -49,4 +55,4 @@ def dequantize_blocks(raw: np.ndarray, kind: GGMLQuantizationType) -> np.ndarray
     """A tensor's raw bytes uint8 [..., row bytes] of type `kind` (one of FAST_TYPES) -> float32 [rows, cols]."""
     block_bytes, kernel = _KERNELS[kind]
     data = torch.from_numpy(np.array(raw, dtype=np.uint8, copy=True)).reshape(-1, block_bytes)  # a writable copy
-    return kernel(data.view(-1, 1, block_bytes))[:, 0].reshape(*raw.shape[:-1], -1).numpy()
+    return kernel(data).reshape(*raw.shape[:-1], -1).numpy()  # kernels: [B, bytes] -> [B, weights]

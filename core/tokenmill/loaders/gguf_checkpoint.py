@@ -12,13 +12,12 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, dequantize
 
 from tokenmill.errors import ModelLoadError
 from tokenmill.loaders.gguf_blocks import FAST_TYPES, dequantize_blocks
-from tokenmill.loaders.gguf_names import gguf_to_hf_name, needs_unpermute
-
-# llama.cpp architecture name -> transformers architecture
-GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+from tokenmill.loaders.gguf_config import GGUF_ARCHITECTURES, architecture_config
+from tokenmill.loaders.gguf_names import GGUFNames, TensorRef, needs_unpermute
 DEQUANTIZABLE = tuple(
     GGMLQuantizationType[name]
-    for name in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q5_0", "Q5_1", "Q5_K")
+    for name in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q5_0", "Q5_1", "Q5_K",
+                 "Q2_K", "Q3_K", "IQ4_XS", "IQ4_NL")
 )
 
 
@@ -68,7 +67,9 @@ class _PlainArrayReader(GGUFReader):
 
 
 # GGUF tensors with no transformers counterpart that the loader absorbs (into the config).
-_ABSORBED = frozenset({"rope_freqs.weight"})
+_ABSORBED = frozenset({"rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"})
+# Architectures whose converter stored every RMSNorm weight plus one (Gemma's norms scale by 1 + w).
+_NORM_PLUS_ONE = frozenset({"gemma", "gemma2", "gemma3"})
 
 
 class GGUFCheckpoint:
@@ -92,15 +93,32 @@ class GGUFCheckpoint:
                 f"{path}: GGUF architecture {self.gguf_arch!r} is not supported; "
                 f"supported: {', '.join(sorted(GGUF_ARCHITECTURES))}"
             )
-        self._tensors = {}  # transformers name -> ReaderTensor
-        self._unmapped = []  # GGUF names with no transformers name, not absorbed either
-        for t in self.reader.tensors:
-            name = gguf_to_hf_name(t.name)
-            if name is not None:
-                self._tensors[name] = t
-            elif t.name not in _ABSORBED:
-                self._unmapped.append(t.name)
+        self._by_gguf = {t.name: t for t in self.reader.tensors}
+        self._map_names()
         self.config = self._config()
+
+    def _map_names(self) -> None:
+        """Every transformers spelling of every tensor (gguf_names.GGUFNames), canonical ones first."""
+        a = self.gguf_arch
+        names = GGUFNames(a, int(self._field(f"{a}.block_count", 0)))
+        experts = int(self._field(f"{a}.expert_count", 0) or 0)
+        self._refs: dict[str, TensorRef] = {}  # transformers name -> where its values are
+        self._canonical: dict[TensorRef, str] = {}
+        self._unmapped = []  # GGUF names with no transformers name, not absorbed either
+        later = []
+        for t in self.reader.tensors:
+            aliases = names.aliases(t.name, experts)
+            if not aliases and t.name not in _ABSORBED:
+                self._unmapped.append(t.name)
+            for hf_name, ref in aliases:
+                if ref not in self._canonical:
+                    self._canonical[ref] = hf_name
+                    self._refs.setdefault(hf_name, ref)
+                else:
+                    later.append((hf_name, ref))
+        for hf_name, ref in later:  # another tensor's canonical name wins over an alias
+            self._refs.setdefault(hf_name, ref)
+        self._tensors = {name: self._by_gguf[ref.gguf_name] for name, ref in self._refs.items()}
 
     def _field(self, key: str, default: Any = None) -> Any:
         field = self.reader.fields.get(key)
@@ -111,7 +129,6 @@ class GGUFCheckpoint:
         a = self.gguf_arch
         heads = self._field(f"{a}.attention.head_count")
         cfg = {
-            "architectures": [GGUF_ARCHITECTURES[a]],
             "vocab_size": self._field(f"{a}.vocab_size") or len(self._field("tokenizer.ggml.tokens", [])),
             "hidden_size": self._field(f"{a}.embedding_length"),
             "intermediate_size": self._field(f"{a}.feed_forward_length"),
@@ -122,7 +139,7 @@ class GGUFCheckpoint:
             "rms_norm_eps": self._field(f"{a}.attention.layer_norm_rms_epsilon", 1e-6),
             "rope_theta": self._field(f"{a}.rope.freq_base", 10000.0),
             "max_position_embeddings": self._field(f"{a}.context_length"),
-            "tie_word_embeddings": "lm_head.weight" not in self._tensors,
+            "tie_word_embeddings": "output.weight" not in self._by_gguf,
             "bos_token_id": self._field("tokenizer.ggml.bos_token_id"),
             "eos_token_id": [
                 i
@@ -131,6 +148,7 @@ class GGUFCheckpoint:
             ],
         }
         cfg.update(self._rope_scaling())
+        cfg.update(architecture_config(a, self._field))
         return cfg
 
     def _rope_scaling(self) -> dict[str, Any]:
@@ -147,17 +165,25 @@ class GGUFCheckpoint:
         return out
 
     def names(self) -> list[str]:
-        """Every tensor name, translated to transformers' names."""
-        return list(self._tensors)
+        """Every tensor (or expert of a merged experts tensor) by its canonical transformers name."""
+        return list(self._canonical.values())
+
+    def canonical_name(self, name: str) -> str:
+        """The canonical name of the tensor `name` spells (itself when it is not one of ours)."""
+        ref = self._refs.get(name)
+        return name if ref is None else self._canonical[ref]
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         """The transformers-layout shape of `name` (GGUF stores dims reversed), or None if absent."""
         t = self._tensors.get(name)
-        return None if t is None else tuple(int(d) for d in reversed(t.shape.tolist()))
+        if t is None:
+            return None
+        dims = tuple(int(d) for d in reversed(t.shape.tolist()))
+        return dims if self._refs[name].expert is None else dims[1:]
 
     def tensor(self, name: str) -> torch.Tensor:
-        """`name` dequantized to float32, with llama.cpp's q/k row permutation undone."""
-        t = self._tensors[name]
+        """`name` dequantized to float32, with llama.cpp's q/k row permutation (and Gemma's norm + 1) undone."""
+        t, expert = self._tensors[name], self._refs[name].expert
         if t.tensor_type not in DEQUANTIZABLE:
             supported = ", ".join(q.name for q in DEQUANTIZABLE)
             raise ModelLoadError(
@@ -165,13 +191,16 @@ class GGUFCheckpoint:
                 f"dequantize (supported: {supported}); use a GGUF quantized with one of those"
             )
         shape = self.shape(name)
+        raw = t.data if expert is None else t.data[expert]
         if t.tensor_type in FAST_TYPES:
-            weights = dequantize_blocks(t.data, t.tensor_type).reshape(shape)
+            weights = dequantize_blocks(raw, t.tensor_type).reshape(shape)
         else:
-            weights = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+            weights = np.asarray(dequantize(raw, t.tensor_type), dtype=np.float32).reshape(shape)
         if self.gguf_arch == "llama" and needs_unpermute(name):
             heads = self.config["num_attention_heads"] if ".q_proj." in name else self.config["num_key_value_heads"]
             weights = _unpermute(weights, heads)
+        if self.gguf_arch in _NORM_PLUS_ONE and t.name.endswith("norm.weight"):
+            weights = weights - np.float32(1)
         return torch.from_numpy(weights if weights.flags.writeable else np.array(weights))  # mmap views: copied
 
     def quant_type(self, name: str) -> str | None:

@@ -83,6 +83,9 @@ def check_layout(checkpoint: Checkpoint, layout: Layout) -> None:
 
 
 def _check_unused(checkpoint: Checkpoint, needed: set[str]) -> None:
+    canonical = getattr(checkpoint, "canonical_name", None)  # GGUF: one tensor, several spellings
+    if canonical is not None:
+        needed = {canonical(name) for name in needed}
     unused = [name for name in checkpoint.names() if name not in needed]
     extras = [name for name in unused if _KNOWN_EXTRAS.search(name)]
     unknown = [name for name in unused if name not in extras] + checkpoint.unmapped()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tokenmill.interfaces import LinearMethod
-from tokenmill.testing.tolerances import LINEAR
+from tokenmill.interfaces import LinearMethod, StoredFp8, StoredInt4
+from tokenmill.testing.tolerances import FP8_LINEAR, LINEAR
 
 GROUP = 32
 SHAPES = [(96, 256), (64, 576)]  # (N outputs, K inputs); K a multiple of the int4 group
@@ -64,3 +64,51 @@ def test_linear_method_matches_the_dense_layer(tokenmill_manager, tokenmill_plat
             bound = LINEAR[dtype] * want.abs().max().item()
             assert error <= bound, (f"{scheme} [{num_rows}x{cols}] @ [{cols}x{rows}]^T in {dtype}: max error "
                                     f"{error:.3g} exceeds {LINEAR[dtype]} x max |output| = {bound:.3g}")
+
+
+def _stored_int4(rows: int, cols: int, group: int, gen: torch.Generator) -> tuple[StoredInt4, torch.Tensor]:
+    """A GPTQ/AWQ-style weight: random codes, power-of-two scales, integer zero points; and its float32 [N, K]."""
+    codes = torch.randint(0, 16, (rows, cols), generator=gen).to(torch.uint8)
+    scales = 2.0 ** -torch.randint(3, 7, (rows, cols // group), generator=gen).float()
+    zeros = torch.randint(0, 16, (rows, cols // group), generator=gen).float()
+    q = codes.float().view(rows, cols // group, group)
+    return StoredInt4(codes, scales, zeros, group), ((q - zeros[..., None]) * scales[..., None]).view(rows, cols)
+
+
+def _stored_fp8(rows: int, cols: int, per_channel: bool, gen: torch.Generator) -> tuple[StoredFp8, torch.Tensor]:
+    """e4m3 codes of random weights with a power-of-two scale per row (or one); and the float32 [N, K] they are."""
+    codes = (torch.randn(rows, cols, generator=gen) * 64).to(torch.float8_e4m3fn)
+    scale = 2.0 ** -torch.randint(6, 9, (rows if per_channel else 1,), generator=gen).float()
+    return StoredFp8(codes, scale), codes.float() * scale[:, None]
+
+
+STORED = {"int4_groups": [("g32", lambda n, k, g: _stored_int4(n, k, 32, g)), ("g128", lambda n, k, g: _stored_int4(n, k, 128, g)),
+                          ("per-row", lambda n, k, g: _stored_int4(n, k, k, g))],
+          "fp8": [("per-tensor", lambda n, k, g: _stored_fp8(n, k, False, g)),
+                  ("per-channel", lambda n, k, g: _stored_fp8(n, k, True, g))]}
+
+
+@pytest.mark.parametrize("scheme", list(STORED))
+def test_linear_method_runs_a_checkpoints_own_codes(tokenmill_manager, tokenmill_platform, kv_allocator, dtype, scheme):
+    """pack_stored(StoredInt4 / StoredFp8, dense weight) then apply, against the stored weight's exact values."""
+    method = tokenmill_manager.linear_method(tokenmill_platform, scheme)
+    if method is None or not hasattr(method, "pack_stored"):
+        pytest.skip(f"{tokenmill_platform.name} has no {scheme} kernel; the core runs those layers dequantized")
+    assert isinstance(method, LinearMethod) and method.scheme == scheme, f"{method!r} for {scheme!r}"
+    gen, device = torch.Generator().manual_seed(1), kv_allocator.device
+    bound_of = FP8_LINEAR if scheme == "fp8" else LINEAR[dtype]
+    for label, make in STORED[scheme]:
+        stored, weight = make(128, 256, gen)  # [N, K], exact in float32
+        on_device = type(stored)(*(t.to(device) if isinstance(t, torch.Tensor) else t
+                                   for t in (getattr(stored, f) for f in stored.__slots__)))
+        packed = method.pack_stored(on_device, weight.to(device=device, dtype=dtype))
+        assert packed is not None, f"{scheme} {label}: pack_stored declined a layout the scheme defines"
+        for num_rows in ROWS:
+            x = torch.randn(num_rows, 256, generator=gen).to(dtype)
+            got = method.apply(packed, x.to(device))
+            want = x.double() @ weight.double().T
+            assert got.shape == want.shape and got.dtype == dtype, f"{scheme} {label}: {got.shape} {got.dtype}"
+            error = (got.double().cpu() - want).abs().max().item()
+            bound = bound_of * want.abs().max().item()
+            assert error <= bound, (f"{scheme} {label} [{num_rows}x256] in {dtype}: max error {error:.3g} exceeds "
+                                    f"{bound_of} x max |output| = {bound:.3g}")

@@ -64,5 +64,6 @@ def tokenmill_op_overrides(platform: Platform) -> OpOverrides:
 
 @hookimpl
 def tokenmill_linear_method(platform: Platform, scheme: str) -> Any:
-    """Weight-only int4/int8 matmuls (native block kernels, else torch's)."""
+    """Weight-only int4/int8 matmuls, and GPTQ/AWQ int4 from their own codes (native block kernels, else
+    torch's); no fp8 kernels: FP8 checkpoints run dequantized to the model dtype."""
     return linear_method(scheme)

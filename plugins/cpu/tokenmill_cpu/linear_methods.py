@@ -14,22 +14,26 @@ while dequantizing 106 M weights per step would cost more than the 64-row bf16 G
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
+from tokenmill.interfaces import StoredInt4
+
 from tokenmill_cpu.casts import Casts, casts
 from tokenmill_cpu.isa import host_isa
-from tokenmill_cpu.quant_blocks import pack_q4_1, pack_q8_0
+from tokenmill_cpu.quant_blocks import BLOCK, pack_q4_1, pack_q8_0, q4_1_from_codes
 from tokenmill_cpu.quant_matmul import QuantBlocks, QuantMatmul, quant_matmul
 
 GROUP = 32  # inputs per int4 scale/offset group
 MAX_PACKED_ROWS = 24  # torch's kernels: above this many rows float32 is faster (measured crossover: 24-32)
 MAX_BLOCK_ROWS = 32  # the fewest rows a float32 model runs on the native blocks, on any host (isa.py)
 _COMPUTE = torch.bfloat16  # the activation dtype torch's packed kernels are vectorised for
-BLOCK_LAYOUTS = {"int4": ("q4_1", pack_q4_1), "int8": ("q8_0", pack_q8_0)}  # scheme -> GGUF block layout
+BLOCK_LAYOUTS = {"int4": ("q4_1", pack_q4_1), "int8": ("q8_0", pack_q8_0),  # scheme -> GGUF block layout
+                 "int4_groups": ("q4_1", pack_q4_1)}
+TORCH_GROUPS = (32, 64, 128, 256)  # the group sizes torch's int4 kernel takes
 
 
 @dataclass(slots=True)
@@ -40,6 +44,7 @@ class PackedWeight:
     scales: torch.Tensor | None  # torch int4: bfloat16 [K/32, N, 2] (scale, offset); int8: bfloat16 [N]
     dense: torch.Tensor | None  # [N, K] in the model dtype, or None when only the packed kernel runs
     max_packed_rows: int = MAX_PACKED_ROWS  # steps wider than this run on `dense`
+    group: int = GROUP  # torch int4: inputs per scale group
 
 
 def kernels_available() -> bool:
@@ -99,7 +104,27 @@ class Int4LinearMethod(_PackedMethod):
         return self._packed(packed, scales, weight)
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed.codes, GROUP, packed.scales)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed.codes, packed.group, packed.scales)
+
+
+class Int4GroupsLinearMethod(Int4LinearMethod):
+    """A GPTQ/AWQ checkpoint's own codes on torch's int4 kernel, in its group size where torch takes it."""
+
+    scheme = "int4_groups"
+
+    def pack_stored(self, stored: StoredInt4, weight: torch.Tensor) -> PackedWeight | None:
+        """Codes unchanged; scales and offsets rounded to bfloat16 (the kernel's (q - 8) * s + o form)."""
+        rows, cols = stored.codes.shape
+        group, scales, zeros = stored.group_size, stored.scales, stored.zeros
+        if group not in TORCH_GROUPS:
+            if group % GROUP or cols % GROUP:
+                return None
+            scales, zeros = (t.repeat_interleave(group // GROUP, dim=1) for t in (scales, zeros))
+            group = GROUP
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(stored.codes.to(torch.int32), 1)
+        offsets = (8 - zeros) * scales  # [N, K/G]
+        table = torch.stack([scales.t(), offsets.t()], dim=-1).to(_COMPUTE).contiguous()  # [K/G, N, 2]
+        return replace(self._packed(packed, table, weight), group=group)
 
 
 class Int8LinearMethod(_PackedMethod):
@@ -137,6 +162,13 @@ class BlockLinearMethod(_PackedMethod):
         repack exactly), plus the weight itself where wide steps run dense."""
         return self._packed(self._matmul.pack(self._pack(weight)), None, weight)
 
+    def pack_stored(self, stored: StoredInt4, weight: torch.Tensor) -> PackedWeight | None:
+        """int4_groups: a GPTQ/AWQ layer's codes as Q4_1 blocks (groups of 32k split into 32s, exactly)."""
+        if self.scheme != "int4_groups" or stored.group_size % BLOCK or stored.codes.shape[1] % BLOCK:
+            return None
+        blocks = q4_1_from_codes(stored.codes, stored.scales, stored.zeros, stored.group_size)
+        return self._packed(self._matmul.pack(blocks), None, weight)
+
     def _crossover(self, dtype: torch.dtype) -> int | None:
         return self._crossovers.get(dtype, host_isa().max_block_rows(dtype))
 
@@ -144,7 +176,7 @@ class BlockLinearMethod(_PackedMethod):
         return self._matmul(x, packed.codes)
 
 
-TORCH_METHODS = {"int4": Int4LinearMethod, "int8": Int8LinearMethod}
+TORCH_METHODS = {"int4": Int4LinearMethod, "int8": Int8LinearMethod, "int4_groups": Int4GroupsLinearMethod}
 SCHEMES = frozenset(TORCH_METHODS)
 
 

@@ -1,4 +1,4 @@
-"""Packing float weights into GGUF's Q4_1 and Q8_0 block layouts (the native matmul's input).
+"""Packing float weights (or a GPTQ/AWQ checkpoint's codes) into GGUF's Q4_1 and Q8_0 block layouts.
 
 The rounding rules are ggml's reference quantisers' (the gguf package's quants.quantize gives the
 same bytes; tests compare), so a weight dequantized from a Q4_1 or Q8_0 GGUF tensor packs back to
@@ -21,6 +21,19 @@ def pack_q4_1(weight: torch.Tensor) -> torch.Tensor:
     codes = torch.trunc((groups - low) * _inverse(d) + 0.5).clamp_(0, 15).to(torch.uint8)  # [N, K/32, 32]
     nibbles = codes[..., :16] | (codes[..., 16:] << 4)  # element j low, j + 16 high: [N, K/32, 16]
     return torch.cat((_half_bytes(d), _half_bytes(low), nibbles), dim=-1).contiguous()
+
+
+def q4_1_from_codes(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int) -> torch.Tensor:
+    """A checkpoint's own 4-bit codes uint8 [N, K] with per-group scales and zero points [N, K/group]
+    (w = (q - zero) * scale, group a multiple of 32) -> Q4_1 blocks [N, K/32, 20]: d = scale, m = -zero * scale,
+    the codes unchanged (only m is rounded, to float16)."""
+    rows, cols = codes.shape
+    repeat = group // BLOCK
+    d = scales.float().repeat_interleave(repeat, dim=1).unsqueeze(-1)  # [N, K/32, 1]
+    m = (-zeros.float() * scales.float()).repeat_interleave(repeat, dim=1).unsqueeze(-1)
+    q = codes.view(rows, cols // BLOCK, BLOCK)
+    nibbles = q[..., :16] | (q[..., 16:] << 4)  # element j low, j + 16 high: [N, K/32, 16]
+    return torch.cat((_half_bytes(d), _half_bytes(m), nibbles), dim=-1).contiguous()
 
 
 def pack_q8_0(weight: torch.Tensor) -> torch.Tensor:

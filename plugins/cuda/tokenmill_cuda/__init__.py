@@ -66,3 +66,21 @@ def tokenmill_step_runner(platform: Any, options: dict[str, Any]) -> Any:
     from tokenmill_cuda.graph_runner import CudaGraphRunner
 
     return CudaGraphRunner(options)
+
+
+@hookimpl
+def tokenmill_linear_method(platform: Any, scheme: str) -> Any:
+    """GPTQ / AWQ int4 on the Triton kernels; fp8 through torch._scaled_mm on sm89+ (else None: those
+    layers run dequantized). The GGUF schemes (int4, int8) stay dense on CUDA."""
+    if scheme == "int4_groups":
+        from tokenmill_triton.int4_linear import Int4GroupsMethod
+
+        return Int4GroupsMethod()
+    if scheme == "fp8":
+        import torch
+
+        from tokenmill_cuda.fp8_linear import Fp8Method
+
+        capability = torch.cuda.get_device_capability()
+        return Fp8Method(rowwise=capability >= (9, 0)) if capability >= (8, 9) else None
+    return None

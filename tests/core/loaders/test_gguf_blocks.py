@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, dequantize, quants
 
-from tokenmill.loaders.gguf_blocks import FAST_TYPES, dequantize_blocks
+from tokenmill.loaders.gguf_blocks import dequantize_blocks
+
+QUANTIZABLE = (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1, GGMLQuantizationType.Q8_0)  # test_gguf_low_bit: the rest
 
 
-@pytest.mark.parametrize("kind", sorted(FAST_TYPES, key=lambda k: k.name), ids=lambda k: k.name)
+@pytest.mark.parametrize("kind", QUANTIZABLE, ids=lambda k: k.name)
 def test_matches_the_gguf_package_bit_for_bit(kind):
     rng = np.random.default_rng(kind.value)
     weights = rng.standard_normal((12, 96)).astype(np.float32) * np.logspace(-3, 1, 96, dtype=np.float32)

@@ -146,9 +146,9 @@ def test_metadata_becomes_the_config(gguf_path):
 
 
 def test_unsupported_type_names_tensor_and_type(tmp_path):
-    blocks = np.zeros((256, 84), dtype=np.uint8)  # Q2_K: 84 bytes per 256 values
-    _write_gguf(tmp_path / "q2k.gguf", _ONE_LAYER, {"blk.0.attn_v.weight": (blocks, Q.Q2_K)})
+    blocks = np.zeros((256, 66), dtype=np.uint8)  # IQ2_XXS: 66 bytes per 256 values
+    _write_gguf(tmp_path / "iq2.gguf", _ONE_LAYER, {"blk.0.attn_v.weight": (blocks, Q.IQ2_XXS)})
     with pytest.raises(ModelLoadError) as exc_info:
-        open_checkpoint(str(tmp_path / "q2k.gguf")).tensor("model.layers.0.self_attn.v_proj.weight")
+        open_checkpoint(str(tmp_path / "iq2.gguf")).tensor("model.layers.0.self_attn.v_proj.weight")
     message = str(exc_info.value)
-    assert "'blk.0.attn_v.weight'" in message and "Q2_K" in message and "Q4_K" in message
+    assert "'blk.0.attn_v.weight'" in message and "IQ2_XXS" in message and "Q2_K" in message
