@@ -1,0 +1,92 @@
+"""The sparse mixture-of-experts block: a router, the stacked experts and an optional shared expert.
+
+Expert weights live as one stacked tensor per projection (the layout fused_moe takes), built from
+the checkpoint's per-expert tensors; each module here names its own checkpoint tensors through
+`checkpoint_parts`, so a family whose checkpoint prefix differs from the graph's (Mixtral's
+`block_sparse_moe`) needs no renaming table.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tokenmill.models.arch_config import ArchConfig
+from tokenmill.models.layers import GatedMLP
+from tokenmill.ops import OpRegistry
+from tokenmill.ops.fused_moe import route
+
+# (gate, up, down) projection names of one expert in a checkpoint
+MIXTRAL_EXPERT_NAMES = ("w1", "w3", "w2")
+QWEN_EXPERT_NAMES = ("gate_proj", "up_proj", "down_proj")
+
+
+class Router(nn.Module):
+    """A bias-free [out, H] projection kept dense (not an nn.Linear, so quantization never packs it)."""
+
+    def __init__(self, hidden_size: int, out_features: int, checkpoint_name: str) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, hidden_size), requires_grad=False)  # [out, H]
+        self.checkpoint_name = checkpoint_name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [T, H] -> [T, out]."""
+        return F.linear(x, self.weight)
+
+    def checkpoint_parts(self, leaf: str) -> list[tuple[str, tuple[int, ...]]]:
+        """The checkpoint tensor this parameter is read from."""
+        return [(self.checkpoint_name, tuple(self.weight.shape))]
+
+
+class ExpertStack(nn.Module):
+    """E experts' weights, stacked: gate_up_proj [E*2I, H] (each expert's gate rows, then up rows) and
+    down_proj [E*H, I]. Stored flat so the loader's concatenation of per-expert tensors fills them."""
+
+    def __init__(self, num_experts: int, hidden_size: int, inter: int, prefix: str, names: tuple[str, str, str]) -> None:
+        super().__init__()
+        self.num_experts, self.hidden_size, self.inter = num_experts, hidden_size, inter
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts * 2 * inter, hidden_size), requires_grad=False)
+        self.down_proj = nn.Parameter(torch.empty(num_experts * hidden_size, inter), requires_grad=False)
+        self.prefix, self.names = prefix, names  # e.g. "model.layers.0.mlp.experts", ("gate_proj", ...)
+
+    def w13(self) -> torch.Tensor:
+        """[E, 2I, H] view."""
+        return self.gate_up_proj.view(self.num_experts, 2 * self.inter, self.hidden_size)
+
+    def w2(self) -> torch.Tensor:
+        """[E, H, I] view."""
+        return self.down_proj.view(self.num_experts, self.hidden_size, self.inter)
+
+    def checkpoint_parts(self, leaf: str) -> list[tuple[str, tuple[int, ...]]]:
+        """Per-expert checkpoint tensors, in the order their concatenation along dim 0 stacks them."""
+        gate, up, down = self.names
+        if leaf == "gate_up_proj":
+            shape = (self.inter, self.hidden_size)
+            return [(f"{self.prefix}.{e}.{p}.weight", shape) for e in range(self.num_experts) for p in (gate, up)]
+        return [(f"{self.prefix}.{e}.{down}.weight", (self.hidden_size, self.inter)) for e in range(self.num_experts)]
+
+
+class SparseMoeBlock(nn.Module):
+    """Route each token to its top-k experts, run them through fused_moe, add the gated shared expert."""
+
+    def __init__(self, arch: ArchConfig, ops: OpRegistry, prefix: str, names: tuple[str, str, str]) -> None:
+        super().__init__()
+        moe = arch.moe
+        self.top_k, self.renormalize = moe.top_k, moe.renormalize
+        self.gate = Router(arch.hidden_size, moe.num_experts, f"{prefix}.gate.weight")
+        self.experts = ExpertStack(moe.num_experts, arch.hidden_size, moe.expert_intermediate_size,
+                                   f"{prefix}.experts", names)
+        self.shared_expert = None
+        if moe.shared_expert_intermediate_size:
+            self.shared_expert = GatedMLP(arch, ops, moe.shared_expert_intermediate_size)
+            self.shared_expert_gate = Router(arch.hidden_size, 1, f"{prefix}.shared_expert_gate.weight")
+        self._fused_moe = ops.fused_moe
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [T, H] -> [T, H]."""
+        weights, ids = route(self.gate(x), self.top_k, self.renormalize)  # float32 [T, K], int64 [T, K]
+        out = self._fused_moe(x, self.experts.w13(), self.experts.w2(), weights, ids)  # [T, H]
+        if self.shared_expert is not None:
+            out = out + torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
+        return out
