@@ -84,7 +84,7 @@ def align_pairs(topk_ids: torch.Tensor, num_experts: int, block_m: int) -> tuple
     num_pairs = flat.numel()
     tiles = min(num_experts, num_pairs) + triton.cdiv(num_pairs, block_m)
     order = torch.sort(flat, stable=True).indices  # [P]
-    counts = torch.bincount(flat, minlength=num_experts)  # [E]
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))  # [E]; bincount would read its max on the host
     padded = (counts + block_m - 1) // block_m * block_m  # [E]
     padded_end = padded.cumsum(0)
     sorted_experts = flat.index_select(0, order)  # [P]
