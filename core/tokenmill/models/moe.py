@@ -8,6 +8,8 @@ the checkpoint's per-expert tensors; each module here names its own checkpoint t
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,7 +17,7 @@ from torch import nn
 from tokenmill.models.arch_config import ArchConfig
 from tokenmill.models.layers import GatedMLP
 from tokenmill.ops import OpRegistry
-from tokenmill.ops.fused_moe import route
+from tokenmill.ops.fused_moe import grouped_experts, route
 
 # (gate, up, down) projection names of one expert in a checkpoint
 MIXTRAL_EXPERT_NAMES = ("w1", "w3", "w2")
@@ -58,6 +60,16 @@ class ExpertStack(nn.Module):
         """[E, H, I] view."""
         return self.down_proj.view(self.num_experts, self.hidden_size, self.inter)
 
+    def run(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, fused_moe: Any) -> torch.Tensor:
+        """x [T, H], routing weights float32 / ids [T, K] -> [T, H] through the platform's fused_moe."""
+        return fused_moe(x, self.w13(), self.w2(), weights, ids)
+
+    def pack_with(self, method: Any) -> "PackedExperts":
+        """This stack with every expert's two projections packed by a platform LinearMethod."""
+        w13, w2 = self.w13(), self.w2()
+        return PackedExperts(method, [method.pack(w13[e]) for e in range(self.num_experts)],
+                             [method.pack(w2[e]) for e in range(self.num_experts)], self.inter)
+
     def checkpoint_parts(self, leaf: str) -> list[tuple[str, tuple[int, ...]]]:
         """Per-expert checkpoint tensors, in the order their concatenation along dim 0 stacks them."""
         gate, up, down = self.names
@@ -65,6 +77,30 @@ class ExpertStack(nn.Module):
             shape = (self.inter, self.hidden_size)
             return [(f"{self.prefix}.{e}.{p}.weight", shape) for e in range(self.num_experts) for p in (gate, up)]
         return [(f"{self.prefix}.{e}.{down}.weight", (self.hidden_size, self.inter)) for e in range(self.num_experts)]
+
+
+class PackedExperts(nn.Module):
+    """Experts whose projections a LinearMethod packed (int4/int8, e.g. from a GGUF's Q4/Q8 experts).
+
+    The routed pairs are grouped by expert as in the reference, and each expert's rows go through
+    the method's kernels: the same packed matmuls the dense layers use.
+    """
+
+    def __init__(self, method: Any, gate_up: list[Any], down: list[Any], inter: int) -> None:
+        super().__init__()
+        self.method, self.gate_up, self.down, self.inter = method, gate_up, down, inter  # packed per expert
+        self._apply = method.apply
+
+    def run(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, fused_moe: Any) -> torch.Tensor:
+        """x [T, H], routing weights float32 / ids [T, K] -> [T, H]; `fused_moe` (dense only) is unused."""
+        return grouped_experts(x, weights, ids, len(self.gate_up), self._expert_mlp)
+
+    def _expert_mlp(self, expert: int, rows: torch.Tensor) -> torch.Tensor:  # [n, H] -> [n, H]
+        gate, up = self._apply(self.gate_up[expert], rows).chunk(2, dim=-1)  # [n, I] each
+        return self._apply(self.down[expert], F.silu(gate) * up)
+
+    def extra_repr(self) -> str:
+        return f"num_experts={len(self.gate_up)}, scheme={self.method.scheme}"
 
 
 class SparseMoeBlock(nn.Module):
@@ -86,7 +122,7 @@ class SparseMoeBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [T, H] -> [T, H]."""
         weights, ids = route(self.gate(x), self.top_k, self.renormalize)  # float32 [T, K], int64 [T, K]
-        out = self._fused_moe(x, self.experts.w13(), self.experts.w2(), weights, ids)  # [T, H]
+        out = self.experts.run(x, weights, ids, self._fused_moe)  # [T, H]
         if self.shared_expert is not None:
             out = out + torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
         return out

@@ -39,6 +39,10 @@ def swap_linears(model: nn.Module, schemes: dict[str, str], methods: dict[str, A
         parent_name, _, leaf = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         dense = getattr(parent, leaf)
+        if hasattr(dense, "pack_with"):  # a stack of experts (models/moe.py) packs each expert itself
+            setattr(parent, leaf, dense.pack_with(methods[scheme]))
+            counts[scheme] = counts.get(scheme, 0) + 1
+            continue
         packed = methods[scheme].pack(dense.weight.detach())
         bias = None if dense.bias is None else dense.bias.detach()
         setattr(parent, leaf, PackedLinear(methods[scheme], packed, bias, dense.in_features, dense.out_features))

@@ -8,6 +8,8 @@ then up rows, w2 [E, H, I] its down projection.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -57,15 +59,27 @@ def fused_moe(
     topk_ids: torch.Tensor,  # int [T, K], values in [0, E)
 ) -> torch.Tensor:  # [T, H] in x's dtype
     """sum_k topk_weights[t, k] * down_e(silu(gate_e(x_t)) * up_e(x_t)) with e = topk_ids[t, k]."""
+
+    def expert_mlp(expert: int, rows: torch.Tensor) -> torch.Tensor:  # [n, H] -> [n, H]
+        gate, up = F.linear(rows, w13[expert]).chunk(2, dim=-1)  # [n, I] each
+        return F.linear(F.silu(gate) * up, w2[expert])
+
+    return grouped_experts(x, topk_weights, topk_ids, w13.shape[0], expert_mlp)
+
+
+def grouped_experts(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor, num_experts: int,
+                    expert_mlp: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The routed sum with each expert's MLP a callable: expert_mlp(e, rows [n, H]) -> [n, H].
+
+    Packed experts (models/moe.py PackedExperts) run their linear methods through this.
+    """
     num_tokens, top_k = topk_ids.shape
-    order, counts = sort_by_expert(topk_ids, w13.shape[0])
+    order, counts = sort_by_expert(topk_ids, num_experts)
     rows = x.index_select(0, order // top_k)  # [T*K, H], grouped by expert
-    out = torch.empty(rows.shape[0], w2.shape[1], dtype=x.dtype, device=x.device)  # [T*K, H]
+    out = torch.empty_like(rows)  # [T*K, H]
     start = 0
     for expert, count in enumerate(counts.tolist()):  # one host read: the segment bounds
         if count:
-            seg = rows[start : start + count]  # [n, H]
-            gate, up = F.linear(seg, w13[expert]).chunk(2, dim=-1)  # [n, I] each
-            out[start : start + count] = F.linear(F.silu(gate) * up, w2[expert])  # [n, H]
+            out[start : start + count] = expert_mlp(expert, rows[start : start + count])
             start += count
     return combine(out, order, topk_weights, num_tokens, top_k, x.dtype)

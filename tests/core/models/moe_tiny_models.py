@@ -19,7 +19,7 @@ MOE_CONFIGS = {
     "mixtral": MixtralConfig(**_COMMON, intermediate_size=48, num_local_experts=8, num_experts_per_tok=2),
     "qwen2_moe": Qwen2MoeConfig(
         **_COMMON, intermediate_size=96, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
-        shared_expert_intermediate_size=80, norm_topk_prob=False, tie_word_embeddings=True,
+        shared_expert_intermediate_size=64, norm_topk_prob=False, tie_word_embeddings=True,
     ),
     "qwen3_moe": Qwen3MoeConfig(  # layer 1 dense (mlp_only_layers), as Qwen3-MoE configs allow
         **_COMMON, head_dim=32, intermediate_size=96, moe_intermediate_size=32, num_experts=8,
