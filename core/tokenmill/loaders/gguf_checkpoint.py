@@ -12,10 +12,12 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, dequantize
 
 from tokenmill.errors import ModelLoadError
 from tokenmill.loaders.gguf_blocks import FAST_TYPES, dequantize_blocks
+from tokenmill.loaders.gguf_experts import expert_tensors, moe_config, moe_style
 from tokenmill.loaders.gguf_names import gguf_to_hf_name, needs_unpermute
 
 # llama.cpp architecture name -> transformers architecture
 GGUF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+GGUF_ARCHITECTURES.update({"qwen2moe": "Qwen2MoeForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM"})  # gguf_experts.py
 DEQUANTIZABLE = tuple(
     GGMLQuantizationType[name]
     for name in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q5_0", "Q5_1", "Q5_K")
@@ -94,7 +96,12 @@ class GGUFCheckpoint:
             )
         self._tensors = {}  # transformers name -> ReaderTensor
         self._unmapped = []  # GGUF names with no transformers name, not absorbed either
+        style = moe_style(self.gguf_arch, self._field)
         for t in self.reader.tensors:
+            experts = expert_tensors(t, style)  # MoE routers, shared experts and stacked experts
+            if experts is not None:
+                self._tensors.update(experts)
+                continue
             name = gguf_to_hf_name(t.name)
             if name is not None:
                 self._tensors[name] = t
@@ -131,6 +138,7 @@ class GGUFCheckpoint:
             ],
         }
         cfg.update(self._rope_scaling())
+        cfg.update(moe_config(a, self._field))
         return cfg
 
     def _rope_scaling(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ _COMMON = dict(
 
 # 8 experts, 2 per token: a 5-token prompt leaves most experts empty, a 33-token one fills them unevenly.
 MOE_CONFIGS = {
-    "mixtral": MixtralConfig(**_COMMON, intermediate_size=48, num_local_experts=8, num_experts_per_tok=2),
+    "mixtral": MixtralConfig(**_COMMON, intermediate_size=64, num_local_experts=8, num_experts_per_tok=2),
     "qwen2_moe": Qwen2MoeConfig(
         **_COMMON, intermediate_size=96, moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2,
         shared_expert_intermediate_size=64, norm_topk_prob=False, tie_word_embeddings=True,
