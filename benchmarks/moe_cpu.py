@@ -94,7 +94,7 @@ def op_figures(dtype: torch.dtype) -> None:
         print(f"  T={tokens:4d}  reference {ms[0]:7.3f}  cpu override {ms[1]:7.3f}  reference / override {ms[0] / ms[1]:.2f}")
 
 
-def _op_ms(fn, args, reps: int = 30) -> float:
+def _op_ms(fn, args, reps: int = 10) -> float:
     for _ in range(3):
         fn(*args)
     start = time.perf_counter()

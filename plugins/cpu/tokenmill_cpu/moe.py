@@ -3,9 +3,11 @@
 The core reference loops over the experts that received tokens, two matmuls each; with many
 tokens spread over many experts that is dozens of small GEMMs and their Python dispatch per
 layer. torch._grouped_mm takes the expert-sorted rows and the per-expert row offsets and runs
-them all in one call (empty experts included). Decode-sized steps (a handful of pairs) keep the
-reference, which was as fast there (benchmarks/moe_cpu.py --op measures both). torch builds
-without a CPU grouped GEMM (it arrived after torch 2.9) or dtypes it refuses also keep the reference.
+them all in one call (empty experts included). A single token (single-stream decode) skips the
+grouping: its K experts run in turn, three ops each, where the reference's sort, gathers and
+scatter-add cost more ops than the matmuls on a small model. A handful of pairs keeps the
+reference (benchmarks/moe_cpu.py --op measures all three); so do torch builds without a CPU
+grouped GEMM (it arrived after torch 2.9) and dtypes it refuses.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from functools import lru_cache
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 from tokenmill.ops import fused_moe as moe_reference
 from tokenmill.ops import reference
@@ -43,6 +46,8 @@ class CpuFusedMoe:
     def __call__(self, x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
                  topk_ids: torch.Tensor) -> torch.Tensor:
         """x [T, H], w13 [E, 2I, H], w2 [E, H, I], weights float32 [T, K], ids [T, K] -> [T, H]."""
+        if topk_ids.shape[0] == 1:
+            return self._one_token(x, w13, w2, topk_weights, topk_ids)
         if topk_ids.numel() < MIN_GROUPED_PAIRS or not self._grouped(x, w13, w2):
             return moe_reference.fused_moe(x, w13, w2, topk_weights, topk_ids)
         num_tokens, top_k = topk_ids.shape
@@ -52,6 +57,19 @@ class CpuFusedMoe:
         hidden = torch._grouped_mm(rows, w13.transpose(1, 2), offs=offsets)  # [T*K, 2I]
         out = torch._grouped_mm(self._silu_and_mul(hidden), w2.transpose(1, 2), offs=offsets)  # [T*K, H]
         return moe_reference.combine(out, order, topk_weights, num_tokens, top_k, x.dtype)
+
+    def _one_token(self, x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+                   topk_ids: torch.Tensor) -> torch.Tensor:
+        """Single-stream decode: the token's K experts in turn, three ops each (no sort, gather or scatter)."""
+        experts, weights = topk_ids[0].tolist(), topk_weights[0].tolist()
+        out = torch.zeros(1, x.shape[1], dtype=torch.float32)  # [1, H], summed in float32 like the reference
+        for expert, weight in zip(experts, weights):
+            act = self._silu_and_mul(F.linear(x, w13[expert]))  # [1, I]
+            if x.dtype == torch.float32:
+                out.addmm_(act, w2[expert].t(), alpha=weight)
+            else:  # the expert's output rounds to the model dtype first, as in the reference
+                out.add_(F.linear(act, w2[expert]).float(), alpha=weight)
+        return out.to(x.dtype)
 
     @staticmethod
     def _grouped(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor) -> bool:

@@ -35,7 +35,7 @@ def test_grouped_path_matches_reference(monkeypatch, dtype, tol, tokens):
 def test_decode_and_misaligned_shapes_use_the_reference(monkeypatch):
     calls = _grouped_calls(monkeypatch) if hasattr(torch, "_grouped_mm") else []
     fn = moe.CpuFusedMoe(reference.silu_and_mul)
-    for case in (make_moe_case(1, 8, 64, 32, 2, torch.float32), make_moe_case(9, 8, 60, 30, 2, torch.float32)):
+    for case in (make_moe_case(3, 8, 64, 32, 2, torch.float32), make_moe_case(9, 8, 60, 30, 2, torch.float32)):
         got = fn(case.x, case.w13, case.w2, case.topk_weights, case.topk_ids)
         torch.testing.assert_close(got, moe_reference.fused_moe(case.x, case.w13, case.w2, case.topk_weights,
                                                                 case.topk_ids))
@@ -47,3 +47,14 @@ def test_plugin_offers_fused_moe():
 
     plugins = load_plugins()
     assert isinstance(plugins.op_overrides(plugins.select("cpu"))["fused_moe"], moe.CpuFusedMoe)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 1e-2)])
+def test_single_token_path_matches_reference(dtype, tol):
+    fn = moe.CpuFusedMoe(reference.silu_and_mul)
+    for seed in range(3):
+        case = make_moe_case(1, 16, 64, 32, 4, dtype, seed=seed)
+        got = fn(case.x, case.w13, case.w2, case.topk_weights, case.topk_ids)
+        want = moe_reference.fused_moe(case.x, case.w13, case.w2, case.topk_weights, case.topk_ids)
+        assert got.dtype == dtype and got.shape == want.shape
+        torch.testing.assert_close(got.float(), want.float(), atol=tol * want.abs().max().item(), rtol=0)
