@@ -41,9 +41,11 @@ def linear_schemes(model: nn.Module, layout: Layout, checkpoint: Checkpoint, qua
     sources = _source_names(model, layout)
     schemes = {}
     for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear):
+        if not isinstance(module, nn.Linear) and not hasattr(module, "pack_with"):  # pack_with: MoE experts
             continue
-        scheme = _scheme(name, quantization, [checkpoint.quant_type(s) for s in sources[id(module.weight)]])
+        params = [module.weight] if isinstance(module, nn.Linear) else list(module.parameters(recurse=False))
+        stored = [checkpoint.quant_type(s) for p in params for s in sources[id(p)]]
+        scheme = _scheme(name, quantization, stored)
         if scheme is not None:
             schemes[name] = scheme
     return schemes

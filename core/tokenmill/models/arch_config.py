@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenmill.errors import ModelLoadError
+from tokenmill.models.moe_config import MoeConfig
 
 ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -17,6 +18,7 @@ class FamilyTraits:
     qkv_bias: bool | None = None  # None: take config's attention_bias
     o_bias: bool | None = None  # None: take config's attention_bias
     qk_norm: bool = False  # per-head RMSNorm on q and k before rotary (Qwen3)
+    moe: str | None = None  # mixture-of-experts style (moe_config.MOE_STYLES); None: dense
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class ArchConfig:
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
     rope_freq_factors: tuple[float, ...] | None = None  # GGUF rope_freqs: per-pair divisors [D/2]
+    moe: MoeConfig | None = None  # the experts and routing of an MoE family; None: dense
 
     @property
     def q_size(self) -> int:
@@ -86,6 +89,7 @@ class ArchConfig:
             bos_token_id=cfg.get("bos_token_id"),
             eos_token_ids=_as_ids(cfg.get("eos_token_id")),
             rope_freq_factors=tuple(cfg["rope_freq_factors"]) if cfg.get("rope_freq_factors") else None,
+            moe=None if traits.moe is None else MoeConfig.from_hf_config(cfg, traits.moe, need.int("num_hidden_layers"), source),
         )
 
 

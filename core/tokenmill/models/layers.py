@@ -48,9 +48,9 @@ class VocabEmbedding(nn.Module):
 class GatedMLP(nn.Module):
     """down(silu(gate(x)) * up(x)), with gate and up merged into one matmul."""
 
-    def __init__(self, arch: ArchConfig, ops: OpRegistry) -> None:
+    def __init__(self, arch: ArchConfig, ops: OpRegistry, intermediate_size: int | None = None) -> None:
         super().__init__()
-        inter = arch.intermediate_size
+        inter = intermediate_size or arch.intermediate_size  # an MoE's shared expert has its own width
         self.gate_up_proj = nn.Linear(arch.hidden_size, 2 * inter, bias=arch.mlp_bias)  # gate rows, then up rows
         self.down_proj = nn.Linear(inter, arch.hidden_size, bias=arch.mlp_bias)
         self._silu_and_mul = ops.silu_and_mul

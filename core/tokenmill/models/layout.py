@@ -19,12 +19,16 @@ def checkpoint_layout(model: nn.Module, arch: ArchConfig) -> Layout:
     """For every parameter of `model` (tied ones once), the checkpoint tensors and shapes it needs."""
     part_rows = {
         "qkv_proj": (arch.q_size, arch.kv_size, arch.kv_size),
-        "gate_up_proj": (arch.intermediate_size, arch.intermediate_size),
     }
     layout: Layout = {}
     for name, param in model.named_parameters():
         module_path, _, leaf = name.rpartition(".")
         parent, _, module_name = module_path.rpartition(".")
+        own_parts = getattr(model.get_submodule(module_path), "checkpoint_parts", None)
+        if own_parts is not None:  # a module that names its own checkpoint tensors (models/moe.py)
+            layout[name] = own_parts(leaf)
+            continue
+        part_rows["gate_up_proj"] = (param.shape[0] // 2,) * 2  # gate rows, then as many up rows
         if module_name not in _MERGED_PARTS:
             layout[name] = [(name, tuple(param.shape))]
             continue

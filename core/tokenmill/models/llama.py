@@ -15,12 +15,12 @@ from tokenmill.ops import OpRegistry
 class DecoderLayer(nn.Module):
     """Pre-norm block; the residual stream is carried separately so each norm can fuse the add."""
 
-    def __init__(self, arch: ArchConfig, attention: nn.Module, ops: OpRegistry) -> None:
+    def __init__(self, arch: ArchConfig, attention: nn.Module, ops: OpRegistry, mlp: nn.Module | None = None) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(arch.hidden_size, arch.rms_norm_eps, ops)
         self.self_attn = attention
         self.post_attention_layernorm = RMSNorm(arch.hidden_size, arch.rms_norm_eps, ops)
-        self.mlp = GatedMLP(arch, ops)
+        self.mlp = GatedMLP(arch, ops) if mlp is None else mlp  # [T, H] -> [T, H]; an MoE block for MoE families
 
     def forward(
         self,
@@ -59,12 +59,17 @@ class LlamaForCausalLM(nn.Module):
         super().__init__()
         self.arch = arch
         layers = [
-            DecoderLayer(arch, self.attention_class(arch, i, ops, attn_backend), ops) for i in range(arch.num_layers)
+            DecoderLayer(arch, self.attention_class(arch, i, ops, attn_backend), ops, self.feed_forward(arch, i, ops))
+            for i in range(arch.num_layers)
         ]
         self.model = DecoderModel(arch, layers, ops)
         self.lm_head = nn.Linear(arch.hidden_size, arch.vocab_size, bias=False)
         self.register_buffer("cos_sin_cache", cos_sin, persistent=False)  # float32 [P, D]
         self.tie_weights()
+
+    def feed_forward(self, arch: ArchConfig, layer_idx: int, ops: OpRegistry) -> nn.Module | None:
+        """Layer `layer_idx`'s MLP; None means the dense GatedMLP (MoE families return their block)."""
+        return None
 
     def tie_weights(self) -> None:
         """Share the embedding matrix with the output head when the config ties them."""

@@ -47,6 +47,10 @@ def swap_linears(model: nn.Module, schemes: dict[str, str], methods: dict[str, A
         parent_name, _, leaf = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         dense = getattr(parent, leaf)
+        if hasattr(dense, "pack_with"):  # a stack of experts (models/moe.py) packs each expert itself
+            setattr(parent, leaf, dense.pack_with(methods[scheme]))
+            counts[scheme] = counts.get(scheme, 0) + 1
+            continue
         order = None
         if scheme in ("int4_groups", "fp8"):
             if name not in stored or not hasattr(methods[scheme], "pack_stored"):

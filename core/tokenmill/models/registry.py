@@ -10,6 +10,7 @@ from torch import nn
 from tokenmill.errors import ModelLoadError
 from tokenmill.models.arch_config import ArchConfig, FamilyTraits
 from tokenmill.models.llama import LlamaForCausalLM
+from tokenmill.models.moe_families import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
 from tokenmill.models.qwen3 import Qwen3ForCausalLM
 
 
@@ -26,6 +27,10 @@ _REGISTRY: dict[str, ModelEntry] = {
     "MistralForCausalLM": ModelEntry(LlamaForCausalLM, FamilyTraits()),
     "Qwen2ForCausalLM": ModelEntry(LlamaForCausalLM, FamilyTraits(qkv_bias=True, o_bias=False)),
     "Qwen3ForCausalLM": ModelEntry(Qwen3ForCausalLM, FamilyTraits(qk_norm=True)),
+    # mixture of experts (models/moe.py)
+    "MixtralForCausalLM": ModelEntry(MixtralForCausalLM, FamilyTraits(moe="mixtral")),
+    "Qwen2MoeForCausalLM": ModelEntry(Qwen2MoeForCausalLM, FamilyTraits(qkv_bias=True, o_bias=False, moe="qwen_moe")),
+    "Qwen3MoeForCausalLM": ModelEntry(Qwen3MoeForCausalLM, FamilyTraits(qk_norm=True, moe="qwen_moe")),
 }
 
 

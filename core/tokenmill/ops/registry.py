@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from tokenmill.ops import reference
+from tokenmill.ops import fused_moe, reference
 
 # The names a plugin may override, with the reference each falls back to. Adding a name is
 # backwards compatible; renaming or changing a signature needs a major CONTRACT_VERSION bump.
@@ -16,6 +16,7 @@ _REFERENCES: dict[str, Callable[..., Any]] = {
     "top_k_top_p": reference.top_k_top_p,
     "argmax": reference.argmax,  # since contract 2.0
     "sample": reference.sample,  # since contract 2.0: the whole sampling step
+    "fused_moe": fused_moe.fused_moe,  # added within contract 2 (a new name is compatible): the expert MLP
 }
 OP_NAMES = tuple(_REFERENCES)
 

@@ -21,6 +21,7 @@ from tokenmill_cpu.fast_ops import fast_ops
 from tokenmill_cpu.ipex import ipex_ops
 from tokenmill_cpu.layer_ops import layer_ops
 from tokenmill_cpu.linear_methods import linear_method
+from tokenmill_cpu.moe import moe_ops
 from tokenmill_cpu.platform import CpuPlatform, make_platform
 
 
@@ -57,9 +58,10 @@ def tokenmill_communicator(platform: Platform, group: Any) -> GlooCommunicator:
 @hookimpl
 def tokenmill_op_overrides(platform: Platform) -> OpOverrides:
     """Native float32 norms, rotary and silu_and_mul over fewer-op torch ones, IPEX's kernels over all
-    of them when IPEX matches torch, and a blocked argmax."""
+    of them when IPEX matches torch, a blocked argmax and a grouped-GEMM fused_moe."""
     torch_ops = {"silu_and_mul": reference.silu_and_mul, **fast_ops()}
-    return OpOverrides({**torch_ops, **layer_ops(torch_ops), **ipex_ops(), "argmax": argmax_rows})
+    table = {**torch_ops, **layer_ops(torch_ops), **ipex_ops(), "argmax": argmax_rows}
+    return OpOverrides({**table, **moe_ops(table)})
 
 
 @hookimpl

@@ -8,6 +8,7 @@ from typing import Any, Callable
 def triton_ops() -> dict[str, Callable[..., Any]]:
     """Every override this package supplies; importing the kernels happens here, not at import."""
     from tokenmill_triton.activation import silu_and_mul
+    from tokenmill_triton.fused_moe import fused_moe
     from tokenmill_triton.norm import fused_add_rms_norm, rms_norm
     from tokenmill_triton.rotary import rotary
     from tokenmill_triton.sampling import top_k_top_p
@@ -18,4 +19,5 @@ def triton_ops() -> dict[str, Callable[..., Any]]:
         "rotary": rotary,
         "silu_and_mul": silu_and_mul,
         "top_k_top_p": top_k_top_p,
+        "fused_moe": fused_moe,
     }

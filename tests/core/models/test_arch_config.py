@@ -18,9 +18,10 @@ def _parse(config) -> object:
 
 
 def test_supported_architectures():
-    assert supported_architectures() == (
-        "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"
-    )
+    archs = supported_architectures()
+    assert archs == tuple(sorted(archs))
+    assert {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+            "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"} <= set(archs)
 
 
 def test_unknown_architecture_lists_the_supported_ones():
