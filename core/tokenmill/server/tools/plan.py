@@ -2,7 +2,9 @@
 
 tool_choice "none" answers in text; "auto" lets the model choose and reads its calls with the
 server's --tool-call-parser; "required" and a named function constrain the output (structured
-outputs) to JSON that holds the calls, so the arguments always parse and match each schema.
+outputs) to JSON that holds the calls, so the arguments always parse and match each schema. That
+JSON is compact (no free whitespace): it is read by a program, and small models given free
+whitespace tend to pad and repeat until max_tokens.
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ def tool_plan(body: ChatCompletionRequest, parser_name: str | None) -> ToolPlan:
         if named not in functions:
             raise ApiError(400, f"tool_choice names {named!r}, which is not in tools ({', '.join(functions)})",
                            param="tool_choice")
-        plan.constraint = StructuredOutputsParams(json=functions[named])
+        plan.constraint = StructuredOutputsParams(json=functions[named], disable_any_whitespace=True)
     elif mode == "required":
-        plan.constraint = StructuredOutputsParams(json=_required_schema(functions, body.parallel_tool_calls is not False))
+        schema = _required_schema(functions, body.parallel_tool_calls is not False)
+        plan.constraint = StructuredOutputsParams(json=schema, disable_any_whitespace=True)
     return plan
