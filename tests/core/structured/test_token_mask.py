@@ -30,17 +30,17 @@ def test_reference_masks_as_xgrammar_does(vocab):
     gen = torch.Generator().manual_seed(vocab)
     logits = torch.randn(5, vocab, generator=gen)
     words = -(-vocab // 32)
-    bitmask = torch.randint(-2**31, 2**31 - 1, (3, words), dtype=torch.int32, generator=gen)
+    bitmask = torch.randint(-2**31, 2**31 - 1, (5, words), dtype=torch.int32, generator=gen)
     rows = [4, 0, 2]
-    ours = logits.clone()
-    apply_token_bitmask(ours, bitmask, torch.tensor(rows))
     theirs = logits.clone()
-    full = torch.full((5, words), -1, dtype=torch.int32)  # all allowed on the rows not masked
-    full[rows] = bitmask
+    full = bitmask.clone()
+    full[[1, 3]] = -1  # all allowed on the rows not masked
     xgrammar.apply_token_bitmask_inplace(theirs, full, backend="torch_native")
-    assert torch.equal(ours.isinf(), theirs.isinf())
-    assert torch.equal(ours[~ours.isinf()], logits[~ours.isinf()])
-    assert ours[[1, 3]].isinf().sum() == 0
+    for where in (logits.clone(), logits.t().contiguous().t()):  # the CPU kernel, and plain torch (strided)
+        apply_token_bitmask(where, bitmask, torch.tensor(rows))
+        assert torch.equal(where.isinf(), theirs.isinf())
+        assert torch.equal(where[~where.isinf()], logits[~where.isinf()])
+        assert where[[1, 3]].isinf().sum() == 0
 
 
 def _rows(compiler, specs):
