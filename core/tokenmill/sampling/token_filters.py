@@ -44,8 +44,9 @@ class TokenFilters:
 def apply_filters(logits: torch.Tensor, rows: list) -> None:
     """Every filtered row of logits float32 [P, V] in place; rows without filters are not touched."""
     for i, row in enumerate(rows):
-        if row.filters is not None:
-            row.filters.apply(logits[i], row.output_token_ids)
+        filters = getattr(row, "filters", None)  # rows built by hand (plugins, the kit) may lack it
+        if filters is not None:
+            filters.apply(logits[i], row.output_token_ids)
 
 
 def build_filters(params: SamplingParams, tokenizer: Any, vocab_size: int,

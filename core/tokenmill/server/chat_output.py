@@ -31,9 +31,9 @@ class ChoiceRenderer:
         content, calls = self.plan.calls(rest, final)
         return reasoning, content, calls
 
-    def finish_reason(self, reason: str | None, calls: list[ParsedCall]) -> str | None:
+    def finish_reason(self, reason: str | None, called: bool) -> str | None:
         """OpenAI's "tool_calls" when a choice that stopped normally called tools."""
-        return self.plan.finish_reason if calls and reason == "stop" else reason
+        return self.plan.finish_reason if called and reason == "stop" else reason
 
     def message(self, text: str, reason: str | None) -> tuple[AssistantMessage, str | None]:
         """The whole answer of a finished choice, and its finish_reason."""
@@ -43,7 +43,7 @@ class ChoiceRenderer:
         tool_calls = [ToolCall(id=self._id(i), function=FunctionCall(name=c.name, arguments=c.arguments))
                       for i, c in enumerate(calls)]
         message = AssistantMessage(content=content, reasoning_content=reasoning, tool_calls=tool_calls)
-        return message, self.finish_reason(reason, calls)
+        return message, self.finish_reason(reason, bool(calls))
 
     def delta(self, text: str, final: bool) -> tuple[DeltaMessage | None, bool]:
         """The new parts since the last delta (None when nothing is new), and whether tools were called."""

@@ -49,7 +49,7 @@ class BatchMask:
 
     def apply(self, logits: torch.Tensor, rows: list, ops) -> None:
         """Mask logits float32 [P, V] in place for every row with a grammar; rows without one are untouched."""
-        constrained = [i for i, row in enumerate(rows) if row.grammar is not None]
+        constrained = [i for i, row in enumerate(rows) if getattr(row, "grammar", None) is not None]
         if not constrained:
             return
         words = -(-logits.shape[1] // _BITS)

@@ -126,6 +126,6 @@ def _delta(state: ServerState, body: ChatCompletionRequest, completion: Completi
     logprobs = _logprobs(state, body, completion.token_ids[cursor.num_tokens:],
                          (completion.logprobs or [])[cursor.num_tokens:])
     cursor.num_tokens, cursor.finished = len(completion.token_ids), done
-    reason = cursor.renderer.finish_reason(completion.finish_reason, [None] if called else [])
+    reason = cursor.renderer.finish_reason(completion.finish_reason, called)
     return ChatChunkChoice(index=completion.index, delta=delta or DeltaMessage(content=""), logprobs=logprobs,
                            finish_reason=reason)
