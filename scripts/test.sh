@@ -15,6 +15,10 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 # torch first and pinned: an unpinned resolve of "torch>=2.11" may pull a much larger CUDA build.
 pip_install torch==2.13.0
+# --- issue 16a (structured outputs): xgrammar, a core dependency, requires triton on Linux x86_64;
+# the pinned triton goes in first so resolving the editables does not pull a second, newer one.
+pip_install triton==3.6.0
+# --- end issue 16a
 editables=(-e ".[cpu,test,kit]")
 for dir in plugins/cpu plugins/cuda plugins/rocm plugins/gaudi plugins/tpu plugins/triton plugins/template \
            tests/toy_plugin tests/static_toy_plugin; do

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 
+from tokenmill.cli.api_feature_args import add_api_feature_args, apply_api_feature_args, check_api_feature_args
 from tokenmill.cli.model_args import add_model_args
 from tokenmill.cli.operator_args import add_operator_args, apply_operator_args
 from tokenmill.config import EngineArgs
@@ -45,6 +46,7 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                         help="server log level")
     add_operator_args(parser)
+    add_api_feature_args(parser)
     EngineArgs.add_cli_args(parser)
 
 
@@ -107,6 +109,7 @@ def _check_args(args: argparse.Namespace) -> None:
         validate_key(args.metrics_api_key, "--metrics-api-key (or TOKENMILL_METRICS_API_KEY)")
         _limits(args)
         _rate_limit(args)
+        check_api_feature_args(args)
     except ValueError as exc:
         raise TokenmillError(str(exc)) from None
 
@@ -125,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
                         rate_limit=_rate_limit(args), metric_names=args.metric_names)
     server = make_server(create_app(state), host=args.host, port=args.port, log_level=args.log_level)
     apply_operator_args(args, state, server)
+    apply_api_feature_args(args, state)
     logging.getLogger(__name__).info("serving %s on http://%s:%d", state.model_name, args.host, args.port)
     server.run()
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -25,6 +26,8 @@ from tokenmill.plugin_manager import PluginManager, load_plugins
 from tokenmill.sampling.logprobs import new_generator, position_logprobs
 from tokenmill.sampling.params import SamplingParams
 from tokenmill.sampling.sampler import Sampler, SamplingRow
+from tokenmill.sampling.token_filters import build_filters
+from tokenmill.structured.matcher import GrammarState
 from tokenmill.sched.output import SchedulerOutput
 from tokenmill.sched.request import Request
 from tokenmill.sched.scheduler import Scheduler
@@ -85,6 +88,8 @@ class EngineCore:
         self._samples: dict[str, tuple[ParentState, SampleState]] = {}  # scheduler request id -> owners
         self._prompt_lp_ids: set[str] = set()  # scheduler ids whose prompt logprobs are still wanted
         self._token_text: dict[int, str] = {}  # token id -> its text alone, for logprob entries
+        self._grammars = None  # the GrammarCompiler, made when the first constraint arrives
+        self._grammar_lock = threading.Lock()
         self._counters = {"prompt": 0, "generated": 0, "computed": 0, "aborted": 0, "steps": 0, "preempted": 0}
         log.info("engine ready: model %s on %s, dtype %s, quantization %s; %d KV blocks of %d tokens "
                  "(%d tokens), max_model_len %d, max concurrency %.2fx at max_model_len",
@@ -159,11 +164,13 @@ class EngineCore:
             raise RequestError(f"request id {request_id!r} is already in use; give each request a unique id")
         ids = self.tokenize(prompt)
         max_tokens = self._max_tokens(len(ids), params)
+        compiled = None if params.structured_outputs is None else self.grammar_compiler().compile(params.structured_outputs)
+        filters = build_filters(params, self.tokenizer, self.bundle.arch.vocab_size, self.bundle.device)
         parent = ParentState(request_id, prompt if isinstance(prompt, str) else None, ids, params,
                              final_only=final_only)
         if params.prompt_logprobs is not None:
             parent.prompt_logprobs = [None]
-        requests = [self._new_sample(parent, i, max_tokens, priority) for i in range(params.n)]
+        requests = [self._new_sample(parent, i, max_tokens, priority, compiled, filters) for i in range(params.n)]
         try:
             for request in requests:
                 self.scheduler.add_request(request)
@@ -192,7 +199,21 @@ class EngineCore:
                                f"{self.max_model_len}; shorten the prompt or lower max_tokens")
         return params.max_tokens
 
-    def _new_sample(self, parent: ParentState, index: int, max_tokens: int, priority: int) -> Request:
+    def grammar_compiler(self, tokenizer: Any = None):
+        """The engine's GrammarCompiler (xgrammar, cached), made on first use from `tokenizer` (default:
+        the engine's; the server passes its own copy, as tokenizers are not thread-safe). The compiler
+        is thread-safe: the server compiles a request's grammar on its own thread before submitting
+        it, and add_request then finds it in the cache instead of compiling on the step loop."""
+        with self._grammar_lock:
+            if self._grammars is None:
+                from tokenmill.structured.compiler import GrammarCompiler
+
+                self._grammars = GrammarCompiler(tokenizer or self.tokenizer, self.bundle.arch.vocab_size,
+                                                 sorted(self.eos_ids))
+        return self._grammars
+
+    def _new_sample(self, parent: ParentState, index: int, max_tokens: int, priority: int,
+                    compiled: Any = None, filters: Any = None) -> Request:
         params = parent.params
         child_id = parent.request_id if params.n == 1 else f"{parent.request_id}#{index}"
         request = Request(child_id, parent.prompt_token_ids, max_tokens, priority=priority)
@@ -203,7 +224,8 @@ class EngineCore:
         completion = CompletionOutput(index=index, logprobs=[] if params.logprobs is not None else None,
                                       cumulative_logprob=0.0 if params.logprobs is not None else None)
         row = SamplingRow(params, parent.prompt_token_ids, request.output_token_ids,
-                          new_generator(seed, self.bundle.device))
+                          new_generator(seed, self.bundle.device),
+                          grammar=None if compiled is None else GrammarState(compiled), filters=filters)
         sample = SampleState(request, index, row, detok, completion)
         parent.samples.append(sample)
         self._samples[child_id] = (parent, sample)
@@ -307,6 +329,9 @@ class EngineCore:
                 self._record_logprobs(sample, *logprobs[child_id])
             sample.detok.push_one(token)
             why = stop_reason_for(sample, params, token, eos_ids, sample.request.max_tokens, max_len)
+            grammar = sample.row.grammar
+            if grammar is not None and (not grammar.accept(token) or grammar.terminated) and why is None:
+                why = ("stop", None)  # the grammar is complete (or was bypassed): nothing may follow
             if why is not None:
                 self.scheduler.finish_request(child_id, sample.finish(*why))
             touched.add(parent.request_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from tokenmill.ops import fused_moe, reference
+from tokenmill.structured.token_mask import apply_token_bitmask
 
 # The names a plugin may override, with the reference each falls back to. Adding a name is
 # backwards compatible; renaming or changing a signature needs a major CONTRACT_VERSION bump.
@@ -17,6 +18,7 @@ _REFERENCES: dict[str, Callable[..., Any]] = {
     "argmax": reference.argmax,  # since contract 2.0
     "sample": reference.sample,  # since contract 2.0: the whole sampling step
     "fused_moe": fused_moe.fused_moe,  # added within contract 2 (a new name is compatible): the expert MLP
+    "apply_token_bitmask": apply_token_bitmask,  # added within contract 2.0 (optional): structured outputs
 }
 OP_NAMES = tuple(_REFERENCES)
 

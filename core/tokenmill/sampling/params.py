@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from tokenmill.errors import RequestError
+from tokenmill.structured.params import StructuredOutputsParams
 
 # Below this temperature a request is greedy (vLLM's _SAMPLING_EPS): dividing by it would overflow.
 GREEDY_EPS = 1e-5
@@ -59,11 +60,16 @@ class SamplingParams:
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True  # kept for vLLM compatibility; fast tokenizers ignore it
     include_stop_str_in_output: bool = False
+    structured_outputs: StructuredOutputsParams | None = None  # the grammar the output must match
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit, in [-100, 100]
+    bad_words: list[str] | None = None  # words never generated (vLLM): each spelling's last token is banned
+    allowed_token_ids: list[int] | None = None  # only these tokens may be sampled (vLLM)
 
     def __post_init__(self) -> None:
         self._check_types()
         self._normalise_stops()
         self._check_ranges()
+        self._check_token_fields()
         if self.is_greedy:
             # As in vLLM: truncation knobs are meaningless for argmax, so turn them off.
             self.top_p, self.top_k, self.min_p = 1.0, 0, 0.0
@@ -120,6 +126,28 @@ class SamplingParams:
             raise RequestError(f"stop_token_ids must be a list of non-negative token ids, got {self.stop_token_ids!r}")
         self.stop_token_ids = list(ids)
 
+    def _check_token_fields(self) -> None:
+        if isinstance(self.structured_outputs, dict):
+            try:
+                self.structured_outputs = StructuredOutputsParams(**self.structured_outputs)
+            except TypeError as exc:
+                raise RequestError(f"structured_outputs: {exc}") from None
+        if self.structured_outputs is not None and not isinstance(self.structured_outputs, StructuredOutputsParams):
+            raise RequestError(f"structured_outputs must be StructuredOutputsParams, got {self.structured_outputs!r}")
+        if self.logit_bias is not None:
+            bias = self.logit_bias
+            if not isinstance(bias, dict) or not all(_is_int(k) and _is_number(v) and -100 <= v <= 100
+                                                     for k, v in bias.items()):
+                raise RequestError(f"logit_bias must map token ids to numbers in [-100, 100], got {bias!r}")
+            self.logit_bias = {k: float(v) for k, v in bias.items()}
+        words = self.bad_words
+        if words is not None and (not isinstance(words, (list, tuple)) or not all(isinstance(w, str) and w.strip()
+                                                                                 for w in words)):
+            raise RequestError(f"bad_words must be a list of non-empty strings, got {words!r}")
+        ids = self.allowed_token_ids
+        if ids is not None and (not isinstance(ids, (list, tuple)) or not ids or not all(_is_int(i) for i in ids)):
+            raise RequestError(f"allowed_token_ids must be a non-empty list of token ids, got {ids!r}")
+
     def _check_ranges(self) -> None:
         checks = {
             "n": self.n >= 1,
@@ -143,6 +171,10 @@ class SamplingParams:
                 f"min_tokens ({self.min_tokens}) must be <= max_tokens ({self.max_tokens}); "
                 "lower min_tokens or raise max_tokens"
             )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value: Any) -> bool:

@@ -15,6 +15,9 @@ from tokenmill.sampling.penalties import apply_penalties
 from tokenmill.sampling.random_choice import index_tensor, sample_rows
 from tokenmill.sampling.row_tensors import RowTensors
 from tokenmill.sampling.static_sampler import static_sample
+from tokenmill.sampling.token_filters import TokenFilters, apply_filters
+from tokenmill.structured.matcher import GrammarState
+from tokenmill.structured.token_mask import BatchMask
 
 
 @dataclass(slots=True)
@@ -25,13 +28,16 @@ class SamplingRow:
     min_tokens). generator comes from new_generator(params.seed, device) and must live as long
     as the sequence; None draws from the device's global RNG. The engine builds one row per
     sequence and reuses it every step (output_token_ids is the sequence's own growing list), so
-    the params must not change after the row is built.
+    the params must not change after the row is built. grammar is the sequence's structured-output
+    state (None: unconstrained) and filters its allowed_token_ids / bad_words / logit_bias.
     """
 
     params: SamplingParams
     prompt_token_ids: list[int]
     output_token_ids: list[int]
     generator: torch.Generator | None = None
+    grammar: GrammarState | None = None
+    filters: TokenFilters | None = None
     plain_greedy: bool = field(init=False)  # argmax with no penalties or logprobs (once past min_tokens)
 
     def __post_init__(self) -> None:
@@ -80,9 +86,15 @@ class Sampler:
         self.static = static
         self._sync = sync or (lambda: None)
         self._params = RowTensors()  # per-row parameter tensors of the last batch
+        self._mask = BatchMask()
 
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
-        """logits float32 [P, V] on any device (P >= len(rows), padding rows last) -> one token per row."""
+        """logits float32 [P, V] on any device (P >= len(rows), padding rows last) -> one token per row.
+
+        Grammar masks go on first (through the "apply_token_bitmask" op), so whatever implements
+        "sample" sees only the tokens each row's grammar allows, and logprobs are of that distribution.
+        """
+        self._mask.apply(logits, rows, self.ops)
         out = self.ops.sample(self, logits, rows)
         self._sync()
         out.token_ids = out.token_ids[: len(rows)].tolist()
@@ -93,12 +105,15 @@ class Sampler:
         num_rows = len(rows)
         simple = all(len(row.output_token_ids) >= row.params.min_tokens for row in rows)
         if simple and all(row.plain_greedy for row in rows):
+            apply_filters(logits, rows)
             return SamplerOutput(self.ops.argmax(logits), [None] * num_rows, [None] * num_rows)
         if self.static and simple and all(r.params.logprobs is None and not r.params.has_penalties for r in rows):
+            apply_filters(logits, rows)
             return SamplerOutput(static_sample(logits, rows, self.ops, self._params), [None] * num_rows, [None] * num_rows)
         logits = logits[:num_rows]  # the general path works on the real rows alone
         want_lp = [i for i, row in enumerate(rows) if row.params.logprobs is not None]
         raw_lp = self._raw_logprobs(logits, want_lp)  # [L, V], before any processing
+        apply_filters(logits, rows)  # after raw logprobs, as vLLM reports them
         logits = self._apply_penalties(logits, rows)
         self._mask_min_tokens(logits, rows)
         token_ids = self._choose(logits, rows)  # int64 [B]

@@ -9,6 +9,7 @@ child processes, killed past --chat-template-timeout.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING, Any
 
 from tokenmill.server.error_handlers import ApiError
@@ -41,8 +42,21 @@ def message_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     for i, message in enumerate(messages):
         item = message.model_dump(exclude_none=True)
         item["content"] = _text_of(message.content, i) or ""
+        _arguments_as_objects(item)
         out.append(item)
     return out
+
+
+def _arguments_as_objects(item: dict[str, Any]) -> None:
+    """An assistant message's tool_calls with each function's arguments as an object, not JSON text:
+    OpenAI clients send the text, and chat templates (Qwen's, Llama's) write `arguments | tojson`."""
+    for call in item.get("tool_calls") or []:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+            try:
+                fn["arguments"] = json.loads(fn["arguments"])
+            except json.JSONDecodeError:
+                pass  # left as text: the template decides what to do with it
 
 
 async def render_chat(state: ServerState, messages: list[ChatMessage], *, add_generation_prompt: bool = True,

@@ -9,6 +9,7 @@ from tokenmill.sampling.params import SamplingParams
 from tokenmill.server.error_handlers import ApiError, request_error_param
 from tokenmill.server.limits import ServerLimits
 from tokenmill.server.protocol import ChatCompletionRequest, CompletionRequest, _SamplingFields
+from tokenmill.structured.params import StructuredOutputsParams
 
 MAX_LOGPROBS = 20  # OpenAI's chat limit; also applied to completions
 
@@ -40,8 +41,6 @@ def _params(fields: dict[str, Any]) -> SamplingParams:
 
 def _common(body: _SamplingFields, limits: ServerLimits) -> dict[str, Any]:
     _check_limits(body, limits)
-    if body.logit_bias:
-        raise _refuse("logit_bias is not supported by tokenmill; remove it", "logit_bias")
     if body.stream_options is not None and not body.stream:
         raise _refuse("stream_options is only allowed with stream=true", "stream_options")
     return {
@@ -60,7 +59,22 @@ def _common(body: _SamplingFields, limits: ServerLimits) -> dict[str, Any]:
         "min_tokens": body.min_tokens,
         "skip_special_tokens": body.skip_special_tokens,
         "include_stop_str_in_output": body.include_stop_str_in_output,
+        "logit_bias": _logit_bias(body.logit_bias),
+        "bad_words": body.bad_words or None,
+        "allowed_token_ids": body.allowed_token_ids,
     }
+
+
+def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
+    """OpenAI's {"token id as text": bias} as {token id: bias}."""
+    if not bias:
+        return None
+    out = {}
+    for key, value in bias.items():
+        if not key.lstrip("-").isdigit():
+            raise _refuse(f"logit_bias keys must be token ids, got {key!r}", "logit_bias")
+        out[int(key)] = value
+    return out
 
 
 def _check_logprobs(value: int | None, param: str) -> None:
@@ -68,7 +82,8 @@ def _check_logprobs(value: int | None, param: str) -> None:
         raise _refuse(f"{param} must be between 0 and {MAX_LOGPROBS}, got {value}", param)
 
 
-def completion_params(body: CompletionRequest, limits: ServerLimits) -> SamplingParams:
+def completion_params(body: CompletionRequest, limits: ServerLimits,
+                      structured: StructuredOutputsParams | None = None) -> SamplingParams:
     """SamplingParams of /v1/completions; echo with logprobs also asks for the prompt's logprobs."""
     if body.suffix is not None:
         raise _refuse("suffix (fill-in-the-middle) is not supported by tokenmill; remove it", "suffix")
@@ -76,22 +91,21 @@ def completion_params(body: CompletionRequest, limits: ServerLimits) -> Sampling
         raise _refuse(f"best_of ({body.best_of}) must equal n ({body.n}); tokenmill returns every sample", "best_of")
     _check_logprobs(body.logprobs, "logprobs")
     fields = _common(body, limits)
-    fields.update(max_tokens=body.max_tokens, logprobs=body.logprobs,
+    fields.update(max_tokens=body.max_tokens, logprobs=body.logprobs, structured_outputs=structured,
                   prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None else None)
     return _params(fields)
 
 
-def chat_params(body: ChatCompletionRequest, limits: ServerLimits) -> SamplingParams:
-    """SamplingParams of /v1/chat/completions; no max_tokens means up to the context limit."""
-    if body.tools:
-        raise _refuse("tools (function calling) are not supported by tokenmill; remove them", "tools")
-    if body.response_format and body.response_format.get("type", "text") != "text":
-        raise _refuse("only response_format {\"type\": \"text\"} is supported by tokenmill", "response_format")
+def chat_params(body: ChatCompletionRequest, limits: ServerLimits,
+                structured: StructuredOutputsParams | None = None) -> SamplingParams:
+    """SamplingParams of /v1/chat/completions; no max_tokens means up to the context limit.
+
+    `structured` is the request's checked constraint (server/structured.py, or the tool plan's)."""
     if body.top_logprobs is not None and not body.logprobs:
         raise _refuse("top_logprobs needs logprobs=true", "top_logprobs")
     _check_logprobs(body.top_logprobs, "top_logprobs")
     fields = _common(body, limits)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    fields.update(max_tokens=max_tokens, logprobs=logprobs)
+    fields.update(max_tokens=max_tokens, logprobs=logprobs, structured_outputs=structured)
     return _params(fields)

@@ -39,6 +39,8 @@ class ServerState:
     admission: Admission = None  # type: ignore[assignment]  # set in __post_init__
     template_sandbox: TemplateSandbox | None = None  # started when request templates are trusted
     rate_limiter: RateLimiter | None = None  # --rate-limit: per-key request rate, off by default
+    tool_call_parser: str | None = None  # --tool-call-parser: reads tool calls for tool_choice "auto"
+    reasoning_parser: str | None = None  # --reasoning-parser: splits <think> into reasoning_content
     # One thread does all of the server's tokenizer work, off the event loop and never two at once.
     _tokenizer_thread: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tokenmill-tokenizer"))

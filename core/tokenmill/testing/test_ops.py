@@ -145,6 +145,26 @@ def test_top_k_top_p_masks_the_references_entries(op_overrides, tokenmill_platfo
     torch.testing.assert_close(got[~masked], want[~want_masked], **MASKED_LOGITS)
 
 
+@pytest.mark.parametrize("vocab", [1000, 1024])
+def test_apply_token_bitmask_masks_the_references_entries(op_overrides, tokenmill_platform, kv_allocator, vocab):
+    """In place on logits [P, V]: the listed rows lose exactly the tokens whose bit is clear; others are untouched."""
+    from tokenmill.structured.token_mask import apply_token_bitmask
+
+    fn = _override(op_overrides, "apply_token_bitmask", tokenmill_platform)
+    device = kv_allocator.device
+    gen = torch.Generator().manual_seed(vocab)
+    logits = _logits(6, vocab, device, seed=2)
+    bitmask = torch.randint(-2**31, 2**31 - 1, (6, -(-vocab // 32)), dtype=torch.int32, generator=gen).to(device)
+    rows = torch.tensor([5, 0, 3], dtype=torch.int64, device=device)
+    got, want = logits.clone(), logits.clone()
+    fn(got, bitmask, rows)
+    apply_token_bitmask(want, bitmask, rows)
+    bad = (torch.isneginf(got) != torch.isneginf(want)).nonzero().tolist()
+    assert not bad, f"apply_token_bitmask masks differently from the reference at [row, token] {bad[:8]}"
+    kept = ~torch.isneginf(want)
+    assert torch.equal(got[kept].cpu(), logits[kept].cpu()), "apply_token_bitmask changed kept logits"
+
+
 def test_argmax_equals_the_reference(op_overrides, tokenmill_platform, kv_allocator):
     """int64 [B], the first index of each row's maximum, ties and -inf included."""
     fn = _override(op_overrides, "argmax", tokenmill_platform)

@@ -117,3 +117,17 @@ def test_linear_check_accepts_exact_and_rejects_lossy_methods(scheme):
     with pytest.raises(AssertionError, match="exceeds"):
         test_linear_methods.test_linear_method_matches_the_dense_layer(
             tokenmill_manager=_Manager(_DenseMethod(scheme, lossy=True)), **args)
+
+
+def test_the_token_bitmask_check_passes_the_reference_and_fails_a_shifted_mask():
+    from tokenmill.structured.token_mask import apply_token_bitmask
+
+    test_ops.test_apply_token_bitmask_masks_the_references_entries(
+        {"apply_token_bitmask": apply_token_bitmask}, _platform(False), HOST, 1000)
+
+    def shifted(logits, bitmask, rows):  # reads each row's bits one token off
+        apply_token_bitmask(logits, bitmask.roll(1, dims=1), rows)
+
+    with pytest.raises(AssertionError, match="masks differently"):
+        test_ops.test_apply_token_bitmask_masks_the_references_entries(
+            {"apply_token_bitmask": shifted}, _platform(False), HOST, 1000)

@@ -13,10 +13,11 @@ from tokenmill.outputs import CompletionOutput, RequestOutput
 from tokenmill.server.error_handlers import ApiError, error_body, error_for
 from tokenmill.server.logprobs import extend_completion_logprobs
 from tokenmill.server.protocol import (ERROR_RESPONSES, CompletionChoice, CompletionLogprobs, CompletionRequest,
-                                       CompletionResponse, UsageInfo, streamed)
+                                       CompletionResponse, PromptTokensDetails, UsageInfo, streamed)
 from tokenmill.server.request_guard import GuardedRoute
 from tokenmill.server.sampling import completion_params
 from tokenmill.server.state import ServerState, get_state
+from tokenmill.server.structured import compile_constraint, constraint_field, request_constraint
 from tokenmill.server.streams import DONE_EVENT, merge_streams, peek, sse_event, unless_disconnected
 
 router = APIRouter(route_class=GuardedRoute, responses=ERROR_RESPONSES)
@@ -48,7 +49,10 @@ async def _encode(state: ServerState, prompts: list[str | list[int]]) -> list[li
 async def create_completion(body: CompletionRequest, raw: Request) -> Response:
     state = get_state(raw)
     state.check_model(body.model)
-    params = completion_params(body, state.limits)
+    constraint = request_constraint(body)
+    params = completion_params(body, state.limits, constraint)
+    if constraint is not None:
+        await compile_constraint(state, constraint, constraint_field(body))
     request_id = f"cmpl-{uuid.uuid4().hex}"
     prompts = _prompts(body.prompt)
     prompt_ids = await _encode(state, prompts)
@@ -96,7 +100,9 @@ def _choice_logprobs(state: ServerState, body: CompletionRequest, output: Reques
 def _usage(outputs: list[RequestOutput]) -> UsageInfo:
     prompt = sum(len(o.prompt_token_ids) for o in outputs)
     completion = sum(len(c.token_ids) for o in outputs for c in o.outputs)
-    return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+    cached = PromptTokensDetails(cached_tokens=sum(o.num_cached_tokens for o in outputs))
+    return UsageInfo(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                     prompt_tokens_details=cached)
 
 
 def _response(state: ServerState, body: CompletionRequest, request_id: str, texts: list[str | None],
