@@ -16,8 +16,6 @@ from tokenmill.server.responses_protocol import (FunctionCallItem, IncompleteDet
 
 log = logging.getLogger(__name__)
 
-STRUCTURED_OUTPUTS_PENDING = ("arrives with structured outputs and tool calling in tokenmill's chat path (issue 16); "
-                              "until then remove it")
 _TEXT_PARTS = ("input_text", "output_text", "text")
 # Responses' names for the chat request's fields, so a refusal from the chat path names the field sent.
 CHAT_PARAM_NAMES = {"messages": "input", "max_completion_tokens": "max_output_tokens", "max_tokens":
@@ -26,27 +24,6 @@ CHAT_PARAM_NAMES = {"messages": "input", "max_completion_tokens": "max_output_to
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
-
-
-def refuse_until_structured_outputs(body: ResponsesRequest) -> None:
-    """THE SEAM: what /v1/responses refuses until the chat path has tools and structured outputs.
-
-    Everything below is already translated for the chat path (tools, tool_choice, text.format,
-    function_call items); once the chat path honours them, delete this function's call in
-    routes/responses.py and they work.
-    """
-    if body.tools:
-        raise ApiError(400, f"tools in /v1/responses {STRUCTURED_OUTPUTS_PENDING}", param="tools")
-    if body.tool_choice not in (None, "none", "auto"):
-        raise ApiError(400, f"tool_choice {body.tool_choice!r} {STRUCTURED_OUTPUTS_PENDING}", param="tool_choice")
-    kind = ((body.text.format or {}) if body.text else {}).get("type", "text")
-    if kind != "text":
-        raise ApiError(400, f"text.format {{\"type\": \"{kind}\"}} {STRUCTURED_OUTPUTS_PENDING}", param="text.format")
-    if not isinstance(body.input, str):
-        for i, item in enumerate(body.input):
-            if item.get("type") in ("function_call", "function_call_output"):
-                raise ApiError(400, f"input[{i}] of type {item['type']!r} (a tool call) {STRUCTURED_OUTPUTS_PENDING}",
-                               param="input")
 
 
 def check_stateless(body: ResponsesRequest) -> None:

@@ -3,7 +3,10 @@ events, the stateless refusals, and that it answers what the chat path answers f
 
 from __future__ import annotations
 
+import json
+
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -73,9 +76,6 @@ def test_sdk_stream_helper_gets_the_final_response(live_server):
     ({"store": True}, "store", "store=false"),
     ({"conversation": "conv_1"}, "conversation", "stateless"),
     ({"truncation": "auto"}, "truncation", "disabled"),
-    ({"tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}]}, "tools", "structured outputs"),
-    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}}}, "text.format",
-     "structured outputs"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]}, "input",
      "only text"),
     ({"max_output_tokenz": 3}, "max_output_tokenz", "unknown field"),
@@ -104,3 +104,31 @@ def test_unknown_model_and_bad_sampling_value_are_refused(live_server):
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model=live_server.model, input="hi", max_output_tokens=0)
     assert "max_output_tokens" in str(info.value)
+
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"],
+           "additionalProperties": False}
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+          "required": ["name", "age"], "additionalProperties": False}
+
+
+def test_required_tool_choice_gives_a_function_call_item_matching_the_schema(live_server):
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather for a city", "parameters": WEATHER}]
+    kwargs = dict(model=live_server.model, input="What is the weather in Paris?", tools=tools,
+                  tool_choice="required", max_output_tokens=60, temperature=0)
+    response = live_server.client().responses.create(**kwargs)
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert calls and all(call.name == "get_weather" for call in calls), response.output
+    for call in calls:
+        jsonschema.validate(json.loads(call.arguments), WEATHER)
+    streamed = list(live_server.client().responses.create(stream=True, **kwargs))
+    final = streamed[-1].response
+    assert [(c.name, c.arguments) for c in final.output if c.type == "function_call"] == [
+        (c.name, c.arguments) for c in calls]
+
+
+def test_text_format_json_schema_output_validates(live_server):
+    response = live_server.client().responses.create(
+        model=live_server.model, input="Invent a person.", max_output_tokens=60, temperature=0,
+        text={"format": {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}})
+    jsonschema.validate(json.loads(response.output_text), PERSON)

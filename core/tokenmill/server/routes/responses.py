@@ -21,7 +21,7 @@ from tokenmill.server.request_guard import GuardedRoute
 from tokenmill.server.responses_protocol import ResponseObject, ResponsesRequest
 from tokenmill.server.responses_stream import ResponsesStream, chat_chunks
 from tokenmill.server.responses_translate import (CHAT_PARAM_NAMES, chat_request, check_stateless,
-                                                  from_chat_completion, new_id, refuse_until_structured_outputs,
+                                                  from_chat_completion, new_id,
                                                   response_object)
 from tokenmill.server.routes.chat import create_chat_completion
 
@@ -35,7 +35,6 @@ _STREAMED = {200: {**streamed(ResponseObject)[200], "content": {"text/event-stre
 @router.post("/v1/responses", responses=_STREAMED)
 async def create_response(body: ResponsesRequest, raw: Request) -> Response:
     check_stateless(body)
-    refuse_until_structured_outputs(body)  # the seam: remove once the chat path has tools and structured outputs
     chat_body = _chat_body(body)
     try:
         answer = await create_chat_completion(chat_body, raw)
