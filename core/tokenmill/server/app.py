@@ -21,6 +21,7 @@ from tokenmill.server.routes import chat, chat_page, completions, info, tokens
 from tokenmill.server.state import ServerState, longest_token_chars
 
 if TYPE_CHECKING:
+    from tokenmill.config import EngineArgs
     from tokenmill.engine.core import EngineCore
 
 
@@ -33,23 +34,52 @@ def build_state(core: EngineCore, *, served_model_name: str | list[str] | None =
     An empty key is refused (ValueError): it would silently turn authentication off.
     `rate_limit` is (requests per second, burst) per API key, or None for no limit.
     """
-    validate_key(api_key, "--api-key")
-    validate_key(metrics_api_key, "--metrics-api-key")
-    limiter = RateLimiter(*rate_limit) if rate_limit else None  # a bad rate fails before the engine starts
+    limiter = _check_keys_and_rate(api_key, metrics_api_key, rate_limit)
     metrics = ServerMetrics()
     engine = AsyncEngine(core, listener=metrics)
+    return _state(engine, core.tokenizer, core.model_name, core.max_model_len, metrics, limiter,
+                  served_model_name=served_model_name, api_key=api_key, shutdown_grace_s=shutdown_grace_s,
+                  metrics_api_key=metrics_api_key, limits=limits,
+                  trust_request_chat_template=trust_request_chat_template)
+
+
+def build_process_state(args: EngineArgs, *, served_model_name: str | list[str] | None = None,
+                        api_key: str | None = None, shutdown_grace_s: float = 10.0,
+                        metrics_api_key: str | None = None, limits: ServerLimits | None = None,
+                        trust_request_chat_template: bool = False, rate_limit: tuple[float, int] | None = None,
+                        log_level: str = "info") -> ServerState:
+    """As build_state, with the engine core started in its own process (EngineCoreClient) from `args`."""
+    from tokenmill.engine.core_client import EngineCoreClient
+
+    limiter = _check_keys_and_rate(api_key, metrics_api_key, rate_limit)  # before the engine starts
+    metrics = ServerMetrics()
+    engine = EngineCoreClient(args, listener=metrics, log_level=log_level)
+    return _state(engine, engine.tokenizer, engine.model_name, engine.max_model_len, metrics, limiter,
+                  served_model_name=served_model_name, api_key=api_key, shutdown_grace_s=shutdown_grace_s,
+                  metrics_api_key=metrics_api_key, limits=limits,
+                  trust_request_chat_template=trust_request_chat_template)
+
+
+def _check_keys_and_rate(api_key: str | None, metrics_api_key: str | None,
+                         rate_limit: tuple[float, int] | None) -> RateLimiter | None:
+    validate_key(api_key, "--api-key")
+    validate_key(metrics_api_key, "--metrics-api-key")
+    return RateLimiter(*rate_limit) if rate_limit else None  # a bad rate fails before the engine starts
+
+
+def _state(engine: Any, tokenizer: Any, model_name: str, max_model_len: int, metrics: ServerMetrics,
+           limiter: RateLimiter | None, *, served_model_name: str | list[str] | None, limits: ServerLimits | None,
+           **settings: Any) -> ServerState:
     metrics.watch_engine(lambda: engine.latest_stats)
     if served_model_name is None:
-        names = [core.model_name]
+        names = [model_name]
     else:
         names = [served_model_name] if isinstance(served_model_name, str) else list(served_model_name)
-    tokenizer = copy.deepcopy(core.tokenizer)
-    return ServerState(engine=engine, tokenizer=tokenizer, served_model_names=names,
-                       max_model_len=core.max_model_len, metrics=metrics, api_key=api_key,
-                       metrics_api_key=metrics_api_key, shutdown_grace_s=shutdown_grace_s,
-                       limits=limits or ServerLimits(), trust_request_chat_template=trust_request_chat_template,
-                       max_prompt_chars=core.max_model_len * longest_token_chars(tokenizer),
-                       rate_limiter=limiter)
+    tokenizer = copy.deepcopy(tokenizer)
+    return ServerState(engine=engine, tokenizer=tokenizer, served_model_names=names, max_model_len=max_model_len,
+                       metrics=metrics, limits=limits or ServerLimits(),
+                       max_prompt_chars=max_model_len * longest_token_chars(tokenizer), rate_limiter=limiter,
+                       **settings)
 
 
 def create_app(state: ServerState) -> FastAPI:
