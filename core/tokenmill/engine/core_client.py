@@ -218,53 +218,72 @@ class EngineCoreClient:
             try:
                 if not self._replies.poll(_POLL_MS):
                     continue
-                message = decoder.decode(self._replies.recv(copy=False).buffer)
+                messages = self._waiting_messages(decoder)
             except zmq.ZMQError:
                 return  # the context was destroyed: shutting down
-            if isinstance(message, wire.EngineDead):
-                self._die(message.reason)
-                return
+            dead = next((m for m in messages if isinstance(m, wire.EngineDead)), None)
             try:
-                self._process(message)
+                self._process([m for m in messages if isinstance(m, wire.EngineOutputs)])
             except Exception:  # noqa: BLE001  one bad message must not stop every stream
                 log.exception("failed to process the engine's outputs")
+            if dead is not None:
+                self._die(dead.reason)
+                return
 
-    def _process(self, message: wire.EngineOutputs) -> None:
+    def _waiting_messages(self, decoder: Any) -> list[wire.Reply]:
+        """Every message already queued (at least one): when this side falls behind the engine, the
+        steps it missed are applied together and each request gets one output, not one per step."""
+        messages = []
+        while True:
+            try:
+                frame = self._replies.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return messages
+            messages.append(decoder.decode(frame.buffer))
+
+    def _process(self, messages: list[wire.EngineOutputs]) -> None:
         deliveries: dict[asyncio.AbstractEventLoop, list] = defaultdict(list)
         stops: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        touched: dict[str, tuple[ClientRequest, _Stream]] = {}
         now = time.monotonic()
         with self._lock:
-            requests = self._requests
-            for failure in message.failed:
-                entry = requests.pop(failure.request_id, None)
-                if entry is not None:
-                    error = RequestError(failure.message) if failure.refused else EngineRequestFailed(failure.message)
-                    deliveries[entry[1].loop].append((entry[1], error))
-            for lp in message.prompt_logprobs:
-                entry = requests.get(lp.request_id)
-                if entry is not None:
-                    entry[0].add_prompt_logprobs(lp.entries, self._texts)
-            touched: dict[str, tuple[ClientRequest, _Stream]] = {}
-            for delta in message.samples:
-                entry = requests.get(delta.request_id)
-                if entry is None:
-                    continue  # aborted here while the step ran
-                hit = entry[0].apply(delta, self._texts)
-                if hit is not None:
-                    stops[delta.request_id].append((delta.index, hit))
-                touched[delta.request_id] = entry
+            for message in messages:
+                self._apply(message, touched, stops, deliveries)
             for request_id, (request, stream) in touched.items():
+                if request_id not in self._requests:
+                    continue  # failed after it progressed: the error is on its way
                 output = request.to_output()
                 if output.finished:
-                    del requests[request_id]
+                    del self._requests[request_id]
                 deliveries[stream.loop].append((stream, output))
                 self._observe(stream, output, now)
-            if message.stats is not None:
-                self.latest_stats = message.stats
         for request_id, hits in stops.items():
             self._send(wire.FinishSamples(request_id, [i for i, _ in hits], hits[0][1]))
         for loop, items in deliveries.items():
             _deliver_threadsafe(loop, items)
+
+    def _apply(self, message: wire.EngineOutputs, touched: dict, stops: dict, deliveries: dict) -> None:
+        """Fold one step's message into the requests' state (under the lock)."""
+        requests = self._requests
+        for failure in message.failed:
+            entry = requests.pop(failure.request_id, None)
+            if entry is not None:
+                error = RequestError(failure.message) if failure.refused else EngineRequestFailed(failure.message)
+                deliveries[entry[1].loop].append((entry[1], error))
+        for lp in message.prompt_logprobs:
+            entry = requests.get(lp.request_id)
+            if entry is not None:
+                entry[0].add_prompt_logprobs(lp.entries, self._texts)
+        for delta in message.samples:
+            entry = requests.get(delta.request_id)
+            if entry is None:
+                continue  # aborted here while the step ran
+            hit = entry[0].apply(delta, self._texts)
+            if hit is not None:
+                stops[delta.request_id].append((delta.index, hit))
+            touched[delta.request_id] = entry
+        if message.stats is not None:
+            self.latest_stats = message.stats
 
     def _observe(self, stream: _Stream, output: RequestOutput, now: float) -> None:
         if self.listener is None:
