@@ -38,9 +38,10 @@ def _requests(num: int, seed: int):
 
 def offline(model_dir: str) -> dict:
     """500 requests through LLM.generate after a warm-up, in this (fresh) process."""
-    from tokenmill import LLM, SamplingParams
+    from bench_e2e import start_llm
+    from tokenmill import SamplingParams
 
-    llm = LLM(model=model_dir, dtype="bfloat16", device="cuda")
+    llm, _ = start_llm(Path(model_dir))  # captures every decode graph up front, as bench_e2e does
     llm.generate([[5] * 64] * 8, SamplingParams(max_tokens=8, ignore_eos=True), use_tqdm=False)
     reqs = _requests(500, seed=1)
     params = [SamplingParams(max_tokens=r.output_len, ignore_eos=True, temperature=0.0) for r in reqs]
@@ -78,13 +79,14 @@ def _start_server(model_dir: str, mode: str, port: int, log: Path) -> subprocess
     raise RuntimeError("the server did not come up in 300 s")
 
 
-async def _online(port: int, rate: float, num: int) -> dict:
+async def _online(port: int, rate: float, num: int, warm_full: bool) -> dict:
     from tokenmill.bench.serve_metrics import summarize
     from tokenmill.bench.serve_runner import ServeBenchConfig, new_client, run_requests
 
     cfg = ServeBenchConfig(base_url=f"http://127.0.0.1:{port}", request_rate=rate, ignore_eos=True, temperature=0.0)
     async with new_client() as client:
-        await run_requests(cfg, _requests(16, seed=9), client)  # warm-up: graphs, connections
+        # warm-up: the server captures its graphs lazily, so the whole workload runs once first
+        await run_requests(cfg, _requests(num if warm_full else 16, seed=9), client)
         results, seconds = await run_requests(cfg, _requests(num, seed=1), client)
     return summarize(results, seconds)
 
@@ -93,8 +95,8 @@ def online(model_dir: str, mode: str, rate20_num: int, out_dir: Path) -> dict:
     port = _port()
     proc = _start_server(model_dir, mode, port, out_dir / f"server-{mode}.log")
     try:
-        inf = asyncio.run(_online(port, float("inf"), 500))
-        r20 = asyncio.run(_online(port, 20.0, rate20_num))
+        inf = asyncio.run(_online(port, float("inf"), 500, True))
+        r20 = asyncio.run(_online(port, 20.0, rate20_num, False))
     finally:
         proc.terminate()
         proc.wait(60)
