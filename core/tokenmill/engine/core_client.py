@@ -131,15 +131,18 @@ class EngineCoreClient:
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         self._streams[request_id] = stream
         self._requests[request_id] = (ClientRequest(request_id, text, ids, params, self.tokenizer), stream)
-        self._send(wire.AddRequest(request_id, ids, params, priority))
         done = False
         try:
+            if self.dead_reason is not None:  # it died after the check above: nobody would answer
+                raise EngineRequestFailed(self.dead_reason)
+            self._send(wire.AddRequest(request_id, ids, params, priority))
             while not done:
                 output = await AsyncEngine._next_output(stream)
                 done = output.finished
                 yield output
         except (RequestError, EngineRequestFailed, EngineShuttingDown):
             done = True  # the engine already dropped it (or never took it)
+            self._requests.pop(request_id, None)
             raise
         finally:
             if self._streams.get(request_id) is stream:
