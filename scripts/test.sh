@@ -44,6 +44,12 @@ failed=()
 echo "== unit tests (GPU tests excluded)"
 "$PYTHON" -m pytest -q -m "not gpu" tests || failed+=("unit tests")
 
+# ---- issue 15: the server's OpenAI tests again with the engine core in its own process
+echo "== server tests with the engine core in its own process"
+TOKENMILL_TEST_ENGINE_PROCESS=1 "$PYTHON" -m pytest -q -m "not gpu" tests/core/server/test_openai_api.py \
+    tests/core/server/test_concurrency.py tests/core/server/test_metrics.py || failed+=("server tests, engine process")
+# ---- end issue 15
+
 # The kit must pass for every device CI can run: the reference, a contract-1 plugin (toy), the
 # template a vendor copies, and a static-shape one (static_toy). It runs from outside the checkout,
 # as a vendor runs it.

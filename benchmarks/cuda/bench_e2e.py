@@ -115,17 +115,24 @@ def bench_single(llm, rng: torch.Generator, bandwidth: float) -> dict:
             "graph_replay_ms_b1": graph_replay_ms(llm), "roofline_step_ms": 1e3 / roofline}
 
 
+def throughput_lengths(num: int = 500) -> tuple[list[int], list[int]]:
+    """Input ~ U[50, 350] (mean 200) and output ~ U[40, 320] (mean 180) lengths, from their own seed,
+    so bench_online.py sends the server exactly the lengths the offline run generates."""
+    rng = torch.Generator().manual_seed(1234)
+    return torch.randint(50, 351, (num,), generator=rng).tolist(), torch.randint(40, 321, (num,), generator=rng).tolist()
+
+
 def bench_throughput(llm, rng: torch.Generator, temperature: float, runs: int = 1) -> dict:
-    """500 requests, input ~ U[50, 350] (mean 200), output ~ U[40, 320] (mean 180), all at once.
+    """500 requests of throughput_lengths(), all at once, with ignore_eos.
 
     With `runs` > 1 the same lengths are sent again with fresh random prompts (so the prefix cache
-    cannot help); the figures are of the median run, `throughput_runs_req_s` lists every run.
+    cannot help); the figures are of the median run, and `throughput_runs_req_s` lists every run
+    in the order it ran (the first one may be slower: it is the first to touch large batches).
     """
-    ins = torch.randint(50, 351, (500,), generator=rng).tolist()
-    outs = torch.randint(40, 321, (500,), generator=rng).tolist()
-    times = sorted(_generate(llm, [_tokens(rng, n, 128256) for n in ins], outs, temperature=temperature, seed=0)
-                   for _ in range(runs))
-    seconds = times[len(times) // 2]
+    ins, outs = throughput_lengths()
+    times = [_generate(llm, [_tokens(rng, n, 128256) for n in ins], outs, temperature=temperature, seed=0)
+             for _ in range(runs)]
+    seconds = sorted(times)[len(times) // 2]
     return {"throughput_req_s": 500 / seconds, "throughput_out_tok_s": sum(outs) / seconds,
             "throughput_total_tok_s": (sum(ins) + sum(outs)) / seconds, "throughput_s": seconds,
             "throughput_runs_req_s": [500 / t for t in times]}
@@ -144,7 +151,13 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature of the 500-request run")
     parser.add_argument("--throughput-runs", type=int, default=1, help="times the 500 requests are sent (median kept)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="run the phases in this many fresh processes, one after the other, and report each "
+                             "process's figures in order plus their median (figures vary by ~15%% per process)")
     args = parser.parse_args()
+    if args.processes > 1:
+        over_processes(args)
+        return
     phases = args.phases.split(",")
     folder = Path(args.model_dir)
     result: dict = {"device": torch.cuda.get_device_name()}
@@ -172,6 +185,30 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     os._exit(0)  # skip interpreter teardown of the engine's threads and CUDA state
+
+
+def over_processes(args: argparse.Namespace) -> None:
+    """Run this script `args.processes` times in fresh processes; print each one's figures and the medians."""
+    import statistics
+    import subprocess
+    import tempfile
+
+    runs = []
+    for i in range(args.processes):
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            cmd = [sys.executable, __file__, "--model-dir", args.model_dir, "--phases", args.phases, "--json", out.name,
+                   "--temperature", str(args.temperature), "--throughput-runs", str(args.throughput_runs)]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            runs.append(json.loads(Path(out.name).read_text()))
+        print(json.dumps({"process": i, **{k: v for k, v in runs[-1].items() if isinstance(v, (int, float))}}),
+              flush=True)
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    result = {"device": runs[0].get("device"), "processes": args.processes,
+              "median": {k: statistics.median(r[k] for r in runs if k in r) for k in keys},
+              "per_process_in_order": {k: [r.get(k) for r in runs] for k in keys}}
+    print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                              "routers built for vLLM read them unchanged (the others keep `tokenmill:`)")
     parser.add_argument("--shutdown-grace-period", type=float, default=10.0,
                         help="seconds in-flight requests get to finish on SIGTERM before they are aborted")
+    parser.add_argument("--engine-core-process", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the engine core (scheduler, model, sampling) in its own process, as vLLM v1 does, "
+                             "so HTTP, tokenizing and detokenizing never hold up a step; --no-engine-core-process "
+                             "keeps it in a thread of the server process")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                         help="server log level")
     add_operator_args(parser)
@@ -116,19 +120,26 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokenmill.llm import build_engine
-    from tokenmill.server.app import build_state, create_app
+    from tokenmill.server.app import build_process_state, build_state, create_app
     from tokenmill.server.launch import make_server
 
     _check_args(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    core = build_engine(EngineArgs.from_cli_args(args))
-    state = build_state(core, served_model_name=args.served_model_name, api_key=args.api_key,
-                        shutdown_grace_s=args.shutdown_grace_period, metrics_api_key=args.metrics_api_key,
-                        limits=_limits(args), trust_request_chat_template=args.trust_request_chat_template,
-                        rate_limit=_rate_limit(args), metric_names=args.metric_names)
+    engine_args = EngineArgs.from_cli_args(args)
+    settings = dict(served_model_name=args.served_model_name, api_key=args.api_key,
+                    shutdown_grace_s=args.shutdown_grace_period, metrics_api_key=args.metrics_api_key,
+                    limits=_limits(args), trust_request_chat_template=args.trust_request_chat_template,
+                    rate_limit=_rate_limit(args), metric_names=args.metric_names)
+    if args.engine_core_process:
+        state = build_process_state(engine_args, log_level=args.log_level, **settings)
+    else:
+        state = build_state(build_engine(engine_args), **settings)
     server = make_server(create_app(state), host=args.host, port=args.port, log_level=args.log_level)
     apply_operator_args(args, state, server)
     apply_api_feature_args(args, state)
     logging.getLogger(__name__).info("serving %s on http://%s:%d", state.model_name, args.host, args.port)
     server.run()
+    if state.engine.dead_reason is not None:
+        logging.getLogger(__name__).error("exiting: %s", state.engine.dead_reason)
+        return 1
     return 0

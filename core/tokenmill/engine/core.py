@@ -11,6 +11,7 @@ import torch
 
 from tokenmill.config import EngineArgs
 from tokenmill.detokenizer import IncrementalDetokenizer
+from tokenmill.engine.deltas import StepDeltas, collect_deltas
 from tokenmill.engine.kv_setup import allocate_pool
 from tokenmill.engine.profile_run import profile_peak_activations
 from tokenmill.engine.request_state import ParentState, SampleState, stop_reason_for
@@ -18,6 +19,7 @@ from tokenmill.engine.stats import EngineStats
 from tokenmill.errors import RequestError, TokenmillError
 from tokenmill.kv.kv_cache_manager import KVCacheManager
 from tokenmill.loaders import ModelBundle, load_model_bundle
+from tokenmill.loaders.default_model import DEFAULT_MODEL_NAME
 from tokenmill.loaders.dtype import resolve_kv_cache_dtype
 from tokenmill.ops import OpRegistry
 from tokenmill.outputs import CompletionOutput, RequestOutput
@@ -41,9 +43,14 @@ class EngineCore:
     """Owns the scheduler, the model runner and the sampler; not thread-safe (AsyncEngine wraps it)."""
 
     def __init__(self, args: EngineArgs | None = None, plugins: PluginManager | None = None,
-                 bundle: ModelBundle | None = None) -> None:
-        """Load the model (or reuse `bundle`, a loaded model whose weights engines may share) and size the KV pool."""
+                 bundle: ModelBundle | None = None, *, detokenize: bool = True) -> None:
+        """Load the model (or reuse `bundle`, a loaded model whose weights engines may share) and size the KV pool.
+
+        `detokenize=False` (the engine-core process) leaves text, stop strings and logprob token
+        texts to the API process: outputs then come from `step_deltas`, as token ids only.
+        """
         self.args = args = args or EngineArgs()
+        self.detokenize = detokenize
         if args.num_threads:
             torch.set_num_threads(args.num_threads)
         torch.manual_seed(args.seed)
@@ -66,7 +73,7 @@ class EngineCore:
             raise TokenmillError(f"the shared model was loaded for a {spec.kv_cache_dtype} KV cache, not "
                                  f"{args.kv_cache_dtype}; load it again or use the same --kv-cache-dtype")
         self.tokenizer = self.bundle.tokenizer
-        self.model_name = args.model or "SmolLM2-135M-Instruct"
+        self.model_name = args.model or DEFAULT_MODEL_NAME
         pool = self._allocate_pool()
         self.max_model_len = pool.max_model_len
         self.num_blocks = pool.num_blocks
@@ -220,7 +227,8 @@ class EngineCore:
         seed = None if params.seed is None else params.seed + index
         detok = IncrementalDetokenizer(self.tokenizer, parent.prompt_token_ids,
                                        skip_special_tokens=params.skip_special_tokens, stop=params.stop or [],
-                                       include_stop_str_in_output=params.include_stop_str_in_output)
+                                       include_stop_str_in_output=params.include_stop_str_in_output
+                                       ) if self.detokenize else None
         completion = CompletionOutput(index=index, logprobs=[] if params.logprobs is not None else None,
                                       cumulative_logprob=0.0 if params.logprobs is not None else None)
         row = SamplingRow(params, parent.prompt_token_ids, request.output_token_ids,
@@ -246,15 +254,42 @@ class EngineCore:
     def has_unfinished_requests(self) -> bool:
         return bool(self._parents)
 
+    def has_request(self, request_id: str) -> bool:
+        """True while the user request is queued or running (not finished, aborted or unknown)."""
+        return request_id in self._parents
+
     # ------------------------------------------------------------------ the step
 
     def step(self) -> list[RequestOutput]:
         """Schedule, run, sample, update, emit: outputs of requests that progressed this step."""
+        return self._emit(self._advance())
+
+    def step_deltas(self) -> StepDeltas:
+        """One step, emitted as what each touched sample gained (the engine-core process's output)."""
+        deltas = collect_deltas(self._parents, self._advance())
+        for request_id in deltas.done:
+            self._forget(self._parents[request_id])
+        return deltas
+
+    def finish_samples(self, request_id: str, indices: list[int], stop_reason: str | None = None) -> None:
+        """End samples the API process stopped (a stop string matched there); frees their blocks now."""
+        parent = self._parents.get(request_id)
+        if parent is None:
+            return
+        for index in indices:
+            sample = parent.samples[index] if 0 <= index < len(parent.samples) else None
+            if sample is not None and sample.completion.finish_reason is None:
+                self.scheduler.finish_request(sample.request.request_id, sample.finish("stop", stop_reason))
+        if parent.finished():
+            self._forget(parent)
+
+    def _advance(self) -> set[str]:
+        """Schedule, run, sample and update one step; the ids of the user requests it touched."""
         self.check_health()
         out = self.scheduler.schedule()
         ended = self._ended_by_scheduler(out.finished_ids)
         if not out.scheduled:
-            return self._emit(ended)
+            return ended
         self._count_scheduled(out)
         with self.execution.guard():  # the platform's grad mode; its sync runs inside the sampler
             if out.blocks_to_copy:  # copy-on-write blocks the scheduler asked for, before they are read
@@ -264,7 +299,7 @@ class EngineCore:
             touched = self._record_prompt_logprobs(result)
         self.scheduler.update_from_output(out, sampled)
         touched |= self._process_samples(sampled, logprobs)
-        return self._emit(touched | ended)
+        return touched | ended
 
     def _ended_by_scheduler(self, request_ids: list[str]) -> set[str]:
         # The scheduler ends a request that outgrew the whole pool (only possible when
@@ -327,7 +362,8 @@ class EngineCore:
                 parent.first_token_time = time.monotonic()
             if params.logprobs is not None:
                 self._record_logprobs(sample, *logprobs[child_id])
-            sample.detok.push_one(token)
+            if sample.detok is not None:
+                sample.detok.push_one(token)
             why = stop_reason_for(sample, params, token, eos_ids, sample.request.max_tokens, max_len)
             grammar = sample.row.grammar
             if grammar is not None and (not grammar.accept(token) or grammar.terminated) and why is None:
@@ -343,8 +379,8 @@ class EngineCore:
         sample.completion.cumulative_logprob += chosen
 
     def _decorate(self, entry: dict[int, tuple[float, int]] | None) -> dict | None:
-        if entry is None:
-            return None
+        if entry is None or not self.detokenize:
+            return entry  # without detokenizing, the API process adds the texts
         return {tok: (lp, rank, self._text_of(tok)) for tok, (lp, rank) in entry.items()}
 
     def _text_of(self, token_id: int) -> str:

@@ -18,14 +18,16 @@ class SampleState:
     request: Request
     index: int
     row: SamplingRow  # built once: it reads request.output_token_ids, which grows in place
-    detok: IncrementalDetokenizer
+    detok: IncrementalDetokenizer | None  # None in the engine-core process: the API process detokenizes
     completion: CompletionOutput
+    num_sent: int = 0  # output tokens already handed out as deltas (step_deltas)
 
     def finish(self, reason: str, stop_reason: int | str | None = None) -> RequestStatus:
         """Record the end; returns the scheduler status that matches it."""
-        if reason != "abort":
-            self.detok.flush()  # release text held back in case it began a stop string
-        self.completion.text = self.detok.text
+        if self.detok is not None:
+            if reason != "abort":
+                self.detok.flush()  # release text held back in case it began a stop string
+            self.completion.text = self.detok.text
         self.completion.finish_reason = reason
         self.completion.stop_reason = stop_reason
         return RequestStatus.FINISHED_LENGTH if reason == "length" else RequestStatus.FINISHED_STOPPED
@@ -44,6 +46,7 @@ class ParentState:
     arrival_time: float = field(default_factory=time.monotonic)
     first_token_time: float | None = None
     final_only: bool = False  # emit only the finished output, not a snapshot every step
+    num_prompt_lp_sent: int = 0  # prompt logprob entries already handed out as deltas
 
     def finished(self) -> bool:
         return all(s.completion.finish_reason is not None for s in self.samples)
@@ -74,7 +77,7 @@ class ParentState:
 
 def _copy_completion(sample: SampleState) -> CompletionOutput:
     c = sample.completion
-    text = c.text if c.finish_reason is not None else sample.detok.text
+    text = c.text if c.finish_reason is not None or sample.detok is None else sample.detok.text
     return CompletionOutput(
         index=c.index,
         text=text,
@@ -96,7 +99,7 @@ def stop_reason_for(sample: SampleState, params: SamplingParams, token: int, eos
             return "stop", token
         if not params.ignore_eos and token in eos_ids:
             return "stop", None
-        if sample.detok.stop_hit is not None:
+        if sample.detok is not None and sample.detok.stop_hit is not None:
             return "stop", sample.detok.stop_hit
     if num_out >= max_tokens or request.num_tokens >= max_model_len:
         return "length", None

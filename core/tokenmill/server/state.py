@@ -25,7 +25,7 @@ T = TypeVar("T")
 class ServerState:
     """One server's shared objects; routes read it through `get_state(request)`."""
 
-    engine: AsyncEngine
+    engine: AsyncEngine  # or an EngineCoreClient (the engine core in its own process): the same interface
     tokenizer: Any  # the server's own copy: the step loop uses the engine's, and neither is thread-safe
     served_model_names: list[str]
     max_model_len: int

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import os
 import socket
 import threading
 import time
@@ -17,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tokenmill.config import EngineArgs
 from tokenmill.engine.core import EngineCore
-from tokenmill.server.app import build_state, create_app
+from tokenmill.server.app import build_process_state, build_state, create_app
 from tokenmill.server.cors import allow_origins
 from tokenmill.server.launch import make_server
 from tokenmill.server.state import ServerState
@@ -25,6 +27,11 @@ from tokenmill.server.state import ServerState
 API_KEY = "sk-tokenmill-test"
 MODEL = "tokenmill-test"
 MAX_MODEL_LEN = 512
+# TOKENMILL_TEST_ENGINE_PROCESS=1 serves the shared server's engine core from its own process (as
+# `tokenmill serve` does by default); then `core` only offers the tokenizer, so tests that patch the
+# in-process EngineCore run in the default, in-process mode only.
+ENGINE_PROCESS = os.environ.get("TOKENMILL_TEST_ENGINE_PROCESS") == "1"
+ENGINE_ARGS = dict(dtype="float32", max_model_len=MAX_MODEL_LEN, kv_cache_memory=96 * 2**20, max_num_seqs=64)
 
 
 @dataclass
@@ -75,12 +82,20 @@ class LiveServer:
             time.sleep(0.1)
 
 
+@dataclass
+class _TokenizerOnly:
+    """Stands for the EngineCore of a server whose engine runs in another process."""
+
+    tokenizer: Any
+
+
 @contextmanager
-def serve_in_thread(core: EngineCore, *, cors_origins: list[str] | None = None,
+def serve_in_thread(core: Any, *, cors_origins: list[str] | None = None, state: ServerState | None = None,
                     **state_kwargs: Any) -> Iterator[LiveServer]:
-    """A real server over `core` on a free 127.0.0.1 port in a thread; stopped on leaving."""
-    state = build_state(core, **{"served_model_name": MODEL, "api_key": API_KEY, "shutdown_grace_s": 2.0,
-                                 **state_kwargs})
+    """A real server over `core` (or over a ready `state`) on a free 127.0.0.1 port in a thread; stopped on leaving."""
+    if state is None:
+        state = build_state(core, **{"served_model_name": MODEL, "api_key": API_KEY, "shutdown_grace_s": 2.0,
+                                     **state_kwargs})
     app = create_app(state)
     allow_origins(app, cors_origins or [])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -102,9 +117,14 @@ def serve_in_thread(core: EngineCore, *, cors_origins: list[str] | None = None,
 
 @pytest.fixture(scope="session")
 def live_server() -> LiveServer:
-    core = EngineCore(EngineArgs(dtype="float32", max_model_len=MAX_MODEL_LEN, kv_cache_memory=96 * 2**20,
-                                 max_num_seqs=64))
-    with serve_in_thread(core) as server:
+    state = None
+    if ENGINE_PROCESS:
+        state = build_process_state(EngineArgs(**ENGINE_ARGS), served_model_name=MODEL, api_key=API_KEY,
+                                    shutdown_grace_s=2.0, log_level="warning")
+        core = _TokenizerOnly(copy.deepcopy(state.tokenizer))
+    else:
+        core = EngineCore(EngineArgs(**ENGINE_ARGS))
+    with serve_in_thread(core, state=state) as server:
         yield server
 
 
