@@ -87,6 +87,7 @@ class _TokenizerOnly:
     """Stands for the EngineCore of a server whose engine runs in another process."""
 
     tokenizer: Any
+    args: EngineArgs
 
 
 @contextmanager
@@ -121,7 +122,7 @@ def live_server() -> LiveServer:
     if ENGINE_PROCESS:
         state = build_process_state(EngineArgs(**ENGINE_ARGS), served_model_name=MODEL, api_key=API_KEY,
                                     shutdown_grace_s=2.0, log_level="warning")
-        core = _TokenizerOnly(copy.deepcopy(state.tokenizer))
+        core = _TokenizerOnly(copy.deepcopy(state.tokenizer), EngineArgs(**ENGINE_ARGS))
     else:
         core = EngineCore(EngineArgs(**ENGINE_ARGS))
     with serve_in_thread(core, state=state) as server:
