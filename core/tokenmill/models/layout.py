@@ -22,10 +22,11 @@ def checkpoint_layout(model: nn.Module, arch: ArchConfig) -> Layout:
         "gate_up_proj": (arch.intermediate_size, arch.intermediate_size),
     }
     layout: Layout = {}
+    fused = getattr(model, "fused_in_checkpoint", ())  # merged projections the checkpoint stores merged (Phi-3)
     for name, param in model.named_parameters():
         module_path, _, leaf = name.rpartition(".")
         parent, _, module_name = module_path.rpartition(".")
-        if module_name not in _MERGED_PARTS:
+        if module_name not in _MERGED_PARTS or module_name in fused:
             layout[name] = [(name, tuple(param.shape))]
             continue
         rows = part_rows[module_name]

@@ -9,7 +9,9 @@ from torch import nn
 
 from tokenmill.errors import ModelLoadError
 from tokenmill.models.arch_config import ArchConfig, FamilyTraits
+from tokenmill.models.gemma import GemmaForCausalLM
 from tokenmill.models.llama import LlamaForCausalLM
+from tokenmill.models.phi3 import Phi3ForCausalLM
 from tokenmill.models.qwen3 import Qwen3ForCausalLM
 
 
@@ -21,11 +23,18 @@ class ModelEntry:
     traits: FamilyTraits
 
 
+_GELU_TANH = ("gelu_pytorch_tanh", "gelu_tanh")  # transformers' and vLLM's names for the same GELU
+
 _REGISTRY: dict[str, ModelEntry] = {
     "LlamaForCausalLM": ModelEntry(LlamaForCausalLM, FamilyTraits()),
     "MistralForCausalLM": ModelEntry(LlamaForCausalLM, FamilyTraits()),
     "Qwen2ForCausalLM": ModelEntry(LlamaForCausalLM, FamilyTraits(qkv_bias=True, o_bias=False)),
     "Qwen3ForCausalLM": ModelEntry(Qwen3ForCausalLM, FamilyTraits(qk_norm=True)),
+    "Gemma2ForCausalLM": ModelEntry(GemmaForCausalLM, FamilyTraits(activations=_GELU_TANH, sliding_pattern=2)),
+    "Gemma3ForCausalLM": ModelEntry(
+        GemmaForCausalLM, FamilyTraits(qk_norm=True, activations=_GELU_TANH, sliding_pattern=6)
+    ),
+    "Phi3ForCausalLM": ModelEntry(Phi3ForCausalLM, FamilyTraits()),
 }
 
 

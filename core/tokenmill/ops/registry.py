@@ -16,6 +16,7 @@ _REFERENCES: dict[str, Callable[..., Any]] = {
     "top_k_top_p": reference.top_k_top_p,
     "argmax": reference.argmax,  # since contract 2.0
     "sample": reference.sample,  # since contract 2.0: the whole sampling step
+    "gelu_tanh_and_mul": reference.gelu_tanh_and_mul,  # Gemma's GeGLU
 }
 OP_NAMES = tuple(_REFERENCES)
 

@@ -86,7 +86,7 @@ def test_legacy_rope_fields_parse_like_the_new_ones():
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, "'yarn' is not supported"),
+        ({"rope_parameters": {"rope_type": "bogus", "factor": 4.0}}, "'bogus' is not supported"),
         ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
         ({"num_key_value_heads": 3}, "not a multiple"),
         ({"hidden_size": None}, "'hidden_size'"),
