@@ -26,14 +26,21 @@ def _rounded(value: float, dtype: torch.dtype) -> float:
 
 
 class GemmaRMSNorm(RMSNorm):
-    """RMSNorm scaled by (1 + weight): Gemma checkpoints store the offset from one."""
+    """RMSNorm scaled by (1 + weight), all in float32 and rounded once, as transformers does.
+
+    Gemma checkpoints store the offset from one. The registry's rms_norm rounds the normalised
+    row before the weight multiply, which in bfloat16 drifts from Gemma's reference (and the
+    offset weight, ~2, costs a bit of bfloat16 precision), so this norm is plain torch.
+    """
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> Any:
         """x [T, H] -> [T, H]; with residual [T, H] -> (norm(x + residual), x + residual)."""
-        weight = self.weight + 1.0  # [H]
-        if residual is None:
-            return self._norm(x, weight, self.eps)
-        return self._add_norm(x, residual, weight, self.eps)
+        if residual is not None:
+            x = residual = x + residual
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * (1.0 + self.weight.float())
+        out = xf.to(x.dtype)
+        return out if residual is None else (out, residual)
 
 
 class GemmaMLP(nn.Module):
