@@ -37,7 +37,7 @@ def test_family_traits():
 
 
 def test_sliding_window_only_when_used():
-    assert _parse(CONFIGS["mistral"]).sliding_window == 4096
+    assert _parse(CONFIGS["mistral"]).sliding_window == 12
     assert _parse(CONFIGS["qwen2"]).sliding_window is None  # use_sliding_window is off
     windowed = Qwen2Config(use_sliding_window=True, sliding_window=64, max_window_layers=0, num_hidden_layers=2)
     windowed.architectures = ["Qwen2ForCausalLM"]

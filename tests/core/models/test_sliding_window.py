@@ -97,3 +97,20 @@ def test_full_attention_would_differ(dirs, cpu):
     full = run_greedy(bundle, plugins, platform, [_prompt()], 2).logits[0]
     assert torch.allclose(windowed[:12], full[:12], atol=1e-5)  # inside the window: the same
     assert (windowed[12:] - full[12:]).abs().max() > 1e-2
+
+
+def test_a_backend_without_windows_caps_the_context_or_is_refused(dirs):
+    """static_toy's backend declares neither window nor soft-cap support: the core caps a windowed
+    model's context at its window (exact there), refuses a longer one, and refuses soft-capping."""
+    from tokenmill.errors import ModelLoadError, TokenmillError
+    from tokenmill.plugin_manager import load_plugins
+
+    plugins = load_plugins()
+    platform = plugins.select("static_toy")
+    bundle = load_model_bundle(str(dirs["mistral"]), platform=platform, plugins=plugins, dtype="float32")
+    assert bundle.max_model_len == 12 and bundle.kv_window is None
+    assert all(layer.self_attn._backend is bundle.attn_backend for layer in bundle.model.model.layers)
+    with pytest.raises(TokenmillError, match=r"does not support sliding-window attention.*--max-model-len 12 or less"):
+        load_model_bundle(str(dirs["mistral"]), platform=platform, plugins=plugins, dtype="float32", max_model_len=64)
+    with pytest.raises(ModelLoadError, match="soft-capping"):
+        load_model_bundle(str(dirs["gemma2"]), platform=platform, plugins=plugins, dtype="float32")
