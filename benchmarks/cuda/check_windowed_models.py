@@ -1,4 +1,5 @@
-"""GPU check: tiny windowed models (Mistral: every layer windowed; Gemma 3: local + global) through
+"""GPU check: tiny windowed models (Mistral, Phi-3: every layer windowed; Gemma 2/3: local + global,
+Gemma 2 soft-capped) through
 the real engine on CUDA (Triton kernels, CUDA graphs), greedy tokens against transformers on the
 same GPU, and the KV blocks a long Mistral request holds. Prints one line per model.
 
@@ -52,7 +53,7 @@ def main() -> int:
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
     failures = 0
     with tempfile.TemporaryDirectory() as root:
-        for family in ("mistral", "gemma3", "phi3"):
+        for family in ("mistral", "gemma2", "gemma3", "phi3"):
             path = write_tiny_model(family, Path(root) / family, seed=3)
             want = _hf_tokens(path)
             for eager in (True, False):
@@ -62,13 +63,6 @@ def main() -> int:
                 failures += not ok
                 print(f"{family} {'eager' if eager else 'graphs'}: {same}/{NEW} tokens equal to transformers "
                       f"({'OK' if ok else 'DIFFER'}); blocks held per step max {max(held[1:])}, at prefill {held[0]}")
-        path = write_tiny_model("gemma2", Path(root) / "gemma2", seed=3)
-        try:
-            EngineCore(EngineArgs(model=str(path), dtype="float32", device="cuda", kv_cache_memory=64 << 20))
-            print("gemma2: loaded (unexpected: the Triton kernels have no soft-cap)")
-            failures += 1
-        except Exception as exc:  # the refusal should name the soft cap
-            print(f"gemma2: refused: {exc}")
     return 1 if failures else 0
 
 

@@ -40,10 +40,11 @@ def _merge_head(part_acc_ptr, part_ml_ptr, dst_ptr, part0, D: tl.constexpr, NUM_
 def _decode_kernel(
     q_ptr, cache_ptr, out_ptr, part_acc_ptr, part_ml_ptr, count_ptr,
     req_ptr, qsl_ptr, seq_lens_ptr, bt_ptr,
-    q_stride_t, q_stride_h, out_stride_t, out_stride_h, bt_stride, v_offset, scale_log2, window,
+    q_stride_t, q_stride_h, out_stride_t, out_stride_h, bt_stride, v_offset, scale_log2, window, cap_log2,
     HKV: tl.constexpr, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, S: tl.constexpr,
     BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, PURE_DECODE: tl.constexpr,
     DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, USE_PDL: tl.constexpr, WINDOWED: tl.constexpr,
+    SOFT_CAP: tl.constexpr,
 ):
     wait_for_previous(USE_PDL)
     kv_head, split, pid_r = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -75,7 +76,8 @@ def _decode_kernel(
         offs = kv_tile_offsets(bt_row, n, n_mask, kv_head, S, HKV, D)  # [BLOCK_N, D]
         k = tl.load(cache_ptr + offs, mask=n_mask[:, None], other=0.0)
         v = tl.load(cache_ptr + v_offset + offs, mask=n_mask[:, None], other=0.0)
-        m_i, l_i, acc = softmax_step(q, k, v, n_mask[None, :], m_i, l_i, acc, scale_log2, DOT_PREC, UPCAST)
+        m_i, l_i, acc = softmax_step(q, k, v, n_mask[None, :], m_i, l_i, acc, scale_log2, DOT_PREC, UPCAST,
+                                     cap_log2, SOFT_CAP)
 
     dst = out_ptr + token * out_stride_t + head[:, None] * out_stride_h + d[None, :]
     if NUM_SPLITS == 1:
@@ -110,6 +112,7 @@ def decode_attention(
     metadata,  # TritonAttentionMetadata
     scale: float,
     window: int | None = None,
+    soft_cap: float | None = None,
 ) -> None:
     """Attend each decode request's single query row over its cached sequence (its last `window` keys)."""
     md = metadata
@@ -123,8 +126,9 @@ def decode_attention(
         md.decode_reqs, md.query_start_loc, md.seq_lens, md.block_tables,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), md.block_tables.stride(0),
         kv_cache[0].numel(), scale * 1.4426950408889634, window or 0,
+        (soft_cap or 0.0) * 1.4426950408889634,
         HKV=num_kv_heads, G=group, G_PAD=max(16, triton.next_power_of_2(group)), D=head_size,
         S=block_size, BLOCK_N=block_n, NUM_SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits),
         PURE_DECODE=md.is_pure_decode, DOT_PREC=dot_precision(query.dtype), UPCAST=interpreting(),
-        WINDOWED=bool(window), num_warps=4, num_stages=2, **launch_options(),
+        WINDOWED=bool(window), SOFT_CAP=bool(soft_cap), num_warps=4, num_stages=2, **launch_options(),
     )

@@ -20,10 +20,10 @@ from tokenmill_triton.paged_tile import NEG_BIG, dot_precision, interpreting, kv
 @triton.jit
 def _prefill_kernel(
     q_ptr, cache_ptr, out_ptr, req_ptr, qsl_ptr, seq_lens_ptr, bt_ptr,
-    q_stride_t, q_stride_h, out_stride_t, out_stride_h, bt_stride, v_offset, scale_log2, window,
+    q_stride_t, q_stride_h, out_stride_t, out_stride_h, bt_stride, v_offset, scale_log2, window, cap_log2,
     HKV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, S: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
-    WINDOWED: tl.constexpr,
+    WINDOWED: tl.constexpr, SOFT_CAP: tl.constexpr,
 ):
     head, m_tile, pid_r = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     req = tl.load(req_ptr + pid_r)
@@ -55,7 +55,7 @@ def _prefill_kernel(
         offs = kv_tile_offsets(bt_row, n, n < full_end, kv_head, S, HKV, D)
         k = tl.load(cache_ptr + offs)
         v = tl.load(cache_ptr + v_offset + offs)
-        m_i, l_i, acc = softmax_step(q, k, v, all_visible, m_i, l_i, acc, scale_log2, DOT_PREC, UPCAST)
+        m_i, l_i, acc = softmax_step(q, k, v, all_visible, m_i, l_i, acc, scale_log2, DOT_PREC, UPCAST, cap_log2, SOFT_CAP)
     causal_end = tl.minimum(seq_len, ctx + (m_tile + 1) * BLOCK_M)
     for n0 in range(masked_start, causal_end, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
@@ -66,7 +66,7 @@ def _prefill_kernel(
         visible = (n[None, :] <= (ctx + rows)[:, None]) & n_mask[None, :]
         if WINDOWED:
             visible = visible & (n[None, :] > (ctx + rows)[:, None] - window)
-        m_i, l_i, acc = softmax_step(q, k, v, visible, m_i, l_i, acc, scale_log2, DOT_PREC, UPCAST)
+        m_i, l_i, acc = softmax_step(q, k, v, visible, m_i, l_i, acc, scale_log2, DOT_PREC, UPCAST, cap_log2, SOFT_CAP)
 
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     dst = out_ptr + tokens[:, None] * out_stride_t + head * out_stride_h + d[None, :]
@@ -87,6 +87,7 @@ def prefill_attention(
     metadata,  # TritonAttentionMetadata
     scale: float,
     window: int | None = None,
+    soft_cap: float | None = None,
 ) -> None:
     """Causal attention of each prefill request's new rows over its cached prefix and itself
     (over its last `window` keys per row, with a window)."""
@@ -99,7 +100,8 @@ def prefill_attention(
         query, kv_cache, out, md.prefill_reqs, md.query_start_loc, md.seq_lens, md.block_tables,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), md.block_tables.stride(0),
         kv_cache[0].numel(), scale * 1.4426950408889634, window or 0,
+        (soft_cap or 0.0) * 1.4426950408889634,
         HKV=num_kv_heads, G=num_heads // num_kv_heads, D=head_size, S=block_size,
         BLOCK_M=block_m, BLOCK_N=block_n, DOT_PREC=dot_precision(query.dtype), UPCAST=interpreting(),
-        WINDOWED=bool(window), num_warps=warps, num_stages=2,
+        WINDOWED=bool(window), SOFT_CAP=bool(soft_cap), num_warps=warps, num_stages=2,
     )

@@ -121,7 +121,16 @@ def test_windowed_prefill_chunks_and_prefix_with_freed_blocks():
     _run_windowed([70, 90, 1], [120, 90, 65], window=20, seed=2, free_behind=True)
 
 
-def test_soft_cap_is_refused_by_name():
-    spec = AttentionSpec(4, 2, 32, 16, torch.float32, logits_soft_cap=50.0)
-    reasons = TritonAttentionBackend(spec, DEVICE).unsupported_reasons(spec)
-    assert any("soft-capping" in r for r in reasons)
+@pytest.mark.parametrize("window", [None, 20])
+def test_soft_capped_decode_and_prefill(window):
+    """Scores become cap * tanh(s / cap) (Gemma 2), with and without a window; a small cap so it bites."""
+    dtype, scale, cap = torch.float32, 32**-0.5, 1.5
+    case = make_case([1, 40, 1], [300, 70, 9], 4, 2, 32, 16, dtype, DEVICE, seed=4)
+    spec = AttentionSpec(4, 2, 32, 16, dtype, sliding_window=window, logits_soft_cap=cap)
+    backend = TritonAttentionBackend(spec, DEVICE)
+    assert backend.unsupported_reasons(spec) == [] and backend.supports_logits_soft_cap
+    expected_cache = write_reference(case)
+    ref = attention_reference(case, expected_cache, scale, window, cap)
+    assert rel_error(attention_reference(case, expected_cache, scale, window), ref) > 1e-3  # the cap matters
+    out = backend.forward(case.query, case.key, case.value, case.kv_cache, backend.build_metadata(case.batch), scale)
+    assert rel_error(out, ref) < TOLERANCE[dtype]

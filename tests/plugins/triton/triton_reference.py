@@ -75,7 +75,8 @@ def write_reference(case: PagedCase) -> torch.Tensor:
     return cache
 
 
-def attention_reference(case: PagedCase, cache: torch.Tensor, scale: float, window: int | None = None) -> torch.Tensor:
+def attention_reference(case: PagedCase, cache: torch.Tensor, scale: float, window: int | None = None,
+                        soft_cap: float | None = None) -> torch.Tensor:
     """[T, Hq, D] float64: each new row attends causally over its request's gathered cache
     (with a window W: the row at position p over keys p - W < j <= p)."""
     b = case.batch
@@ -91,6 +92,8 @@ def attention_reference(case: PagedCase, cache: torch.Tensor, scale: float, wind
         k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)  # [s, Hq, D]
         q = case.query[starts[r] : starts[r] + q_len].cpu().double()  # [q, Hq, D]
         scores = torch.einsum("qhd,khd->hqk", q, k) * scale
+        if soft_cap is not None:
+            scores = torch.tanh(scores / soft_cap) * soft_cap
         rows = (s_len - q_len + torch.arange(q_len))[:, None]  # [q, 1], each row's position
         visible = pos[None, :] <= rows  # [q, s]
         if window is not None:
