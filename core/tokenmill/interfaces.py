@@ -70,6 +70,12 @@ class AttentionSpec:
     block_size: int  # S, tokens per KV block
     dtype: Any  # torch.dtype of q/k/v and of the attention output (the model dtype)
     kv_cache_dtype: Any = None  # torch.dtype of the cache; None means `dtype` (--kv-cache-dtype auto)
+    # Optional, read only by backends that declare `supports_sliding_window` (see AttentionBackend):
+    # the query at position p attends keys j with p - sliding_window < j <= p; None: every j <= p.
+    sliding_window: int | None = None
+    # Optional, read only by backends that declare `supports_logits_soft_cap`: scores s (after the
+    # scale) become cap * tanh(s / cap) before the softmax (Gemma 2); None: no capping.
+    logits_soft_cap: float | None = None
 
     def __post_init__(self) -> None:
         if self.kv_cache_dtype is None:
@@ -138,7 +144,18 @@ class ShapeBuckets:
 
 @runtime_checkable
 class AttentionBackend(Protocol):
-    """Paged attention for one platform and one AttentionSpec."""
+    """Paged attention for one platform and one AttentionSpec.
+
+    Optional members (default False): `supports_sliding_window` and `supports_logits_soft_cap` say
+    the backend honours those AttentionSpec fields. The core builds one backend per distinct
+    per-layer spec (Gemma's local and global layers get two), all from the same plugin; they must
+    share `kv_cache_shape`, and a windowed or capped backend must accept the metadata built by
+    `build_metadata` of the model's base backend (the spec without a window), because the core
+    builds one metadata per step and every layer reads it. A backend without
+    `supports_sliding_window` is given no windowed spec: the core then caps the context to the
+    smallest window (full attention is exact there) and refuses a longer --max-model-len; a soft
+    cap on a backend without `supports_logits_soft_cap` is refused at load.
+    """
 
     name: str
 

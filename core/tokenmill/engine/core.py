@@ -77,7 +77,9 @@ class EngineCore:
         pool = self._allocate_pool()
         self.max_model_len = pool.max_model_len
         self.num_blocks = pool.num_blocks
-        self.kv = KVCacheManager(pool.num_blocks, args.block_size, args.enable_prefix_caching)
+        self.kv = KVCacheManager(pool.num_blocks, args.block_size, args.enable_prefix_caching,
+                                 sliding_window=getattr(self.bundle, "kv_window", None),  # all layers windowed
+                                 null_block=pool.num_blocks if self.platform.static_shapes else 0)
         self.scheduler = Scheduler(self.kv, max_num_batched_tokens=args.max_num_batched_tokens,
                                    max_num_seqs=args.max_num_seqs, max_model_len=self.max_model_len)
         padding = self._padding(pool.num_blocks) if self.platform.static_shapes else None

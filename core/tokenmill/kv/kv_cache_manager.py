@@ -32,11 +32,23 @@ class KVCacheManager:
     last token (the step that writes it is the one being scheduled), so prompt blocks and blocks
     filled by generated tokens alike become hittable. A block's hash chains over its parent's, so a
     hit on block i implies the whole prefix up to block i matches.
+
+    With `sliding_window` W (every layer of the model attends only its last W keys), each
+    allocation also releases the request's blocks that lie wholly before the window of the step's
+    first new token (position p reads keys > p - W), as vLLM does; their table entries become
+    `null_block`, which the attention backends never read because it is outside every window. A
+    released block keeps its prefix-cache entry until evicted, so equal prefixes still hit it.
     """
 
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True,
+                 sliding_window: int | None = None, null_block: int = 0) -> None:
         if block_size < 1:
             raise ValueError(f"block_size must be positive, got {block_size}")
+        if sliding_window is not None and sliding_window < 1:
+            raise ValueError(f"sliding_window must be positive, got {sliding_window}")
+        self.sliding_window = sliding_window
+        self.null_block = null_block
+        self._num_dropped: dict[str, int] = {}  # request id -> leading table entries released (window)
         self.pool = BlockPool(num_blocks)
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
@@ -123,7 +135,20 @@ class KVCacheManager:
             table.extend(block.block_id for block in self.pool.allocate(num_needed))
         if self.enable_prefix_caching:
             self._register_full_blocks(request, table, num_total)
+        if self.sliding_window is not None:
+            self._drop_behind_window(request.request_id, table, request.num_computed_tokens)
         return list(table)
+
+    def _drop_behind_window(self, request_id: str, table: list[int], first_position: int) -> None:
+        """Release the blocks every key of which is before the window of position `first_position`."""
+        num_behind = min(max(0, first_position - self.sliding_window + 1) // self.block_size, len(table))
+        done = self._num_dropped.get(request_id, 0)
+        if num_behind <= done:
+            return
+        blocks = self.pool.blocks
+        self.pool.release(blocks[table[i]] for i in range(done, num_behind))
+        table[done:num_behind] = [self.null_block] * (num_behind - done)
+        self._num_dropped[request_id] = num_behind
 
     def _admit(self, request: Request, num_new_tokens: int, prefix: PrefixHit) -> list[int] | None:
         """First allocation of a request: take the hit blocks, then new ones for the rest."""
@@ -143,6 +168,8 @@ class KVCacheManager:
         table.extend(block.block_id for block in self.pool.allocate(num_needed))
         if self.enable_prefix_caching:
             self._register_full_blocks(request, table, num_total)
+        if self.sliding_window is not None:
+            self._drop_behind_window(request.request_id, table, prefix.num_tokens)
         return list(table)
 
     def free(self, request: Request) -> None:
@@ -155,14 +182,15 @@ class KVCacheManager:
         """
         table = self._tables.pop(request.request_id, None)
         self._num_registered.pop(request.request_id, None)
+        dropped = self._num_dropped.pop(request.request_id, 0)  # entries already released (sliding window)
         if table is None:
             return
         blocks = self.pool.blocks
-        for index in range(request.num_computed_tokens // self.block_size, len(table)):
+        for index in range(max(dropped, request.num_computed_tokens // self.block_size), len(table)):
             block = blocks[table[index]]
             if block.ref_cnt == 1:
                 self.pool.uncache(block)
-        self.pool.release(blocks[i] for i in reversed(table))
+        self.pool.release(blocks[i] for i in reversed(table[dropped:]))
 
     def reset_prefix_cache(self) -> bool:
         """Forget all cached content; refused (False) while any request holds blocks."""

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tokenmill.config import check_quantization
-from tokenmill.errors import ModelLoadError, TokenmillError
+from tokenmill.errors import ModelLoadError
 from tokenmill.interfaces import AttentionSpec
 from tokenmill.loaders.chat_template_source import read_chat_template
 from tokenmill.loaders.default_model import default_model_path
@@ -18,6 +18,7 @@ from tokenmill.loaders.dtype import resolve_dtype, resolve_kv_cache_dtype
 from tokenmill.loaders.gguf_checkpoint import GGUFCheckpoint
 from tokenmill.loaders.hub import model_path
 from tokenmill.loaders.quant_config import quant_format
+from tokenmill.loaders.layer_attention import plan_layer_attention
 from tokenmill.loaders.quantization import linear_schemes, pack_model
 from tokenmill.loaders.quantized_checkpoint import QuantizedCheckpoint
 from tokenmill.loaders.safetensors_checkpoint import PICKLE_SUFFIXES, SafetensorsCheckpoint, refuse_pickle
@@ -36,7 +37,7 @@ class ModelBundle:
     arch: ArchConfig
     tokenizer: Any  # transformers PreTrainedTokenizerFast, .chat_template set when the model has one
     attn_backend: Any  # the platform's AttentionBackend for attn_spec
-    attn_spec: AttentionSpec
+    attn_spec: AttentionSpec  # the base spec (no sliding window); windowed layers have their own backends
     dtype: torch.dtype
     device: torch.device
     max_model_len: int
@@ -44,6 +45,8 @@ class ModelBundle:
     source: str  # the path the model came from
     num_params: int
     packed_layers: dict[str, int]  # scheme -> linear layers running packed ({} when all are dense)
+    kv_window: int | None = None  # every layer attends through a window this long at most: the KV
+    # manager frees blocks behind it (None: some layer attends to everything)
 
 
 def open_checkpoint(model: str | None, revision: str | None = None) -> Checkpoint:
@@ -92,18 +95,19 @@ def load_model_bundle(
     device = torch.device(platform.device_type)
     checkpoint = open_checkpoint(model, revision)
     arch, entry = arch_config(checkpoint.config, source=checkpoint.source)
-    max_len = _max_model_len(arch, max_model_len)
     source = Path(checkpoint.source) if tokenizer is None else model_path(tokenizer, None, tokenizer_only=True)
     tokenizer = load_tokenizer(source)  # before the weights: fail fast, cheaply
     if chat_template is not None:
         tokenizer.chat_template = read_chat_template(chat_template)
     spec = AttentionSpec(arch.num_heads, arch.num_kv_heads, arch.head_size, block_size, torch_dtype,
-                         resolve_kv_cache_dtype(kv_cache_dtype, torch_dtype, platform))
-    backend = plugins.attention_backend(platform, spec)
+                         resolve_kv_cache_dtype(kv_cache_dtype, torch_dtype, platform),
+                         logits_soft_cap=arch.attn_logit_softcap)
+    attention = plan_layer_attention(arch, spec, plugins, platform, max_model_len)
+    backend, max_len = attention.base_backend, attention.max_model_len
     ops = OpRegistry(plugins.op_overrides(platform))
     cos_sin = cos_sin_cache(arch, max_len, device)  # float32 [max_len, D]
     with torch.device("meta"):  # no memory or random init for weights the checkpoint overwrites
-        net = entry.model_class(arch, ops, backend, cos_sin)
+        net = entry.model_class(arch, ops, attention.layer_backends, cos_sin)
     layout = checkpoint_layout(net, arch)
     load_weights(net, layout, checkpoint, torch_dtype, device)
     net.tie_weights()
@@ -127,21 +131,8 @@ def load_model_bundle(
         source=checkpoint.source,
         num_params=num_params,
         packed_layers=packed,
+        kv_window=attention.kv_window,
     )
-
-
-def _max_model_len(arch: ArchConfig, requested: int | None) -> int:
-    """The model's context, capped by a sliding window (we attend fully, which is exact within it)."""
-    limit = arch.max_position_embeddings
-    if arch.sliding_window is not None:
-        limit = min(limit, arch.sliding_window)
-    if requested is None:
-        return limit
-    if requested > limit:
-        raise TokenmillError(
-            f"--max-model-len {requested} exceeds this model's context of {limit} tokens; use at most {limit}"
-        )
-    return requested
 
 
 def _eos_ids(arch: ArchConfig, tokenizer: Any) -> list[int]:

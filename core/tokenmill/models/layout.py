@@ -21,6 +21,7 @@ def checkpoint_layout(model: nn.Module, arch: ArchConfig) -> Layout:
         "qkv_proj": (arch.q_size, arch.kv_size, arch.kv_size),
     }
     layout: Layout = {}
+    fused = getattr(model, "fused_in_checkpoint", ())  # merged projections the checkpoint stores merged (Phi-3)
     for name, param in model.named_parameters():
         module_path, _, leaf = name.rpartition(".")
         parent, _, module_name = module_path.rpartition(".")
@@ -29,7 +30,7 @@ def checkpoint_layout(model: nn.Module, arch: ArchConfig) -> Layout:
             layout[name] = own_parts(leaf)
             continue
         part_rows["gate_up_proj"] = (param.shape[0] // 2,) * 2  # gate rows, then as many up rows
-        if module_name not in _MERGED_PARTS:
+        if module_name not in _MERGED_PARTS or module_name in fused:
             layout[name] = [(name, tuple(param.shape))]
             continue
         rows = part_rows[module_name]

@@ -12,6 +12,15 @@ from tokenmill.models.layers import GatedMLP, PagedSelfAttention, RMSNorm, Vocab
 from tokenmill.ops import OpRegistry
 
 
+def layer_backends(attn_backend: Any, num_layers: int) -> list[Any]:
+    """Each layer's attention backend, from one shared backend or a per-layer list."""
+    if isinstance(attn_backend, (list, tuple)):
+        if len(attn_backend) != num_layers:
+            raise ValueError(f"{len(attn_backend)} attention backends for {num_layers} layers")
+        return list(attn_backend)
+    return [attn_backend] * num_layers
+
+
 class DecoderLayer(nn.Module):
     """Pre-norm block; the residual stream is carried separately so each norm can fuse the add."""
 
@@ -56,10 +65,12 @@ class LlamaForCausalLM(nn.Module):
     attention_class: type[PagedSelfAttention] = PagedSelfAttention
 
     def __init__(self, arch: ArchConfig, ops: OpRegistry, attn_backend: Any, cos_sin: torch.Tensor) -> None:
+        """`attn_backend`: one backend for every layer, or a list with each layer's (sliding windows)."""
         super().__init__()
         self.arch = arch
+        backends = layer_backends(attn_backend, arch.num_layers)
         layers = [
-            DecoderLayer(arch, self.attention_class(arch, i, ops, attn_backend), ops, self.feed_forward(arch, i, ops))
+            DecoderLayer(arch, self.attention_class(arch, i, ops, backends[i]), ops, self.feed_forward(arch, i, ops))
             for i in range(arch.num_layers)
         ]
         self.model = DecoderModel(arch, layers, ops)

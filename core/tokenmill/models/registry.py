@@ -9,8 +9,10 @@ from torch import nn
 
 from tokenmill.errors import ModelLoadError
 from tokenmill.models.arch_config import ArchConfig, FamilyTraits
+from tokenmill.models.gemma import GemmaForCausalLM
 from tokenmill.models.llama import LlamaForCausalLM
 from tokenmill.models.moe_families import MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM
+from tokenmill.models.phi3 import Phi3ForCausalLM
 from tokenmill.models.qwen3 import Qwen3ForCausalLM
 
 
@@ -22,6 +24,8 @@ class ModelEntry:
     traits: FamilyTraits
 
 
+_GELU_TANH = ("gelu_pytorch_tanh", "gelu_tanh")  # transformers' and vLLM's names for the same GELU
+
 _REGISTRY: dict[str, ModelEntry] = {
     "LlamaForCausalLM": ModelEntry(LlamaForCausalLM, FamilyTraits()),
     "MistralForCausalLM": ModelEntry(LlamaForCausalLM, FamilyTraits()),
@@ -31,6 +35,11 @@ _REGISTRY: dict[str, ModelEntry] = {
     "MixtralForCausalLM": ModelEntry(MixtralForCausalLM, FamilyTraits(moe="mixtral")),
     "Qwen2MoeForCausalLM": ModelEntry(Qwen2MoeForCausalLM, FamilyTraits(qkv_bias=True, o_bias=False, moe="qwen_moe")),
     "Qwen3MoeForCausalLM": ModelEntry(Qwen3MoeForCausalLM, FamilyTraits(qk_norm=True, moe="qwen_moe")),
+    "Gemma2ForCausalLM": ModelEntry(GemmaForCausalLM, FamilyTraits(activations=_GELU_TANH, sliding_pattern=2)),
+    "Gemma3ForCausalLM": ModelEntry(
+        GemmaForCausalLM, FamilyTraits(qk_norm=True, activations=_GELU_TANH, sliding_pattern=6)
+    ),
+    "Phi3ForCausalLM": ModelEntry(Phi3ForCausalLM, FamilyTraits()),
 }
 
 

@@ -47,6 +47,12 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.silu(gate) * up
 
 
+def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """x [T, 2I] (gate then up) -> gelu(gate, tanh approximation) * up [T, I] (Gemma's GeGLU)."""
+    gate, up = x.chunk(2, dim=-1)
+    return torch.nn.functional.gelu(gate, approximate="tanh") * up
+
+
 def top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
     """Mask logits [B, V] to each row's top_k (int64 [B], <= 0 or >= V means off) and top_p
     nucleus (float32 [B], 1.0 means off); masked entries become -inf. Returns a new tensor."""

@@ -19,6 +19,7 @@ _REFERENCES: dict[str, Callable[..., Any]] = {
     "sample": reference.sample,  # since contract 2.0: the whole sampling step
     "fused_moe": fused_moe.fused_moe,  # added within contract 2 (a new name is compatible): the expert MLP
     "apply_token_bitmask": apply_token_bitmask,  # added within contract 2.0 (optional): structured outputs
+    "gelu_tanh_and_mul": reference.gelu_tanh_and_mul,  # Gemma's GeGLU
 }
 OP_NAMES = tuple(_REFERENCES)
 

@@ -10,6 +10,11 @@ A scenario with `buckets` is padded the way the engine pads a static-shape platf
 core's own StepPadding, with a null block past the request blocks); padding rows get random q/k/v
 and their outputs are dropped. A backend whose `functional_cache` is True has its returned cache
 threaded into the next call, as the model does.
+
+A scenario whose spec has a sliding window can `free_behind_window`, as the KV manager does
+when every layer is windowed: before each step, a request's blocks wholly behind the window of
+its first new token are overwritten with other (finite) garbage, as if reused by another request,
+and its block-table entries for them become the null block (block 0 on eager platforms).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Scenario:
     num_layers: int = 1
     seed: int = 0
     buckets: ShapeBuckets | None = None  # pad every step as for a static-shape platform
+    free_behind_window: bool = False  # release blocks behind the window, as the KV manager does
 
 
 @dataclass(slots=True)
@@ -81,6 +87,8 @@ def run_scenario(backend, allocator, scenario: Scenario) -> Outcome:
     functional = bool(optional(backend, "functional_cache", False))
     done = [r.shared_blocks * spec.block_size for r in scenario.requests]
     for step_index, step in enumerate(scenario.steps):
+        if scenario.free_behind_window:
+            _free_behind_window(scenario, step, done, tables, caches, 0 if padding is None else padding.null_block, gen)
         batch, positions = _make_batch(step, done, tables, spec.block_size, device, padding)
         metadata = backend.build_metadata(batch)
         for layer in range(len(caches)):
@@ -94,6 +102,22 @@ def run_scenario(backend, allocator, scenario: Scenario) -> Outcome:
             done[req] += num_new
     allocator.free(caches)
     return outcome
+
+
+def _free_behind_window(scenario: Scenario, step: list[tuple[int, int]], done: list[int], tables: list[list[int]],
+                        caches: list[torch.Tensor], null_block: int, gen: torch.Generator) -> None:
+    """Release (garble, and point at the null block) each stepping request's blocks behind its window."""
+    window, block_size = scenario.spec.sliding_window, scenario.spec.block_size
+    for req, _ in step:
+        behind = max(0, done[req] - window + 1) // block_size
+        for index in range(behind):
+            block = tables[req][index]
+            if block == null_block:
+                continue
+            for cache in caches:
+                garbage = torch.randn(cache[:, block].shape, generator=gen) * 100
+                cache[:, block] = garbage.to(device=cache.device, dtype=cache.dtype)
+            tables[req][index] = null_block
 
 
 def _functional_result(result, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +142,8 @@ def assert_matches_reference(outcome: Outcome, scenario: Scenario, steps: set[in
             if not positions:
                 continue
             got = torch.stack([rows[p] for p in positions])  # [R, Hq, D]
-            want = _reference_rows(outcome.sequences[layer][req], positions, spec.head_size**-0.5)
+            want = _reference_rows(outcome.sequences[layer][req], positions, spec.head_size**-0.5,
+                                   getattr(spec, "sliding_window", None), getattr(spec, "logits_soft_cap", None))
             torch.testing.assert_close(
                 got, want.to(got.dtype), **tol,
                 msg=lambda m, L=layer, r=req: f"layer {L}, request {r} ({spec}): {m}",
@@ -127,6 +152,9 @@ def assert_matches_reference(outcome: Outcome, scenario: Scenario, steps: set[in
 
 def _validate(scenario: Scenario) -> None:
     """Refuse a scenario that schedules more tokens than a request has, or an empty step entry."""
+    if scenario.free_behind_window and (scenario.spec.sliding_window is None
+                                        or any(r.shared_blocks for r in scenario.requests)):
+        raise ValueError("free_behind_window needs a spec with a sliding window and requests that share no blocks")
     done = [r.shared_blocks * scenario.spec.block_size for r in scenario.requests]
     for index, step in enumerate(scenario.steps):
         for req, num_new in step:
@@ -135,13 +163,15 @@ def _validate(scenario: Scenario) -> None:
                 raise ValueError(f"step {index} gives request {req} {num_new} tokens, past its length or empty")
 
 
-def _reference_rows(seq: Sequence, positions: list[int], scale: float) -> torch.Tensor:
+def _reference_rows(seq: Sequence, positions: list[int], scale: float, window: int | None = None,
+                    soft_cap: float | None = None) -> torch.Tensor:
     """Reference rows at `positions` (sorted), computed per run of consecutive positions."""
     parts, run_start = [], 0
     for i in range(1, len(positions) + 1):
         if i == len(positions) or positions[i] != positions[i - 1] + 1:
             first, last = positions[run_start], positions[i - 1] + 1
-            parts.append(causal_attention_chunked(seq.query[first:last], seq.key, seq.value, scale, first))
+            parts.append(causal_attention_chunked(seq.query[first:last], seq.key, seq.value, scale, first,
+                                                  window=window, soft_cap=soft_cap))
             run_start = i
     return torch.cat(parts).float()
 

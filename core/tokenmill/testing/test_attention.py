@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -130,3 +132,47 @@ def test_kv_cache_dtype_other_than_the_models(tokenmill_platform, make_backend, 
     requests = [PagedRequest(n) for n in (38, 5, 22)]
     steps = [[(0, 30), (1, 3), (2, 20)], [(0, 7), (1, 1), (2, 1)], [(0, 1), (2, 1), (1, 1)]]
     _check(make_backend, kv_allocator, Scenario(spec, requests, steps))
+
+
+def _feature_backend(make_backend, spec: AttentionSpec, member: str, what: str):
+    """The backend for `spec`, or a skip naming why: the base backend does not declare `member`."""
+    base = make_backend(dataclasses.replace(spec, sliding_window=None, logits_soft_cap=None))
+    if not optional(base, member, False):
+        pytest.skip(f"{base.name} does not declare {member}: the core never hands it {what} "
+                    "(windowed models get their context capped at the window; soft-capped ones are refused)")
+    return make_backend(spec)
+
+
+# Windowed steps: prefills longer than the window, chunks whose window starts inside cached
+# blocks, and decodes far past it; window 24 is not a multiple of the block size.
+WINDOW_REQUESTS = (100, 41, 7, 70)
+WINDOW_STEPS = [
+    [(0, 60), (1, 30), (2, 7)],  # prefills longer than the window
+    [(0, 25), (1, 1), (3, 33)],  # a chunk on cached KV, a decode, a fresh prefill
+    [(0, 1), (1, 1), (3, 20)],
+    [(0, 1), (1, 1), (3, 1)],  # pure decode, each request past its window
+    [(0, 13), (1, 8), (3, 16)],  # short chunks whose windows begin in released blocks' neighbours
+]
+
+
+@pytest.mark.parametrize("block_size", [16, 32])
+def test_sliding_window_with_blocks_released_behind_it(make_backend, kv_allocator, block_size, dtype):
+    """A spec with sliding_window: each query sees its last W keys; blocks behind the window are
+    garbage and their table entries the null block (as the KV manager leaves them)."""
+    spec = AttentionSpec(8, 2, 64, block_size, dtype, sliding_window=24)
+    backend = _feature_backend(make_backend, spec, "supports_sliding_window", "a windowed spec")
+    scenario = Scenario(spec, [PagedRequest(n) for n in WINDOW_REQUESTS], WINDOW_STEPS, num_layers=2,
+                        free_behind_window=True)
+    assert_matches_reference(run_scenario(backend, kv_allocator, scenario), scenario)
+
+
+def test_logits_soft_cap(make_backend, kv_allocator, dtype):
+    """A spec with logits_soft_cap (Gemma 2): scores s become cap * tanh(s / cap), windowed or not."""
+    for window in (None, 20):
+        spec = AttentionSpec(8, 2, 64, 16, dtype, sliding_window=window, logits_soft_cap=2.0)
+        backend = _feature_backend(make_backend, spec, "supports_logits_soft_cap", "a soft-capped spec")
+        if window is not None and not optional(backend, "supports_sliding_window", False):
+            continue
+        requests = [PagedRequest(n) for n in (47, 9, 31)]
+        steps = [[(0, 30), (1, 9), (2, 5)], [(0, 15), (2, 1)], [(0, 1), (2, 24)], [(2, 1), (0, 1)]]
+        _check(make_backend, kv_allocator, Scenario(spec, requests, steps))

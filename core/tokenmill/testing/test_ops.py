@@ -112,6 +112,15 @@ def test_silu_and_mul(op_overrides, tokenmill_platform, kv_allocator, dtype, row
     _close(fn(x.clone()), reference.silu_and_mul(x), dtype, "silu_and_mul")
 
 
+@SHAPES
+@given(rows=ROWS, inner=st.sampled_from([64, 96, 1536]), seed=st.integers(0, 2**16))
+def test_gelu_tanh_and_mul(op_overrides, tokenmill_platform, kv_allocator, dtype, rows, inner, seed):
+    """x [T, 2I] (gate, then up) -> gelu_tanh(gate) * up [T, I] (Gemma's GeGLU)."""
+    fn = _override(op_overrides, "gelu_tanh_and_mul", tokenmill_platform)
+    x = _randn(torch.Generator().manual_seed(seed), (rows, 2 * inner), dtype, kv_allocator.device, 3.0)
+    _close(fn(x.clone()), reference.gelu_tanh_and_mul(x), dtype, "gelu_tanh_and_mul")
+
+
 # ----------------------------------------------------------------------------- sampling ops
 
 

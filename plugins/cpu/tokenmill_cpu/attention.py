@@ -8,6 +8,12 @@ the new keys/values into their slots, then attends:
 - each prefill chunk: SDPA, causal on the new tokens alone, or over the gathered cache with a mask
   offset by the request's cached length (GQA folded into the query axis, which keeps SDPA on its
   fused kernel: enable_gqa with a mask falls back to the slow math path).
+
+A spec with a sliding window W (contract 2.x, optional): every query attends only keys
+p - W < j <= p. The native kernel skips the blocks before the window; the torch paths mask them
+(the masks are built once per step, by the first windowed layer). A spec with logits_soft_cap c
+turns scores s into c * tanh(s / c) before the softmax, which SDPA cannot do: those layers run a
+plain matmul-softmax-matmul over the same masks (the native kernel is not used for them).
 """
 
 from __future__ import annotations
@@ -27,10 +33,16 @@ class CpuAttentionBackend:
     """Paged attention for one AttentionSpec on the CPU."""
 
     name = "cpu_paged"
+    supports_sliding_window = True  # optional contract member: reads spec.sliding_window
+    supports_logits_soft_cap = True  # optional contract member: reads spec.logits_soft_cap
 
     def __init__(self, spec: AttentionSpec, native: bool = True) -> None:
         """`native=False` keeps decode on the gather + SDPA path (the kernel's fallback and reference)."""
         self.spec = spec
+        self.window = getattr(spec, "sliding_window", None)
+        self.soft_cap = getattr(spec, "logits_soft_cap", None)
+        self._general = bool(self.window or self.soft_cap)  # masks on every prefill, not is_causal
+        native = native and not self.soft_cap
         self._kernel = paged_decode_kernel(spec.dtype, spec.kv_cache_dtype, spec.head_size) if native else None
 
     def unsupported_reasons(self, spec: AttentionSpec) -> list[str]:
@@ -44,6 +56,11 @@ class CpuAttentionBackend:
             reasons.append(f"head_size must be positive, got {spec.head_size}")
         if spec.block_size < 1:
             reasons.append(f"block_size must be positive, got {spec.block_size}")
+        window, cap = getattr(spec, "sliding_window", None), getattr(spec, "logits_soft_cap", None)
+        if window is not None and (not isinstance(window, int) or window < 1):
+            reasons.append(f"sliding_window must be a positive number of keys, got {window!r}")
+        if cap is not None and not cap > 0:
+            reasons.append(f"logits_soft_cap must be positive, got {cap!r}")
         for what, dtype in (("dtype", spec.dtype), ("kv_cache_dtype", spec.kv_cache_dtype)):
             if dtype not in SUPPORTED_DTYPES:
                 reasons.append(f"{what} {dtype} is not one of float32, bfloat16, float16")
@@ -76,26 +93,34 @@ class CpuAttentionBackend:
         slots[0].index_copy_(0, metadata.slot_mapping, key)
         slots[1].index_copy_(0, metadata.slot_mapping, value)
         if metadata.pure_decode:
-            return self._decode(query, kv_cache, decode, scale)  # pure decode: no output scatter
+            return self._decode(query, kv_cache, decode, scale, None, metadata)  # pure decode: no output scatter
         out = torch.empty_like(query)
         if decode is not None:
-            out[decode.rows] = self._decode(query[decode.rows], kv_cache, decode, scale)
-        for plan in metadata.prefills:
-            out[plan.start : plan.end] = self._prefill(query, key, value, kv_cache, plan, scale)
+            out[decode.rows] = self._decode(query[decode.rows], kv_cache, decode, scale, None, metadata)
+        for index, plan in enumerate(metadata.prefills):
+            if self._general:
+                mask = metadata.prefill_mask(index, self.window, self.spec.num_heads // self.spec.num_kv_heads)
+                out[plan.start : plan.end] = self._prefill_masked(query, key, value, kv_cache, plan, mask, scale)
+            else:
+                out[plan.start : plan.end] = self._prefill(query, key, value, kv_cache, plan, scale)
         return out
 
     def _kernel_fits(self, kv_cache: torch.Tensor) -> bool:
         return self._kernel is not None and kv_cache.stride(-1) == 1
 
     def _decode(self, query: torch.Tensor, kv_cache: torch.Tensor, plan: DecodePlan, scale: float,
-                new_kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                new_kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                metadata: CpuAttentionMetadata | None = None) -> torch.Tensor:
         """query [Bd, Hq, D] (one token per request) -> [Bd, Hq, D]; new_kv (native kernel only) is
         written into the cache by the same call."""
         if self._kernel_fits(kv_cache):
-            return self._kernel(query, kv_cache, plan.block_table, plan.seq_lens, scale, new_kv).to(query.dtype)
-        return self._decode_sdpa(query, kv_cache, plan, scale)
+            out = self._kernel(query, kv_cache, plan.block_table, plan.seq_lens, scale, new_kv, self.window)
+            return out.to(query.dtype)
+        mask = plan.mask if metadata is None else metadata.decode_mask(self.window)
+        return self._decode_sdpa(query, kv_cache, plan, scale, mask)
 
-    def _decode_sdpa(self, query: torch.Tensor, kv_cache: torch.Tensor, plan: DecodePlan, scale: float) -> torch.Tensor:
+    def _decode_sdpa(self, query: torch.Tensor, kv_cache: torch.Tensor, plan: DecodePlan, scale: float,
+                     mask: torch.Tensor | None) -> torch.Tensor:
         """The fallback: gather the blocks densely, then one padded SDPA call; [Bd, Hq, D] -> [Bd, Hq, D]."""
         num_reqs, num_heads, head_size = query.shape
         num_kv_heads = kv_cache.shape[3]
@@ -105,9 +130,7 @@ class CpuAttentionBackend:
         # which is exact for decode because all rows of a request see the same keys.
         q = query.reshape(num_reqs, num_kv_heads, num_heads // num_kv_heads, head_size)  # [Bd, Hkv, G, D]
         kv = kv.to(query.dtype)  # no copy when the cache has the model's dtype
-        out = F.scaled_dot_product_attention(
-            q, kv[0].transpose(1, 2), kv[1].transpose(1, 2), attn_mask=plan.mask, scale=scale
-        )  # [Bd, Hkv, G, D]
+        out = self._attend(q, kv[0].transpose(1, 2), kv[1].transpose(1, 2), mask, scale)  # [Bd, Hkv, G, D]
         return out.reshape(num_reqs, num_heads, head_size)
 
     def _prefill(
@@ -143,6 +166,37 @@ class CpuAttentionBackend:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.mask, scale=scale)  # [1, Hkv, G * ql, D]
         out = out.view(num_kv_heads, -1, query_len, head_size).permute(2, 0, 1, 3)  # [ql, Hkv, G, D]
         return out.reshape(query_len, num_heads, head_size)
+
+
+    def _prefill_masked(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
+                        plan: PrefillPlan, mask: torch.Tensor, scale: float) -> torch.Tensor:
+        """A windowed or soft-capped prefill chunk, GQA folded into the query axis -> [ql, Hq, D].
+
+        Keys come from the new rows when nothing was cached, else from the gathered cache."""
+        q_rows = query[plan.start : plan.end]  # [ql, Hq, D]
+        query_len, num_heads, head_size = q_rows.shape
+        num_kv_heads = key.shape[1]
+        if plan.kv_rows is None:
+            kv = torch.stack((key[plan.start : plan.end], value[plan.start : plan.end])).to(query.dtype)  # [2, L, Hkv, D]
+        else:
+            kv = _gather(kv_cache, plan.kv_rows)[:, : plan.seq_len].to(query.dtype)  # [2, L, Hkv, D]
+        k, v = kv[0].transpose(0, 1).unsqueeze(0), kv[1].transpose(0, 1).unsqueeze(0)  # [1, Hkv, L, D]
+        q = q_rows.view(query_len, num_kv_heads, -1, head_size).permute(1, 2, 0, 3)  # [Hkv, G, ql, D]
+        q = q.reshape(1, num_kv_heads, -1, head_size)  # [1, Hkv, G * ql, D]
+        out = self._attend(q, k, v, mask, scale)  # [1, Hkv, G * ql, D]
+        out = out.view(num_kv_heads, -1, query_len, head_size).permute(2, 0, 1, 3)  # [ql, Hkv, G, D]
+        return out.reshape(query_len, num_heads, head_size)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                scale: float) -> torch.Tensor:
+        """q [..., M, D] over k, v [..., L, D] with a bool mask broadcast to [..., M, L] -> [..., M, D]."""
+        if not self.soft_cap:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale  # [..., M, L]
+        scores = torch.tanh(scores / self.soft_cap) * self.soft_cap
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.matmul(torch.softmax(scores, dim=-1), v.float()).to(q.dtype)
 
 
 def _gather(kv_cache: torch.Tensor, rows: KVRows) -> torch.Tensor:

@@ -87,6 +87,37 @@ class CpuAttentionMetadata:
     pure_decode: bool  # every row belongs to the decode group, in order: no output scatter needed
     decode: DecodePlan | None
     prefills: list[PrefillPlan]
+    # masks of windowed layers, made by their first layer's call and reused by the others:
+    # (plan index, window) -> bool mask; plan index -1 is the decode group
+    windowed_masks: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+
+    def decode_mask(self, window: int | None) -> torch.Tensor | None:
+        """The decode group's mask, [Bd, 1, 1, L]: key j of a request of length n is seen when
+        n - window <= j < n (every j < n without a window); None when nothing is masked."""
+        plan = self.decode
+        if window is None or window >= plan.max_len:
+            return plan.mask
+        key = (-1, window)
+        if key not in self.windowed_masks:
+            lens = plan.seq_lens.unsqueeze(1)  # [Bd, 1]
+            j = torch.arange(plan.max_len)  # [L]
+            self.windowed_masks[key] = ((j < lens) & (j >= lens - window)).view(-1, 1, 1, plan.max_len)
+        return self.windowed_masks[key]
+
+    def prefill_mask(self, index: int, window: int | None, group: int) -> torch.Tensor:
+        """Prefill plan `index`'s mask, [G * ql, seq_len]: row g * ql + i (token i, at position p) sees
+        keys j <= p and, with a window, j > p - window. Always a mask, also where nothing is cached."""
+        plan = self.prefills[index]
+        if plan.mask is not None and (window is None or window >= plan.seq_len):
+            return plan.mask
+        key = (index, window or 0)
+        if key not in self.windowed_masks:
+            query_len = plan.end - plan.start
+            rows = (torch.arange(query_len) + plan.seq_len - query_len).repeat(group).unsqueeze(1)  # [G * ql, 1]
+            j = torch.arange(plan.seq_len).unsqueeze(0)  # [1, seq_len]
+            mask = j <= rows
+            self.windowed_masks[key] = mask & (j > rows - window) if window else mask
+        return self.windowed_masks[key]
 
 
 def build_metadata(batch: AttentionBatch, block_size: int, group: int) -> CpuAttentionMetadata:

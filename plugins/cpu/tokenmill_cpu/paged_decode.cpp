@@ -13,6 +13,9 @@
 // Layout: k and v pools of element type T (float, bf16 bits, _Float16), addressed through block,
 // head and row strides with D contiguous (the plugin's [N, S, Hkv, D]); queries and outputs float32
 // [B, Hq, D] contiguous; block tables int64 [B, table_stride]; seq_lens int64 [B].
+// With a sliding window W > 0, a request of L keys attends only keys L - W .. L - 1: blocks wholly
+// before the window are never read (the KV manager may have freed them), and the first block's
+// leading rows get weight 0.
 // Measured and dropped: software prefetch of the next block, and register tiles over several query
 // heads; neither beat this simple form on the Zen3 reference machine.
 // Portable: GCC vector extensions lower to AVX2, AVX-512, NEON or scalar code, whatever -march gives.
@@ -92,8 +95,10 @@ struct Pool {
 struct Item {
     const int64_t* table;  // the request's block ids
     int64_t L, h0, nh, G, D, S;
+    int64_t lo;  // the first key attended: L - W under a sliding window W < L, else 0
 
     int64_t num_rows() const { return nh * G; }
+    int64_t first_block() const { return lo / S; }
     int64_t head(int64_t r) const { return h0 + r / G; }
     int64_t block_len(int64_t j) const { return L - j * S < S ? L - j * S : S; }
 };
@@ -103,8 +108,8 @@ template <typename T>
 static void qk(const float* q, const Pool<T>& k, const Item& it, float* scores, float* maxes) {
     const int64_t D = it.D, stride = k.row_stride;
     for (int64_t r = 0; r < it.num_rows(); ++r) maxes[r] = -3.0e38f;
-    for (int64_t j = 0; j * it.S < it.L; ++j) {
-        const int64_t n = it.block_len(j);
+    for (int64_t j = it.first_block(); j * it.S < it.L; ++j) {
+        const int64_t n = it.block_len(j), skip = it.lo - j * it.S;  // skip > 0: rows before the window
         for (int64_t r = 0; r < it.num_rows(); ++r) {
             const T* blk = k.rows(it.table[j], it.head(r));
             float* out = scores + r * it.L + j * it.S;
@@ -119,17 +124,24 @@ static void qk(const float* q, const Pool<T>& k, const Item& it, float* scores, 
                 out[t] = dot1(q + r * D, blk + t * stride, D);
                 maxes[r] = out[t] > maxes[r] ? out[t] : maxes[r];
             }
+            if (skip > 0) {  // the window starts inside this block: its leading rows take no part in the max
+                for (t = skip; t < n; ++t) maxes[r] = out[t] > maxes[r] ? out[t] : maxes[r];
+                continue;
+            }
             for (int i = 0; i < 8; ++i) maxes[r] = vmax[i] > maxes[r] ? vmax[i] : maxes[r];
         }
     }
 }
 
-// In place: scores[r * L + l] becomes e^(score - max_r); returns nothing, fills sums[r].
-static void exp_rows(float* scores, const float* maxes, float* sums, int64_t L, int64_t R) {
+// In place: scores[r * L + l] becomes e^(score - max_r) for l >= lo, and 0 for begin <= l < lo (keys
+// of the first block before the window); returns nothing, fills sums[r].
+static void exp_rows(float* scores, const float* maxes, float* sums, int64_t L, int64_t R, int64_t begin,
+                     int64_t lo) {
     for (int64_t r = 0; r < R; ++r) {
         float* x = scores + r * L;
         f32x8 acc = {};
-        int64_t l = 0;
+        for (int64_t l = begin; l < lo; ++l) x[l] = 0.0f;
+        int64_t l = lo;
         for (; l + 8 <= L; l += 8) {
             const f32x8 e = exp8(load8(x + l) - maxes[r]);
             std::memcpy(x + l, &e, sizeof e);
@@ -161,7 +173,7 @@ template <typename T>
 static void pv(const float* weights, const float* sums, const Pool<T>& v, const Item& it, float* out) {
     const int64_t D = it.D, stride = v.row_stride;
     std::memset(out, 0, sizeof(float) * it.num_rows() * D);
-    for (int64_t j = 0; j * it.S < it.L; ++j) {
+    for (int64_t j = it.first_block(); j * it.S < it.L; ++j) {
         const int64_t n = it.block_len(j);
         for (int64_t r = 0; r < it.num_rows(); ++r) {
             const T* blk = v.rows(it.table[j], it.head(r));
@@ -180,6 +192,7 @@ static void pv(const float* weights, const float* sums, const Pool<T>& v, const 
 
 struct Shape {
     int64_t num_heads, num_kv_heads, head_size, block_size, table_stride;
+    int64_t window;  // sliding window in keys; 0: attend to every key
 };
 
 // Work items are whole requests when there are enough of them to keep every thread busy: a
@@ -195,12 +208,13 @@ static void decode(const float* q, const Pool<T>& k, const Pool<T>& v, const int
 #pragma omp for schedule(dynamic)
         for (int64_t item = 0; item < B * items_per_req; ++item) {
             const int64_t b = item / items_per_req, h0 = item % items_per_req * nh;
-            const Item it{tables + b * s.table_stride, seq_lens[b], h0, nh, G, D, s.block_size};
+            const int64_t L = seq_lens[b], lo = s.window > 0 && L > s.window ? L - s.window : 0;
+            const Item it{tables + b * s.table_stride, L, h0, nh, G, D, s.block_size, lo};
             const int64_t R = it.num_rows(), row0 = (b * s.num_heads + h0 * G) * D;  // first query head
             for (int64_t i = 0; i < R * D; ++i) qs[i] = q[row0 + i] * scale;
             scores.resize(R * it.L);
             qk(qs.data(), k, it, scores.data(), stats.data());
-            exp_rows(scores.data(), stats.data(), stats.data() + R, it.L, R);
+            exp_rows(scores.data(), stats.data(), stats.data() + R, it.L, R, it.first_block() * it.S, lo);
             pv(scores.data(), stats.data() + R, v, it, out + row0);
         }
     }
@@ -252,8 +266,8 @@ static void write_rows(const NewRows<R>& rows, T* k, T* v, int64_t B, const Shap
                          int64_t B, int64_t num_heads, int64_t num_kv_heads, int64_t head_size,           \
                          int64_t block_size, int64_t table_stride, float scale, int num_threads,          \
                          const void* new_k, const void* new_v, int64_t new_stride_k, int64_t new_stride_v, \
-                         const int64_t* slots) {                                                          \
-        const Shape s{num_heads, num_kv_heads, head_size, block_size, table_stride};                      \
+                         const int64_t* slots, int64_t window) {                                          \
+        const Shape s{num_heads, num_kv_heads, head_size, block_size, table_stride, window};              \
         const NewRows<R> rows{static_cast<const R*>(new_k), static_cast<const R*>(new_v), new_stride_k,   \
                               new_stride_v, slots};                                                       \
         write_rows(rows, static_cast<T*>(k), static_cast<T*>(v), B, s, block_stride, head_stride, row_stride); \

@@ -24,6 +24,7 @@ CACHE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _ARGTYPES = [_PTR] * 3 + [_I64] * 3 + [_PTR] * 3 + [_I64] * 6 + [ctypes.c_float, ctypes.c_int]  # cache, shapes
 _ARGTYPES += [_PTR] * 2 + [_I64] * 2 + [_PTR]  # new keys/values, their row strides, their slots
+_ARGTYPES += [_I64]  # the sliding window (0: none)
 
 
 class PagedDecodeKernel:
@@ -45,8 +46,9 @@ class PagedDecodeKernel:
         seq_lens: torch.Tensor,  # int64 [B], each >= 1
         scale: float,
         new_kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        window: int | None = None,
     ) -> torch.Tensor:  # [B, Hq, D] float32
-        """With new_kv = (key [B, Hkv, D], value [B, Hkv, D], slots int64 [B]), key and value of the cache's
+        """`window` W: each request attends only its last W keys (earlier blocks are never read). With new_kv = (key [B, Hkv, D], value [B, Hkv, D], slots int64 [B]), key and value of the cache's
         dtype or float32 (converted) with D and Hkv contiguous, those rows are written into the cache first."""
         if kv_cache.dtype != self.cache_dtype:
             raise ValueError(f"kernel built for a {self.cache_dtype} cache, got {kv_cache.dtype}")
@@ -61,7 +63,7 @@ class PagedDecodeKernel:
             block_tables.data_ptr(), seq_lens.data_ptr(), out.data_ptr(), num_reqs, num_heads, num_kv_heads,
             head_size, block_size, block_tables.shape[1], scale, torch.get_num_threads(),
             key.data_ptr(), value.data_ptr(), key.stride(0), value.stride(0),
-            None if slots is None else slots.data_ptr(),
+            None if slots is None else slots.data_ptr(), window or 0,
         )  # fmt: skip
         return out
 

@@ -31,9 +31,13 @@ class TritonAttentionBackend:
     """
 
     name = "triton"
+    supports_sliding_window = True  # optional contract member: spec.sliding_window is honoured
+    supports_logits_soft_cap = True  # optional contract member: spec.logits_soft_cap is honoured
 
     def __init__(self, spec: AttentionSpec, device: torch.device | str) -> None:
         self.spec = spec
+        self.window = getattr(spec, "sliding_window", None)
+        self.soft_cap = getattr(spec, "logits_soft_cap", None)
         self.device = torch.device(device)
         self.shape = DecodeShape(
             spec.num_heads, spec.num_kv_heads, spec.head_size, spec.block_size,
@@ -55,6 +59,12 @@ class TritonAttentionBackend:
         if spec.kv_cache_dtype != spec.dtype:  # the kernels read and write the cache in the model dtype
             reasons.append(f"a {spec.kv_cache_dtype} KV cache under a {spec.dtype} model is not supported by the "
                            f"Triton kernels yet; use --kv-cache-dtype auto")
+        cap = getattr(spec, "logits_soft_cap", None)
+        if cap is not None and not cap > 0:
+            reasons.append(f"logits_soft_cap must be positive, got {cap!r}")
+        window = getattr(spec, "sliding_window", None)
+        if window is not None and (not isinstance(window, int) or window < 1):
+            reasons.append(f"sliding_window must be a positive number of keys, got {window!r}")
         if spec.num_kv_heads < 1 or spec.num_heads % spec.num_kv_heads:
             reasons.append(f"{spec.num_heads} query heads do not divide into {spec.num_kv_heads} KV heads")
         elif spec.num_heads // spec.num_kv_heads > MAX_GROUP:
@@ -91,7 +101,7 @@ class TritonAttentionBackend:
         query = rows_contiguous(query)
         out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
         if metadata.num_decodes:
-            decode_attention(query, kv_cache, out, metadata, scale)
+            decode_attention(query, kv_cache, out, metadata, scale, self.window, self.soft_cap)
         if metadata.num_prefills:
-            prefill_attention(query, kv_cache, out, metadata, scale)
+            prefill_attention(query, kv_cache, out, metadata, scale, self.window, self.soft_cap)
         return out

@@ -5,6 +5,8 @@ once per group, not once per query head) over one contiguous slice of the contex
 has too few (request, KV head) pairs to fill the GPU, the context is split across NUM_SPLITS
 programs that store partial (max, sum, numerator) rows; the last of them to finish, found by an
 atomic counter, merges them, so a step needs no second kernel (one launch fewer per layer).
+With a sliding window W, a request of L keys reads only keys L - W .. L - 1: the splits divide
+that range, and blocks before it are never loaded (the KV manager may have freed them).
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ def _merge_head(part_acc_ptr, part_ml_ptr, dst_ptr, part0, D: tl.constexpr, NUM_
 def _decode_kernel(
     q_ptr, cache_ptr, out_ptr, part_acc_ptr, part_ml_ptr, count_ptr,
     req_ptr, qsl_ptr, seq_lens_ptr, bt_ptr,
-    q_stride_t, q_stride_h, out_stride_t, out_stride_h, bt_stride, v_offset, scale_log2,
+    q_stride_t, q_stride_h, out_stride_t, out_stride_h, bt_stride, v_offset, scale_log2, window, cap_log2,
     HKV: tl.constexpr, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, S: tl.constexpr,
     BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, SPLITS_PAD: tl.constexpr, PURE_DECODE: tl.constexpr,
-    DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, USE_PDL: tl.constexpr,
+    DOT_PREC: tl.constexpr, UPCAST: tl.constexpr, USE_PDL: tl.constexpr, WINDOWED: tl.constexpr,
+    SOFT_CAP: tl.constexpr,
 ):
     wait_for_previous(USE_PDL)
     kv_head, split, pid_r = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -57,8 +60,11 @@ def _decode_kernel(
     g_mask = g < G
     q = tl.load(q_ptr + token * q_stride_t + head[:, None] * q_stride_h + d[None, :], mask=g_mask[:, None], other=0.0)
 
-    tiles_per_split = tl.cdiv(tl.cdiv(seq_len, BLOCK_N), NUM_SPLITS)
-    start = split * tiles_per_split * BLOCK_N
+    lo = 0
+    if WINDOWED:  # only the last `window` keys: the splits share that range
+        lo = tl.maximum(seq_len - window, 0)
+    tiles_per_split = tl.cdiv(tl.cdiv(seq_len - lo, BLOCK_N), NUM_SPLITS)
+    start = lo + split * tiles_per_split * BLOCK_N
     end = tl.minimum(seq_len, start + tiles_per_split * BLOCK_N)
     m_i = tl.full([G_PAD], NEG_BIG, tl.float32)
     l_i = tl.zeros([G_PAD], tl.float32)
@@ -70,7 +76,8 @@ def _decode_kernel(
         offs = kv_tile_offsets(bt_row, n, n_mask, kv_head, S, HKV, D)  # [BLOCK_N, D]
         k = tl.load(cache_ptr + offs, mask=n_mask[:, None], other=0.0)
         v = tl.load(cache_ptr + v_offset + offs, mask=n_mask[:, None], other=0.0)
-        m_i, l_i, acc = softmax_step(q, k, v, n_mask[None, :], m_i, l_i, acc, scale_log2, DOT_PREC, UPCAST)
+        m_i, l_i, acc = softmax_step(q, k, v, n_mask[None, :], m_i, l_i, acc, scale_log2, DOT_PREC, UPCAST,
+                                     cap_log2, SOFT_CAP)
 
     dst = out_ptr + token * out_stride_t + head[:, None] * out_stride_h + d[None, :]
     if NUM_SPLITS == 1:
@@ -104,8 +111,10 @@ def decode_attention(
     out: torch.Tensor,  # [T, Hq, D]; rows of decode requests are written
     metadata,  # TritonAttentionMetadata
     scale: float,
+    window: int | None = None,
+    soft_cap: float | None = None,
 ) -> None:
-    """Attend each decode request's single query row over its whole cached sequence."""
+    """Attend each decode request's single query row over its cached sequence (its last `window` keys)."""
     md = metadata
     _, _, block_size, num_kv_heads, head_size = kv_cache.shape
     num_heads = query.shape[1]
@@ -116,9 +125,10 @@ def decode_attention(
         query, kv_cache, out, md.partial_acc, md.partial_ml, md.split_counts,
         md.decode_reqs, md.query_start_loc, md.seq_lens, md.block_tables,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), md.block_tables.stride(0),
-        kv_cache[0].numel(), scale * 1.4426950408889634,
+        kv_cache[0].numel(), scale * 1.4426950408889634, window or 0,
+        (soft_cap or 0.0) * 1.4426950408889634,
         HKV=num_kv_heads, G=group, G_PAD=max(16, triton.next_power_of_2(group)), D=head_size,
         S=block_size, BLOCK_N=block_n, NUM_SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits),
         PURE_DECODE=md.is_pure_decode, DOT_PREC=dot_precision(query.dtype), UPCAST=interpreting(),
-        num_warps=4, num_stages=2, **launch_options(),
+        WINDOWED=bool(window), SOFT_CAP=bool(soft_cap), num_warps=4, num_stages=2, **launch_options(),
     )

@@ -50,11 +50,18 @@ def softmax_step(
     scale_log2,  # softmax scale * log2(e)
     DOT_PREC: tl.constexpr,
     UPCAST: tl.constexpr,  # dot in float32 (the interpreter's workaround)
+    cap_log2,  # soft cap * log2(e), read when SOFT_CAP
+    SOFT_CAP: tl.constexpr,
 ):
-    """One flash-attention step over a K/V tile; returns the updated (m_i, l_i, acc)."""
+    """One flash-attention step over a K/V tile; returns the updated (m_i, l_i, acc).
+
+    With SOFT_CAP, scores s become cap * tanh(s / cap) (Gemma 2); in the log2 domain that is
+    C * tanh(t / C) with C = cap * log2(e), tanh written as 1 - 2 / (e^(2y) + 1)."""
     if UPCAST:
         q, k = q.to(tl.float32), k.to(tl.float32)
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * scale_log2  # [M, BLOCK_N]
+    if SOFT_CAP:
+        qk = cap_log2 * (1.0 - 2.0 / (tl.exp2(qk * (2.8853900817779268 / cap_log2)) + 1.0))
     qk = tl.where(visible, qk, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     alpha = tl.exp2(m_i - m_new)

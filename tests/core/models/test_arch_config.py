@@ -21,7 +21,8 @@ def test_supported_architectures():
     archs = supported_architectures()
     assert archs == tuple(sorted(archs))
     assert {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-            "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"} <= set(archs)
+            "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM",
+            "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM"} <= set(archs)
 
 
 def test_unknown_architecture_lists_the_supported_ones():
@@ -39,7 +40,7 @@ def test_family_traits():
 
 
 def test_sliding_window_only_when_used():
-    assert _parse(CONFIGS["mistral"]).sliding_window == 4096
+    assert _parse(CONFIGS["mistral"]).sliding_window == 12
     assert _parse(CONFIGS["qwen2"]).sliding_window is None  # use_sliding_window is off
     windowed = Qwen2Config(use_sliding_window=True, sliding_window=64, max_window_layers=0, num_hidden_layers=2)
     windowed.architectures = ["Qwen2ForCausalLM"]
@@ -87,7 +88,7 @@ def test_legacy_rope_fields_parse_like_the_new_ones():
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, "'yarn' is not supported"),
+        ({"rope_parameters": {"rope_type": "bogus", "factor": 4.0}}, "'bogus' is not supported"),
         ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
         ({"num_key_value_heads": 3}, "not a multiple"),
         ({"hidden_size": None}, "'hidden_size'"),

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from harness import run_greedy
-from tiny_models import CONFIGS, write_tiny_model
+from tiny_models import CONFIGS, LOAD_ARGS, write_tiny_model
 from tokenmill.loaders import load_model_bundle
 
 TOLERANCE = {"float32": 1e-4, "bfloat16": 0.3}
@@ -55,9 +55,11 @@ def _hf_greedy(hf, prompt: list[int], num_new: int) -> list[int]:
 @pytest.mark.parametrize("family", list(CONFIGS))
 def test_matches_transformers(family, dtype, tiny_dirs, prompts, cpu, record_property):
     plugins, platform = cpu
-    bundle = load_model_bundle(str(tiny_dirs[family]), platform=platform, plugins=plugins, dtype=dtype)
+    bundle = load_model_bundle(str(tiny_dirs[family]), platform=platform, plugins=plugins, dtype=dtype,
+                               **LOAD_ARGS.get(family, {}))
     run = run_greedy(bundle, plugins, platform, prompts, NUM_NEW)
-    hf = AutoModelForCausalLM.from_pretrained(tiny_dirs[family], dtype=getattr(torch, dtype)).eval()
+    hf = AutoModelForCausalLM.from_pretrained(tiny_dirs[family], dtype=getattr(torch, dtype),
+                                              attn_implementation="eager").eval()  # eager: soft-capping too
     worst, tol = 0.0, TOLERANCE[dtype]
     for prompt, tokens, logits in zip(prompts, run.tokens, run.logits):
         ref = _reference_logits(hf, prompt, tokens)

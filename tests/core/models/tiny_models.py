@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
+from transformers import Gemma2Config, Gemma3TextConfig, LlamaConfig, MistralConfig, Phi3Config
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
 from transformers import AutoModelForCausalLM
 
 SPECIALS = ["<s>", "</s>", "<|user|>", "<|assistant|>"]
@@ -28,12 +29,32 @@ CONFIGS = {
         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                       "original_max_position_embeddings": 32},
     ),
-    "mistral": MistralConfig(**_COMMON, num_attention_heads=4, num_key_value_heads=2, sliding_window=4096),
+    # windows shorter than the test prompts (up to 33 + 32 tokens), so windowed attention is exercised
+    "mistral": MistralConfig(**_COMMON, num_attention_heads=4, num_key_value_heads=2, sliding_window=12),
     "qwen2": Qwen2Config(**_COMMON, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
     "qwen3": Qwen3Config(**_COMMON, num_attention_heads=4, num_key_value_heads=2, head_dim=32),
+    "gemma2": Gemma2Config(  # soft-capped scores and logits; layer 0 windowed, layer 1 global
+        **_COMMON, num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
+        query_pre_attn_scalar=24, attn_logit_softcapping=5.0, final_logit_softcapping=3.0, pad_token_id=0,
+    ),
+    "gemma3": Gemma3TextConfig(  # q/k norms; local rope base on the windowed layer, linear scaling on the global
+        **_COMMON, num_attention_heads=4, num_key_value_heads=1, head_dim=32, sliding_window=10,
+        layer_types=["sliding_attention", "full_attention"], query_pre_attn_scalar=32, pad_token_id=0,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
+    ),
+    "phi3": Phi3Config(  # fused checkpoints, longrope (short factors: loaded with max_model_len 128), windows
+        **_COMMON, num_attention_heads=4, num_key_value_heads=2, sliding_window=20, pad_token_id=0,
+        original_max_position_embeddings=128,
+        rope_scaling={"type": "longrope", "short_factor": [1.0 + 0.1 * i for i in range(8)],
+                      "long_factor": [2.0 + 0.5 * i for i in range(8)]},
+    ),
 }
-for _config, _arch in zip(CONFIGS.values(), ("Llama", "Llama", "Mistral", "Qwen2", "Qwen3")):
-    _config.architectures = [f"{_arch}ForCausalLM"]
+_ARCHS = ("LlamaForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+          "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM")
+for _config, _arch in zip(CONFIGS.values(), _ARCHS):
+    _config.architectures = [_arch]
+LOAD_ARGS = {"phi3": {"max_model_len": 128}}  # within longrope's original context: its short factors
 SHARDED = {"mistral"}  # saved in several shards with model.safetensors.index.json
 
 

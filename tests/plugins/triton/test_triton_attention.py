@@ -86,3 +86,51 @@ def test_split_counters_return_to_zero_so_the_next_step_merges_too():
         ref = attention_reference(case, write_reference(case), 32**-0.5)
         assert rel_error(out, ref) < 1e-5
         assert not metadata.split_counts.any(), "the merging program must reset its counter"
+
+
+def _run_windowed(query_lens, seq_lens, window, heads=4, kv_heads=2, head_size=32, block_size=16, seed=0,
+                  free_behind=False):
+    """The windowed backend against the windowed reference; `free_behind` fills every block wholly
+    before a request's first new row's window with NaN, as if the KV manager had freed and reused it."""
+    dtype = torch.float32
+    case = make_case(query_lens, seq_lens, heads, kv_heads, head_size, block_size, dtype, DEVICE, seed)
+    spec = AttentionSpec(heads, kv_heads, head_size, block_size, dtype, sliding_window=window)
+    backend = TritonAttentionBackend(spec, DEVICE)
+    assert backend.unsupported_reasons(spec) == [] and backend.supports_sliding_window
+    expected_cache = write_reference(case)
+    ref = attention_reference(case, expected_cache, head_size**-0.5, window)
+    assert rel_error(attention_reference(case, expected_cache, head_size**-0.5), ref) > 1e-3  # the window matters
+    if free_behind:  # NaN in every block wholly behind the window: one read of them would show
+        for r, (q_len, s_len) in enumerate(zip(query_lens, seq_lens)):
+            behind = max(0, s_len - q_len - window + 1) // block_size
+            case.kv_cache[:, case.batch.block_tables[r, :behind].long()] = float("nan")
+    metadata = backend.build_metadata(case.batch)
+    out = backend.forward(case.query, case.key, case.value, case.kv_cache, metadata, head_size**-0.5)
+    assert rel_error(out, ref) < TOLERANCE[dtype]
+    return metadata
+
+
+def test_windowed_decode_with_splits_skips_blocks_behind_the_window():
+    metadata = _run_windowed([1, 1, 1], [300, 17, 40], window=24, seed=7, free_behind=True)
+    assert metadata.num_splits > 1
+
+
+def test_windowed_prefill_chunks_and_prefix_with_freed_blocks():
+    # a 70-row chunk after a 50-token prefix (its window starts inside the chunk's first tile),
+    # a fresh 90-token prompt (longer than the window), and a decode in the same step
+    _run_windowed([70, 90, 1], [120, 90, 65], window=20, seed=2, free_behind=True)
+
+
+@pytest.mark.parametrize("window", [None, 20])
+def test_soft_capped_decode_and_prefill(window):
+    """Scores become cap * tanh(s / cap) (Gemma 2), with and without a window; a small cap so it bites."""
+    dtype, scale, cap = torch.float32, 32**-0.5, 1.5
+    case = make_case([1, 40, 1], [300, 70, 9], 4, 2, 32, 16, dtype, DEVICE, seed=4)
+    spec = AttentionSpec(4, 2, 32, 16, dtype, sliding_window=window, logits_soft_cap=cap)
+    backend = TritonAttentionBackend(spec, DEVICE)
+    assert backend.unsupported_reasons(spec) == [] and backend.supports_logits_soft_cap
+    expected_cache = write_reference(case)
+    ref = attention_reference(case, expected_cache, scale, window, cap)
+    assert rel_error(attention_reference(case, expected_cache, scale, window), ref) > 1e-3  # the cap matters
+    out = backend.forward(case.query, case.key, case.value, case.kv_cache, backend.build_metadata(case.batch), scale)
+    assert rel_error(out, ref) < TOLERANCE[dtype]

@@ -75,8 +75,10 @@ def write_reference(case: PagedCase) -> torch.Tensor:
     return cache
 
 
-def attention_reference(case: PagedCase, cache: torch.Tensor, scale: float) -> torch.Tensor:
-    """[T, Hq, D] float64: each new row attends causally over its request's gathered cache."""
+def attention_reference(case: PagedCase, cache: torch.Tensor, scale: float, window: int | None = None,
+                        soft_cap: float | None = None) -> torch.Tensor:
+    """[T, Hq, D] float64: each new row attends causally over its request's gathered cache
+    (with a window W: the row at position p over keys p - W < j <= p)."""
     b = case.batch
     block_size, num_kv_heads = cache.shape[2], cache.shape[3]
     group = case.query.shape[1] // num_kv_heads
@@ -90,7 +92,12 @@ def attention_reference(case: PagedCase, cache: torch.Tensor, scale: float) -> t
         k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)  # [s, Hq, D]
         q = case.query[starts[r] : starts[r] + q_len].cpu().double()  # [q, Hq, D]
         scores = torch.einsum("qhd,khd->hqk", q, k) * scale
-        visible = pos[None, :] <= (s_len - q_len + torch.arange(q_len))[:, None]  # [q, s]
+        if soft_cap is not None:
+            scores = torch.tanh(scores / soft_cap) * soft_cap
+        rows = (s_len - q_len + torch.arange(q_len))[:, None]  # [q, 1], each row's position
+        visible = pos[None, :] <= rows  # [q, s]
+        if window is not None:
+            visible &= pos[None, :] > rows - window
         probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
         out[starts[r] : starts[r] + q_len] = torch.einsum("hqk,khd->qhd", probs, v)
     return out
