@@ -44,6 +44,12 @@ for device in cpu toy template static_toy; do
         || failed+=("conformance kit for $device")
 done
 
+# ---- issue 12: plugins on stand-ins (gaudi on its stubs; tpu in its own torch-xla venv) ----
+echo "== conformance kit: TOKENMILL_DEVICE=gaudi TOKENMILL_GAUDI_STUBS=1 (habana-free stubs)"
+(cd /tmp && TOKENMILL_DEVICE=gaudi TOKENMILL_GAUDI_STUBS=1 "$PYTHON" -m pytest -q -m "not gpu" -p no:cacheprovider --pyargs tokenmill.testing) \
+    || failed+=("conformance kit for gaudi (stubs)")
+# ---- end of issue 12 block ----
+
 if (( ${#failed[@]} )); then
     printf 'FAILED: %s\n' "${failed[@]}"
     exit 1
