@@ -28,16 +28,20 @@ class TritonAttentionBackend:
 
     :param spec: heads, head size, block size and dtype of the model's attention.
     :param device: where metadata tensors go (the GPU, or the host under TRITON_INTERPRET=1).
+    :param tiles: a plugin's tile choices, an object with `decode` (DecodeTiles) and `prefill`
+        (PrefillTiles) for this head size, and `num_sms` (compute units to fill); None: the CUDA choices.
     """
 
     name = "triton"
 
-    def __init__(self, spec: AttentionSpec, device: torch.device | str) -> None:
+    def __init__(self, spec: AttentionSpec, device: torch.device | str, tiles=None) -> None:
         self.spec = spec
         self.device = torch.device(device)
+        self.tiles = tiles
         self.shape = DecodeShape(
             spec.num_heads, spec.num_kv_heads, spec.head_size, spec.block_size,
-            _num_sms(self.device), decode_block_n(spec.head_size),
+            tiles.num_sms if tiles else _num_sms(self.device),
+            tiles.decode.block_n if tiles else decode_block_n(spec.head_size),
         )
         self.workspace = DecodeWorkspace(self.shape, self.device)
         self._arange = torch.arange(256, dtype=torch.int32, device=self.device)  # grown on demand
@@ -90,8 +94,9 @@ class TritonAttentionBackend:
         reshape_and_cache(key, value, kv_cache, metadata.slot_mapping)
         query = rows_contiguous(query)
         out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
+        tiles = self.tiles
         if metadata.num_decodes:
-            decode_attention(query, kv_cache, out, metadata, scale)
+            decode_attention(query, kv_cache, out, metadata, scale, tiles.decode if tiles else None)
         if metadata.num_prefills:
-            prefill_attention(query, kv_cache, out, metadata, scale)
+            prefill_attention(query, kv_cache, out, metadata, scale, tiles.prefill if tiles else None)
         return out
