@@ -26,7 +26,7 @@ WORKLOAD = os.path.join(os.path.dirname(__file__), "workload.json")
 
 
 def _engine(device: str, args: argparse.Namespace) -> EngineCore:
-    return EngineCore(EngineArgs(device=device, dtype="float32", max_num_seqs=args.max_num_seqs,
+    return EngineCore(EngineArgs(model=args.model, device=device, dtype="float32", max_num_seqs=args.max_num_seqs,
                                  max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
                                  kv_cache_memory=1 << 30))
 
@@ -38,6 +38,7 @@ def _workload(engine: EngineCore, args: argparse.Namespace) -> Workload:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the workload's 128")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-num-seqs", type=int, default=64)
