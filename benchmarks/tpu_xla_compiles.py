@@ -66,7 +66,8 @@ def main() -> None:
     print(f"buckets: tokens {buckets.token_counts}, batch {buckets.batch_sizes}, widths {buckets.block_table_widths}"
           f" -> at most {buckets.num_shapes()} (T, B, W) shapes")
     print(f"XLA compilations: {startup_compiles} at start-up ({getattr(step, 'warmup_compiles', 0)} in the bucket "
-          f"warm-up, {startup_s:.1f} s), {serve_compiles} while serving the workload")
+          f"warm-up, {startup_s:.1f} s), {serve_compiles} while serving the workload, of which "
+          f"{getattr(step, 'forward_compiles', 0) - getattr(step, 'warmup_compiles', 0)} forward graphs (the rest: sampling)")
     print(f"tpu (XLA) output tokens/s: {tpu['output_tokens_per_s']:.1f} ({tpu['elapsed_s']:.1f} s)")
     print(f"cpu plugin output tokens/s: {cpu['output_tokens_per_s']:.1f} ({cpu['elapsed_s']:.1f} s)")
     print(f"ratio tpu/cpu: {tpu['output_tokens_per_s'] / cpu['output_tokens_per_s']:.3f}")
