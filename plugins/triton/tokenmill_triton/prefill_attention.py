@@ -88,13 +88,15 @@ def prefill_attention(
     scale: float,
     window: int | None = None,
     soft_cap: float | None = None,
+    tiles=None,  # a plugin's PrefillTiles (block_m, block_n, num_warps, num_stages, extra launch kwargs); None: CUDA's
 ) -> None:
     """Causal attention of each prefill request's new rows over its cached prefix and itself
     (over its last `window` keys per row, with a window)."""
     md = metadata
     _, _, block_size, num_kv_heads, head_size = kv_cache.shape
     num_heads = query.shape[1]
-    block_m, block_n, warps = prefill_tiles(head_size)
+    block_m, block_n, warps = (tiles.block_m, tiles.block_n, tiles.num_warps) if tiles else prefill_tiles(head_size)
+    launch = dict(num_stages=tiles.num_stages, **tiles.launch) if tiles else dict(num_stages=2)
     grid = (num_heads, triton.cdiv(md.max_prefill_query_len, block_m), md.num_prefills)
     _prefill_kernel[grid](
         query, kv_cache, out, md.prefill_reqs, md.query_start_loc, md.seq_lens, md.block_tables,
@@ -103,5 +105,5 @@ def prefill_attention(
         (soft_cap or 0.0) * 1.4426950408889634,
         HKV=num_kv_heads, G=num_heads // num_kv_heads, D=head_size, S=block_size,
         BLOCK_M=block_m, BLOCK_N=block_n, DOT_PREC=dot_precision(query.dtype), UPCAST=interpreting(),
-        WINDOWED=bool(window), SOFT_CAP=bool(soft_cap), num_warps=warps, num_stages=2,
+        WINDOWED=bool(window), SOFT_CAP=bool(soft_cap), num_warps=warps, **launch,
     )
