@@ -56,3 +56,16 @@ class GatheredHead(nn.Module):
         """hidden [N, H] -> logits [N, V] in the model dtype."""
         shard = self.inner(hidden)  # [N, V / world]
         return self._all_gather(shard, dim=-1)[:, : self.vocab_size]  # [N, V]
+
+
+class AllReducedExperts(nn.Module):
+    """An MoE block's experts (dense ExpertStack or PackedExperts) whose partial sums over this rank's
+    slice of every expert's width are all-reduced into the whole output."""
+
+    def __init__(self, inner: nn.Module, comm: Any) -> None:
+        super().__init__()
+        self.inner, self._comm = inner, comm
+
+    def run(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, fused_moe: Any) -> torch.Tensor:
+        """x [T, H] -> [T, H], summed over ranks."""
+        return self._comm.all_reduce(self.inner.run(x, weights, ids, fused_moe))

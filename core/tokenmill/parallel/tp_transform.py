@@ -11,6 +11,9 @@ modules of tp_layers. The model files never learn about ranks.
   partial outputs are all-reduced.
 - The embedding and the output head are split by vocabulary rows (padded to equal shards): the
   lookups are all-reduced and the logits all-gathered.
+- Mixture-of-experts blocks (models/moe.py) split every expert's intermediate dimension the same
+  way (gate/up rows, down columns); the router stays whole on every rank, and the routed experts'
+  partial sums are all-reduced. A shared expert is a GatedMLP and splits as one.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from torch import nn
 
 from tokenmill.errors import TokenmillError
 from tokenmill.models.layers import GatedMLP, PagedSelfAttention, VocabEmbedding
-from tokenmill.parallel.tp_layers import GatheredHead, RowParallel, VocabParallelEmbedding
+from tokenmill.models.moe import ExpertStack, SparseMoeBlock
+from tokenmill.parallel.tp_layers import AllReducedExperts, GatheredHead, RowParallel, VocabParallelEmbedding
 from tokenmill.parallel.tp_plan import TPPlan
 from tokenmill.plugin_base import optional
 
@@ -41,6 +45,8 @@ def shard_model(net: nn.Module, plan: TPPlan, attn_backend: Any) -> None:
         elif isinstance(module, GatedMLP):
             _shard_mlp(module, plan)
             covered |= {id(module.gate_up_proj), id(module.down_proj)}
+        elif isinstance(module, ExpertStack):
+            _shard_experts(module, plan)
     embeddings = [m for m in net.modules() if isinstance(m, VocabEmbedding)]
     tied = [e for e in embeddings if e.weight is net.lm_head.weight]
     for embedding in embeddings:
@@ -61,6 +67,8 @@ def wire_collectives(net: nn.Module, plan: TPPlan, comm: Any) -> None:
             module.o_proj = RowParallel(module.o_proj, comm)
         elif isinstance(module, GatedMLP):
             module.down_proj = RowParallel(module.down_proj, comm)
+        elif isinstance(module, SparseMoeBlock):
+            module.experts = AllReducedExperts(module.experts, comm)
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, VocabEmbedding):
@@ -83,10 +91,29 @@ def _shard_attention(attn: PagedSelfAttention, plan: TPPlan, backend: Any) -> No
 
 
 def _shard_mlp(mlp: GatedMLP, plan: TPPlan) -> None:
-    inter, local = plan.intermediate_size, plan.local_intermediate
-    mine = torch.arange(plan.rank * local, (plan.rank + 1) * local)  # [I / world]
+    inter = mlp.gate_up_proj.out_features // 2  # its own width: an MoE's shared expert differs from the MLP's
+    mine = _my_slice(inter, plan, "MLP width")  # [I / world]
     _keep_rows(mlp.gate_up_proj, torch.cat([mine, mine + inter]))  # gate rows, then up rows
     _keep_columns(mlp.down_proj, mine, plan.rank)
+
+
+def _shard_experts(stack: ExpertStack, plan: TPPlan) -> None:
+    """Every expert keeps its slice of the intermediate dimension: w13 [E, 2I, H] -> [E, 2I/w, H], w2 -> [E, H, I/w]."""
+    mine = _my_slice(stack.inter, plan, "expert width").to(stack.gate_up_proj.device)
+    w13 = stack.w13().index_select(1, torch.cat([mine, mine + stack.inter]))  # gate rows, then up rows
+    w2 = stack.w2().index_select(2, mine)
+    stack.inter = mine.numel()
+    stack.gate_up_proj = _param(w13.reshape(-1, stack.hidden_size))  # flat, as ExpertStack stores it
+    stack.down_proj = _param(w2.reshape(-1, stack.inter))
+
+
+def _my_slice(width: int, plan: TPPlan, what: str) -> torch.Tensor:
+    """This rank's contiguous indices (int64 [width / world]) of a `width`-wide dimension."""
+    if width % plan.world_size:
+        raise TokenmillError(f"--tensor-parallel-size {plan.world_size} does not divide the model's {what} {width}; "
+                             f"use a size that divides {width}")
+    local = width // plan.world_size
+    return torch.arange(plan.rank * local, (plan.rank + 1) * local)
 
 
 def _head_rows(heads: list[int], head_size: int, offset: int) -> torch.Tensor:

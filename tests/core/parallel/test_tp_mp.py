@@ -42,7 +42,7 @@ def greedy(engine, prompts: list[str], max_tokens: int = 16) -> list[list[int]]:
     return [done[str(i)] for i in range(len(prompts))]
 
 
-@pytest.mark.parametrize("variant", ["kv2", "kv1", "kv3"])
+@pytest.mark.parametrize("variant", ["kv2", "kv1", "kv3", "moe"])
 def test_two_ranks_match_one(variant, tp_model_dirs, make_tp_engine):
     model = tp_model_dirs[variant]
     prompt = list(range(3, 40))  # 37 tokens: three blocks
@@ -58,9 +58,10 @@ def test_two_ranks_match_one(variant, tp_model_dirs, make_tp_engine):
     assert two.num_blocks >= one.num_blocks  # each rank holds a share of the heads: at least as many blocks
 
 
-def test_packed_linears_split_too(tp_model_dirs, make_tp_engine):
-    """int8 layers are sharded before packing: each rank packs its own slice (scales per row or group)."""
-    model = tp_model_dirs["kv2"]
+@pytest.mark.parametrize("variant", ["kv2", "moe"])
+def test_packed_linears_split_too(variant, tp_model_dirs, make_tp_engine):
+    """int8 layers (and experts) are sharded before packing: each rank packs its own slice."""
+    model = tp_model_dirs[variant]
     prompt = list(range(3, 40))
     one = make_tp_engine(model, quantization="int8")
     want = prefill_logits(one, prompt)
