@@ -29,7 +29,7 @@ def test_absent_ipex_means_the_plugins_own_ops(monkeypatch, fresh_probe):
     platform = tokenmill_cpu.tokenmill_platform()
     assert platform.ipex_version is None and platform.is_available().available
     overrides = tokenmill_cpu.tokenmill_op_overrides(platform=platform).ops
-    assert overrides.keys() == {*fast_ops(), "silu_and_mul", "argmax"}
+    assert overrides.keys() == {*fast_ops(), "silu_and_mul", "argmax", "fused_moe"}
     assert all(op.__module__.startswith("tokenmill_cpu.") for op in overrides.values() if op is not reference.silu_and_mul)
     assert overrides["rms_norm"].__qualname__ == "LayerOps.rms_norm"  # the native op (CI has g++)
 
