@@ -78,16 +78,7 @@ def remote_reply(client: ServerClient, history: list[dict[str, str]], body: dict
     """The next assistant message from the server, printed as it streams; Ctrl-C stops it early."""
     out = out or sys.stdout
     out.write("bot> ")
-    text, finish = "", None
-    stream = client.stream("/chat/completions", {"messages": history, **body})
-    try:
-        for delta, finish in stream:
-            out.write(delta)
-            out.flush()
-            text += delta
-    except KeyboardInterrupt:
-        stream.close()  # closes the connection, which aborts the request on the server
-        finish = "interrupted"
+    text, finish = client.echo("/chat/completions", {"messages": history, **body}, out)
     out.write("\n" + _notice(finish, max_tokens))
     out.flush()
     return text

@@ -45,16 +45,7 @@ def run(args: argparse.Namespace) -> int:
 def complete(client: ServerClient, prompt: str, body: dict, max_tokens: int | None, out=None) -> str:
     """Stream the continuation of `prompt` to `out`; Ctrl-C stops it early."""
     out = out or sys.stdout
-    text, finish = "", None
-    stream = client.stream("/completions", {"prompt": prompt, **body})
-    try:
-        for delta, finish in stream:
-            out.write(delta)
-            out.flush()
-            text += delta
-    except KeyboardInterrupt:
-        stream.close()
-        finish = "interrupted"
+    text, finish = client.echo("/completions", {"prompt": prompt, **body}, out)
     out.write("\n")
     if finish == "length":
         out.write(f"[cut at --max-tokens {max_tokens}; raise it for longer completions]\n")

@@ -67,6 +67,21 @@ class ServerClient:
             raise TokenmillError(f"the connection to {self.base} failed ({exc})") from None
 
 
+    def echo(self, path: str, body: dict[str, Any], out: Any) -> tuple[str, str | None]:
+        """Stream a completion to `out` as it arrives: (the whole text, finish_reason). Ctrl-C closes the
+        connection, which aborts the request on the server, and gives the finish reason "interrupted"."""
+        text, finish = "", None
+        stream = self.stream(path, body)
+        try:
+            for delta, finish in stream:
+                out.write(delta)
+                out.flush()
+                text += delta
+        except KeyboardInterrupt:
+            stream.close()
+            finish = "interrupted"
+        return text, finish
+
 def _delta(chunk: dict[str, Any]) -> tuple[str, str | None]:
     if "error" in chunk:
         raise TokenmillError(f"the server failed mid-reply: {chunk['error'].get('message')}")
