@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from tokenmill.models.arch_config import ArchConfig
-from tokenmill.models.layers import PagedSelfAttention, RMSNorm, VocabEmbedding
-from tokenmill.models.llama import layer_backends
+from tokenmill.models.layers import PagedSelfAttention, RMSNorm
+from tokenmill.models.llama import DecoderModel, layer_backends
 from tokenmill.models.rotary import cos_sin_cache
 from tokenmill.ops import OpRegistry
 
@@ -111,16 +111,6 @@ class GemmaDecoderLayer(nn.Module):
         return self.post_feedforward_layernorm(self.mlp(hidden)), residual
 
 
-class GemmaModel(nn.Module):
-    """Embeddings, the decoder layers and the final norm (transformers' `model.` prefix)."""
-
-    def __init__(self, arch: ArchConfig, layers: list[GemmaDecoderLayer], ops: OpRegistry) -> None:
-        super().__init__()
-        self.embed_tokens = VocabEmbedding(arch.vocab_size, arch.hidden_size)
-        self.layers = nn.ModuleList(layers)
-        self.norm = GemmaRMSNorm(arch.hidden_size, arch.rms_norm_eps, ops)
-
-
 class GemmaForCausalLM(nn.Module):
     """Gemma 2 and Gemma 3 text models; the output head is tied to the embeddings unless the config says not."""
 
@@ -129,7 +119,7 @@ class GemmaForCausalLM(nn.Module):
         self.arch = arch
         backends = layer_backends(attn_backend, arch.num_layers)
         layers = [GemmaDecoderLayer(arch, GemmaAttention(arch, i, ops, backends[i]), ops) for i in range(arch.num_layers)]
-        self.model = GemmaModel(arch, layers, ops)
+        self.model = DecoderModel(arch, layers, ops, norm_class=GemmaRMSNorm)
         self.lm_head = nn.Linear(arch.hidden_size, arch.vocab_size, bias=False)
         self.register_buffer("cos_sin_cache", cos_sin, persistent=False)  # float32 [P, D], global layers
         local = cos_sin

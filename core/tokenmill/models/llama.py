@@ -52,11 +52,13 @@ class DecoderLayer(nn.Module):
 class DecoderModel(nn.Module):
     """Embeddings, the decoder layers and the final norm (transformers' `model.` prefix)."""
 
-    def __init__(self, arch: ArchConfig, layers: list[DecoderLayer], ops: OpRegistry) -> None:
+    def __init__(self, arch: ArchConfig, layers: list[nn.Module], ops: OpRegistry,
+                 norm_class: type[nn.Module] = RMSNorm) -> None:
+        """`norm_class`: the final norm's kind (Gemma's (1 + w) norm; RMSNorm otherwise)."""
         super().__init__()
         self.embed_tokens = VocabEmbedding(arch.vocab_size, arch.hidden_size)
         self.layers = nn.ModuleList(layers)
-        self.norm = RMSNorm(arch.hidden_size, arch.rms_norm_eps, ops)
+        self.norm = norm_class(arch.hidden_size, arch.rms_norm_eps, ops)
 
 
 class LlamaForCausalLM(nn.Module):
