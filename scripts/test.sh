@@ -38,6 +38,9 @@ pip_install ray==2.60.0
 # Variables from the caller's shell must not steer plugin selection inside the tests.
 unset TOKENMILL_DEVICE TOKENMILL_PLUGINS TOKENMILL_DISABLE_PLUGIN_AUTOLOAD
 failed=()
+# The kit runs from /tmp, outside this checkout's pytest settings: the same per-test bound as
+# pyproject.toml's (a hung test dumps its stacks and ends that run instead of CI's whole budget).
+export PYTEST_ADDOPTS="--timeout=900 --timeout-method=thread"
 
 echo "== unit tests (GPU tests excluded)"
 "$PYTHON" -m pytest -q -m "not gpu" tests || failed+=("unit tests")

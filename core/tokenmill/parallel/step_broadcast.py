@@ -3,14 +3,20 @@
 No Python objects travel: the header holds the sizes and flags, the payload the step's flat
 arrays end to end (token ids, positions, slots, sampled rows, then the int32 ones widened:
 query starts, sequence lengths, block tables). Two broadcasts a step, on the control group.
+
+The control group waits without a short timeout (workers idle on it between steps), but the
+driver's sends are bounded: gloo's root does not finish a broadcast until every receiver has
+posted its receive, so a frozen worker would otherwise hang the driver for good.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from tokenmill.interfaces import AttentionBatch
 
@@ -30,10 +36,14 @@ class StepMessage:
 
 
 class StepSender:
-    """Driver side: broadcasts from rank 0 over `comm` (the control group's communicator)."""
+    """Driver side: broadcasts from rank 0 over the world group, each send bounded by `timeout_s`.
 
-    def __init__(self, comm: Any) -> None:
-        self.comm = comm
+    A send that waits longer raises RuntimeError, which the executor reports as a rank that did
+    not answer in time.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout = timedelta(seconds=timeout_s)
 
     def send_step(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch,
                   logits_indices: torch.Tensor | None) -> None:
@@ -54,9 +64,13 @@ class StepSender:
         self._send([STOP] + [0] * (_HEADER - 1), None)
 
     def _send(self, head: list[int], payload: torch.Tensor | None) -> None:
-        self.comm.broadcast(torch.tensor(head, dtype=torch.int64), 0)
+        self._broadcast(torch.tensor(head, dtype=torch.int64))
         if payload is not None and payload.numel():
-            self.comm.broadcast(payload, 0)
+            self._broadcast(payload)
+
+    def _broadcast(self, tensor: torch.Tensor) -> None:
+        """The world group is gloo on every platform (see rank_setup.init_rank): its work can wait bounded."""
+        dist.broadcast(tensor, src=0, async_op=True).wait(timeout=self.timeout)
 
 
 class StepReceiver:

@@ -77,6 +77,23 @@ def test_a_frozen_rank_times_out_naming_it(tp_model_dirs, make_tp_engine, monkey
     assert not _alive(pid)
 
 
+def test_a_rank_frozen_between_steps_times_out(tp_model_dirs, make_tp_engine, monkeypatch):
+    """Frozen while idle: gloo's root waits for the receiver before it finishes a send, so the
+    driver's step broadcast itself must time out (it once waited forever here)."""
+    monkeypatch.setenv("TOKENMILL_COLLECTIVE_TIMEOUT_S", "2")
+    engine = make_tp_engine(tp_model_dirs["kv2"], tensor_parallel_size=2, max_model_len=256)
+    pid = engine.executor.worker_pids()[1]
+    os.kill(pid, signal.SIGSTOP)
+    sent = time.monotonic()
+    try:
+        error, at = _run_until_error(engine)
+    finally:
+        _kill_quietly(pid)
+    assert at - sent < 2 + 15.0
+    assert "rank(s) 1 did not answer" in str(error)
+    assert not _alive(pid)
+
+
 def test_the_server_fails_in_flight_requests_and_reports_unhealthy(tp_model_dirs, make_tp_engine):
     core = make_tp_engine(tp_model_dirs["kv2"], tensor_parallel_size=2, max_model_len=256)
     state = build_state(core, served_model_name="tp", shutdown_grace_s=1.0)

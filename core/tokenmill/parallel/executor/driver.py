@@ -57,7 +57,7 @@ class TPExecutor:
         worker_threads(self.args, self.platform, self.launcher.ranks_on_driver_host(self.world_size))
         self.launcher.launch(specs[1:])
         self.state = self._while_watching(partial(init_rank, specs[0], self.plugins, self.platform))
-        self.sender = StepSender(self.state.control)
+        self.sender = StepSender(timeout)
         threading.Thread(target=self._watch, name="tokenmill-tp-watcher", daemon=True).start()
         log.info("tensor parallelism: %d ranks on %s (%s), %d KV blocks per rank", self.world_size,
                  self.platform.name, self.launcher.name, self.state.pool.num_blocks)
