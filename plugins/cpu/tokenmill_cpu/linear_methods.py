@@ -18,11 +18,11 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 
 from tokenmill.interfaces import StoredInt4
 
 from tokenmill_cpu.casts import Casts, casts
+from tokenmill_cpu.dense_gemm import DenseGemm
 from tokenmill_cpu.isa import host_isa
 from tokenmill_cpu.quant_blocks import BLOCK, pack_q4_1, pack_q8_0, q4_1_from_codes
 from tokenmill_cpu.quant_matmul import QuantBlocks, QuantMatmul, quant_matmul
@@ -42,7 +42,7 @@ class PackedWeight:
 
     codes: QuantBlocks | torch.Tensor  # native: blocks for its path; torch int4: uint8 [N, K/2]; int8: int8 [N, K]
     scales: torch.Tensor | None  # torch int4: bfloat16 [K/32, N, 2] (scale, offset); int8: bfloat16 [N]
-    dense: torch.Tensor | None  # [N, K] in the model dtype, or None when only the packed kernel runs
+    dense: DenseGemm | None  # the [N, K] weight in the model dtype, or None when only the packed kernel runs
     max_packed_rows: int = MAX_PACKED_ROWS  # steps wider than this run on `dense`
     group: int = GROUP  # torch int4: inputs per scale group
 
@@ -61,7 +61,7 @@ class _PackedMethod:
     def apply(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         """x [T, K] -> [T, N] in x's dtype."""
         if packed.dense is not None and x.shape[0] > packed.max_packed_rows:
-            return F.linear(x, packed.dense)
+            return packed.dense(x)
         if x.dtype == self.compute_dtype:  # e.g. float32 decode on the native kernels: no casts to make
             return self._kernel(packed, x)
         cast = _casts()
@@ -76,7 +76,8 @@ class _PackedMethod:
 
     def _packed(self, codes, scales, weight: torch.Tensor) -> PackedWeight:
         rows = self._crossover(weight.dtype)
-        return PackedWeight(codes, scales, None if rows is None else weight, MAX_PACKED_ROWS if rows is None else rows)
+        dense = None if rows is None else DenseGemm(weight)
+        return PackedWeight(codes, scales, dense, MAX_PACKED_ROWS if rows is None else rows)
 
 
 @lru_cache(maxsize=1)

@@ -24,24 +24,10 @@
 #include <cstring>
 #include <vector>
 
+#include "bf16_vec.h"
 #include "vec_math.h"
 
-typedef uint16_t u16x8 __attribute__((vector_size(16)));
-typedef uint32_t u32x8 __attribute__((vector_size(32)));
 typedef _Float16 f16x8 __attribute__((vector_size(16)));
-
-struct bf16 {
-    uint16_t bits;
-};
-
-static inline f32x8 load8(const bf16* p) {  // bf16 is the top half of a float32
-    u16x8 h;
-    std::memcpy(&h, p, sizeof h);
-    u32x8 w = __builtin_convertvector(h, u32x8) << 16;
-    f32x8 v;
-    std::memcpy(&v, &w, sizeof v);
-    return v;
-}
 
 static inline f32x8 load8(const _Float16* p) {
     f16x8 h;
@@ -237,13 +223,7 @@ static inline void convert_row(_Float16* dst, const float* src, int64_t n) {
     for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<_Float16>(src[i]);
 }
 static inline void convert_row(bf16* dst, const float* src, int64_t n) {  // round to nearest even, as torch
-    for (int64_t i = 0; i < n; ++i) {
-        uint32_t u;
-        std::memcpy(&u, src + i, sizeof u);
-        const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-        const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-        dst[i].bits = static_cast<uint16_t>(nan ? (u >> 16) | 0x40u : rounded);
-    }
+    for (int64_t i = 0; i < n; ++i) dst[i] = to_bf16(src[i]);
 }
 
 template <typename T, typename R>

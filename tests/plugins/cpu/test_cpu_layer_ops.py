@@ -64,12 +64,54 @@ def test_rows_never_depend_on_the_batch(ops):
     assert torch.equal(together, alone)
 
 
+def _assert_bf16_agrees(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    """bf16 results: at most one bf16 step apart anywhere (float32 operation order), equal almost everywhere."""
+    assert ours.dtype == theirs.dtype == torch.bfloat16 and ours.shape == theirs.shape
+    diff = (ours.float() - theirs.float()).abs()
+    step = theirs.float().abs() * 2.0**-7 + 1e-30  # one unit in the last place of bf16's 8-bit mantissa
+    assert bool((diff <= step).all()), f"max difference {diff.max().item()}"
+    assert (diff == 0).float().mean().item() >= 0.99
+
+
+def test_bf16_norms_match_the_reference(ops):
+    wide = (torch.randn(6, 700) * 4).bfloat16()
+    x, res, w = wide[:, 3:579], torch.randn(6, 576).bfloat16(), torch.rand(576).bfloat16()
+    _assert_bf16_agrees(ops["rms_norm"](x, w, 1e-5), reference.rms_norm(x, w, 1e-5))
+    ours, theirs = ops["fused_add_rms_norm"](x, res, w, 1e-5), reference.fused_add_rms_norm(x, res, w, 1e-5)
+    _assert_bf16_agrees(ours[0], theirs[0])
+    assert torch.equal(ours[1], theirs[1])  # one float add, rounded once: exact
+
+
+def test_bf16_silu_and_mul_and_rotary_match_the_reference(ops, cos_sin):
+    x = (torch.randn(5, 2 * 1536) * 6).bfloat16()
+    _assert_bf16_agrees(ops["silu_and_mul"](x), reference.silu_and_mul(x))
+    qkv = torch.randn(4, (9 + 3 + 3) * HEAD).bfloat16()
+    q, k, _ = qkv.split([9 * HEAD, 3 * HEAD, 3 * HEAD], dim=-1)
+    positions = torch.tensor([0, 7, 200, 511])
+    ours, theirs = ops["rotary"](positions, q, k, cos_sin, HEAD), reference.rotary(positions, q, k, cos_sin, HEAD)
+    _assert_bf16_agrees(ours[0], theirs[0])
+    _assert_bf16_agrees(ours[1], theirs[1])
+
+
+def test_bf16_ops_are_native_not_the_fallback():
+    def refuse(*args):
+        raise AssertionError("the fallback ran")
+
+    native = layer_ops({name: refuse for name in REFERENCES})
+    x, w = torch.randn(3, 64).bfloat16(), torch.rand(64).bfloat16()
+    assert native["rms_norm"](x, w, 1e-5).dtype == torch.bfloat16
+    assert native["silu_and_mul"](x).dtype == torch.bfloat16
+
+
 def test_other_dtypes_and_odd_sizes_take_the_fallback(ops, cos_sin):
-    x, w = torch.randn(3, 576, dtype=torch.bfloat16), torch.rand(576, dtype=torch.bfloat16)
+    x, w = torch.randn(3, 576, dtype=torch.float16), torch.rand(576, dtype=torch.float16)
     torch.testing.assert_close(ops["rms_norm"](x, w, 1e-5), reference.rms_norm(x, w, 1e-5))
+    mixed = torch.rand(576)  # a float32 weight under bf16 rows: not one dtype, so the fallback
+    xb = x.bfloat16()
+    torch.testing.assert_close(ops["rms_norm"](xb, mixed, 1e-5), reference.rms_norm(xb, mixed, 1e-5))
     odd = torch.randn(3, 2 * 12)  # I = 12: not a whole number of 8-float vectors
     torch.testing.assert_close(ops["silu_and_mul"](odd), reference.silu_and_mul(odd))
-    q, k = torch.randn(2, HEAD, dtype=torch.bfloat16), torch.randn(2, HEAD, dtype=torch.bfloat16)
+    q, k = torch.randn(2, HEAD, dtype=torch.float16), torch.randn(2, HEAD, dtype=torch.float16)
     positions = torch.tensor([1, 2])
     torch.testing.assert_close(ops["rotary"](positions, q, k, cos_sin, HEAD)[0],
                                reference.rotary(positions, q, k, cos_sin, HEAD)[0])
