@@ -7,7 +7,8 @@ pass over all 30 layers and the head for each row count, and the ratio to float3
 process. Decoder layers run int4 and the head int8, as the default model does: "avx512_vnni",
 "avx2" and "portable" are the plugin's Q4_1/Q8_0 block kernels on that path, "torch" is torch's
 packed kernels (the no-compiler fallback; above 24 rows they hand over to the float32 weight).
-The block kernels are timed alone, at every row count (no dense weight kept).
+The block kernels are timed alone, at every row count (no dense weight kept). "bf16 pre" is the
+bf16 weight prepacked for oneDNN (tokenmill_cpu.dense_gemm, what a bf16 model's wide steps run).
 
     python benchmarks/bench_cpu_linear.py [--rows 1 8 32 64] [--threads 2]
 """
@@ -20,6 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from tokenmill_cpu.dense_gemm import DenseGemm, prepacking_available
 from tokenmill_cpu.linear_methods import BlockLinearMethod, Int4LinearMethod, Int8LinearMethod
 from tokenmill_cpu.quant_matmul import available_isas, quant_matmul
 
@@ -56,7 +58,8 @@ def main() -> None:
     packed = {kind: [(int4, int4.pack(w), w.shape[1]) for layer in weights for w in layer]
               + [(int8, int8.pack(head), HEAD[1])] for kind, (int4, int8) in kinds.items()}
     dense16 = [w.bfloat16() for layer in weights for w in layer] + [head.bfloat16()]
-    header = f"{'rows':>5} {'float32 ms':>11} {'bf16 ms':>8} {'x':>6}"
+    prepacked = [DenseGemm(w) for w in dense16] if prepacking_available() else []
+    header = f"{'rows':>5} {'float32 ms':>11} {'bf16 ms':>8} {'x':>6} {'bf16 pre ms':>12} {'x':>6}"
     print(header + "".join(f" {kind + ' ms':>14} {'x':>6}" for kind in packed))
     with torch.inference_mode():
         for rows in args.rows:
@@ -70,6 +73,10 @@ def main() -> None:
                 for w in dense16:
                     F.linear(inputs[w.shape[1]].bfloat16(), w)
 
+            def dense_prepacked() -> None:
+                for gemm in prepacked:
+                    gemm(inputs[gemm.shape[1]].bfloat16())
+
             def run(kind: str) -> None:
                 for method, state, cols in packed[kind]:
                     method.apply(state, inputs[cols])
@@ -77,6 +84,8 @@ def main() -> None:
             base = timed(dense, args.repeats)
             bf16 = timed(dense_bf16, args.repeats)
             line = f"{rows:>5} {base * 1e3:>11.1f} {bf16 * 1e3:>8.1f} {base / bf16:>6.2f}"
+            pre = timed(dense_prepacked, args.repeats) if prepacked else float("nan")
+            line += f" {pre * 1e3:>12.1f} {base / pre:>6.2f}"
             for kind in packed:
                 took = timed(lambda: run(kind), args.repeats)
                 line += f" {took * 1e3:>14.1f} {base / took:>6.2f}"

@@ -14,6 +14,9 @@ So with VNNI a bfloat16 model hands steps above 16 rows to its bf16 weight, and 
 keeps no dense copy at all (the blocks match its GEMM at 256 rows and beat it below, for a
 quarter of the memory). On AVX2 the blocks beat the float32 GEMM up to 24-32 rows (Zen 3), and a
 bf16 GEMM without bf16 hardware ran 6x slower than float32, so bf16 models stay on the blocks.
+Since then the bf16 weight is prepacked for oneDNN (dense_gemm.py), 2.2-2.4x faster than the
+column above at 17-64 rows; the crossover stayed at 16 (`bench_cpu_linear.py --threads 1`: at 16
+rows the prepacked GEMM and the VNNI blocks were within 10% of each other, above it the GEMM won).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+
+from tokenmill_cpu.dense_gemm import prepacking_available
 
 CPUINFO = "/proc/cpuinfo"
 
@@ -64,7 +69,8 @@ class HostIsa:
         parts = []
         for dtype in (torch.bfloat16, torch.float32):
             rows = self.max_block_rows(dtype)
-            gemm = "" if rows is None else f", above {rows} rows the {str(dtype)[6:]} GEMM"
+            packed = " (oneDNN, prepacked)" if dtype == torch.bfloat16 and prepacking_available() else ""
+            gemm = "" if rows is None else f", above {rows} rows the {str(dtype)[6:]} GEMM{packed}"
             parts.append(f"{str(dtype)[6:]} models: blocks{gemm}")
         amx = ", AMX" if self.amx else ""
         return f"block matmul {self.blocks}{amx}; " + "; ".join(parts)

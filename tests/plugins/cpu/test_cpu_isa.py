@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from tokenmill_cpu import native_build
+from tokenmill_cpu.dense_gemm import prepacking_available
 from tokenmill_cpu.isa import host_isa
 
 AMX = "avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8"
@@ -22,8 +23,9 @@ def test_a_bf16_cpu_hands_wide_bf16_steps_to_the_gemm_and_keeps_float32_on_vnni(
     isa = probe(tmp_path, AMX)
     assert isa.bf16 and isa.amx and isa.vnni512 and isa.blocks == "avx512_vnni"
     assert isa.max_block_rows(torch.bfloat16) == 16 and isa.max_block_rows(torch.float32) is None
+    packed = " (oneDNN, prepacked)" if prepacking_available() else ""  # this torch and the real CPU decide
     assert isa.describe() == ("block matmul avx512_vnni, AMX; bfloat16 models: blocks, above 16 rows the "
-                              "bfloat16 GEMM; float32 models: blocks")
+                              f"bfloat16 GEMM{packed}; float32 models: blocks")
 
 
 def test_avx512_bf16_without_amx(tmp_path):
