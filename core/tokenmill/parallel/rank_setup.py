@@ -94,14 +94,23 @@ def init_rank(spec: RankSpec, plugins: Any, platform: Any) -> RankState:
     return RankState(plugins, platform, execution, bundle, pool, allocator, comm, control)
 
 
+# torch.distributed backends that must be the default (world) process group, which here is gloo:
+# it carries the driver's step broadcast on every platform. torch_xla's backend refuses otherwise.
+_DEFAULT_GROUP_ONLY = {"xla": "torch_xla's 'xla' backend works only as the default process group"}
+
+
 def require_dist_backend(platform: Any) -> None:
-    """Refuse a platform whose torch.distributed backend this process lacks, naming it and the fix."""
+    """Refuse a platform whose torch.distributed backend this engine cannot use, naming the problem and the fix."""
     backend = platform.dist_backend
+    if backend in _DEFAULT_GROUP_ONLY:
+        raise TokenmillError(
+            f"tensor parallelism on {platform.name} is not built: {_DEFAULT_GROUP_ONLY[backend]}, and the engine's "
+            "default group is gloo (it carries each step to the workers); use --tensor-parallel-size 1 there")
     if not dist.is_available() or not dist.is_backend_available(backend):
         raise TokenmillError(
-            f"tensor parallelism on {platform.name} needs the torch.distributed backend {backend!r}, which this "
-            f"process lacks; install the platform's distributed support (its plugin's extra or vendor stack, "
-            f"which registers {backend!r}) or use --tensor-parallel-size 1")
+            f"tensor parallelism on {platform.name} needs the torch.distributed backend {backend!r}, which is not "
+            f"registered in this process; install the platform's distributed support (the package that registers "
+            f"{backend!r} with torch.distributed) or use --tensor-parallel-size 1")
 
 
 def _select_device(platform: Any, local_rank: int) -> None:

@@ -82,22 +82,29 @@ def test_gaudi_stubs_two_ranks_match_one_with_padded_steps(variant, gaudi_stubs,
     assert all(is_bucketed(s, buckets) for s in worker) and (64, 2, 4) in worker, worker
 
 
-def test_static_toy_two_ranks_match_one(tp_model_dirs, make_tp_engine):
-    """An out-of-tree static-shape plugin (functional KV cache, default buckets x4 apart) splits too."""
+def test_static_toy_two_ranks_match_one_after_a_warm_up_on_every_rank(monkeypatch, tp_model_dirs, make_tp_engine):
+    """An out-of-tree static-shape plugin (functional KV cache, buckets x4 apart) whose step runner runs
+    every token bucket as it wraps the step, as the TPU plugin compiles them: rank 0's warm-up is not
+    broadcast, so it finishes only if rank 1's runner got the same buckets and warms up alike."""
     toy = pytest.importorskip("tokenmill_static_toy", reason="install it: pip install -e tests/static_toy_plugin")
+    monkeypatch.setenv("TOKENMILL_STATIC_TOY_WARMUP", "1")
+    monkeypatch.setenv("TOKENMILL_COLLECTIVE_TIMEOUT_S", "30")  # a warm-up rank 1 skipped fails in 30 s
     model = tp_model_dirs["kv1"]  # one KV head: both ranks hold it
     want = greedy(make_tp_engine(model, device="static_toy", **STATIC), PROMPTS)
     toy.RECORDER.reset()
     two = make_tp_engine(model, device="static_toy", tensor_parallel_size=2, **STATIC)
-    assert greedy(two, PROMPTS) == want
     buckets = two.runner.padding.buckets
+    assert toy.RECORDER.warmup_steps == len(buckets.token_counts) > 1
+    assert greedy(two, PROMPTS) == want
     assert toy.RECORDER.batch_shapes and all(is_bucketed(s, buckets) for s in toy.RECORDER.batch_shapes)
 
 
-def test_a_missing_dist_backend_is_refused_with_the_fix(gaudi_stubs):
+def test_a_dist_backend_the_engine_cannot_use_is_refused_with_the_fix(gaudi_stubs):
     import tokenmill_gaudi
 
-    real_gaudi = dataclasses.replace(tokenmill_gaudi.tokenmill_platform(), dist_backend="hccl")  # no HCCL here
-    with pytest.raises(TokenmillError, match=r"backend 'hccl'.*--tensor-parallel-size 1"):
-        rank_setup.require_dist_backend(real_gaudi)
-    rank_setup.require_dist_backend(tokenmill_gaudi.tokenmill_platform())  # the stubs' gloo is there
+    stubs = tokenmill_gaudi.tokenmill_platform()
+    rank_setup.require_dist_backend(stubs)  # the stubs' gloo is there
+    with pytest.raises(TokenmillError, match=r"backend 'hccl', which is not registered.*--tensor-parallel-size 1"):
+        rank_setup.require_dist_backend(dataclasses.replace(stubs, dist_backend="hccl"))  # no Habana stack here
+    with pytest.raises(TokenmillError, match=r"'xla' backend works only as the default process group"):
+        rank_setup.require_dist_backend(dataclasses.replace(stubs, name="tpu", dist_backend="xla"))
