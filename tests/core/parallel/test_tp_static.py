@@ -27,8 +27,18 @@ _WORKER_GRAPH = re.compile(r"tp-rank1 DEBUG captured an HPU graph for step shape
 
 @pytest.fixture
 def gaudi_stubs(monkeypatch):
-    """Select the gaudi plugin's stubs here and in every rank spawned during the test."""
+    """Select the gaudi plugin's stubs here and in every rank spawned during the test.
+
+    The stubs' simulated card is one per process: what this test's engines took of rank 0's is
+    handed back after it, as their pools are gone (later tests size pools on the same card).
+    """
     monkeypatch.setenv("TOKENMILL_GAUDI_STUBS", "1")
+    from tokenmill_gaudi.stubs import hpu
+
+    before = hpu.memory_stats()["InUse"]
+    yield
+    hpu.untrack(hpu.memory_stats()["InUse"] - before)
+    hpu.reset_peak_memory_stats()
 
 
 def padded_prompt_logits(engine, token_ids: list[int]) -> torch.Tensor:
@@ -70,6 +80,8 @@ def test_gaudi_stubs_two_ranks_match_one_with_padded_steps(variant, gaudi_stubs,
     one.shutdown()
     two = make_tp_engine(model, device="gaudi", tensor_parallel_size=2, **STATIC)
     assert two.platform.static_shapes and two.executor is not None
+    pool_blocks = two.runner.kv_caches[0].shape[1]  # (2, N, S, Hkv, D): the null block is the last
+    assert two.runner.padding.null_block == two.num_blocks == pool_blocks - 1
     got_logits = padded_prompt_logits(two, prompt)
     assert got_logits.shape == want_logits.shape == (37, 259)
     torch.testing.assert_close(got_logits, want_logits, atol=2e-4, rtol=1e-4)
