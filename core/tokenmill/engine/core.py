@@ -34,7 +34,7 @@ from tokenmill.sched.output import SchedulerOutput
 from tokenmill.sched.request import Request
 from tokenmill.sched.scheduler import Scheduler
 from tokenmill.worker.model_runner import ModelRunner, RunnerOutput
-from tokenmill.worker.padding import StepPadding, check_covers, default_buckets
+from tokenmill.worker.runner_setup import build_runner
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,8 @@ class EngineCore:
                                  null_block=pool.num_blocks if self.platform.static_shapes else 0)
         self.scheduler = Scheduler(self.kv, max_num_batched_tokens=args.max_num_batched_tokens,
                                    max_num_seqs=args.max_num_seqs, max_model_len=self.max_model_len)
-        padding = self._padding(pool.num_blocks) if self.platform.static_shapes else None
-        runner_opts = {"enforce_eager": args.enforce_eager, "max_num_seqs": args.max_num_seqs,
-                       "max_model_len": self.max_model_len, "block_size": args.block_size,
-                       "buckets": padding.buckets if padding else None}
-        step_runner = None if args.enforce_eager else self.plugins.step_runner(self.platform, runner_opts)
         runner_class = ModelRunner if self.executor is None else self.executor.runner_class
-        self.runner = runner_class(self.bundle.model, self.bundle.attn_backend, pool.kv_caches, args.block_size,
-                                  self.bundle.device, step_runner, padding)
+        self.runner = build_runner(runner_class, self.plugins, self.platform, args, self.bundle, pool)
         self.eos_ids = set(self.bundle.eos_token_ids)
         self.sampler = Sampler(list(self.eos_ids), ops=OpRegistry(self.plugins.op_overrides(self.platform)),
                                static=self.platform.static_shapes, sync=self.execution.sync)
@@ -133,18 +127,6 @@ class EngineCore:
                              requested_bytes=args.kv_cache_memory, max_model_len=bundle.max_model_len,
                              max_len_was_set=args.max_model_len is not None,
                              reserved_blocks=1 if self.platform.static_shapes else 0)
-
-    def _padding(self, num_blocks: int) -> StepPadding:
-        """The static platform's buckets (or the core's default), checked against the engine's limits.
-
-        The pool's last block (allocate_pool reserved it) is the null block padding points at.
-        """
-        args = self.args
-        limits = {"max_num_batched_tokens": args.max_num_batched_tokens, "max_num_seqs": args.max_num_seqs,
-                  "max_blocks_per_seq": -(-self.max_model_len // args.block_size)}
-        buckets = self.plugins.shape_buckets(self.platform, limits) or default_buckets(limits)
-        check_covers(buckets, limits, self.platform.name)
-        return StepPadding(buckets, args.block_size, null_block=num_blocks)
 
     # ------------------------------------------------------------------ requests
 

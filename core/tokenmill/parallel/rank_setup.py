@@ -6,6 +6,7 @@ collectives line up one for one: the model load, the profile step and the pool-s
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,6 +40,7 @@ class RankSpec:
     local_rank: int  # the device index on its host
     init_address: str  # tcp://host:port of rank 0's rendezvous
     collective_timeout_s: float
+    log_level: int = logging.WARNING  # the engine process's root level: workers log as it does
 
 
 @dataclass(slots=True)
@@ -77,9 +79,7 @@ def worker_threads(args: EngineArgs, platform: Any, ranks_on_host: int) -> None:
 
 def init_rank(spec: RankSpec, plugins: Any, platform: Any) -> RankState:
     """Join the process groups, load this rank's shard and allocate its pool (every rank at once)."""
-    if platform.static_shapes:
-        raise TokenmillError(f"tensor parallelism on static-shape platforms ({platform.name}) is not built yet; "
-                             "use --tensor-parallel-size 1 there")
+    require_dist_backend(platform)
     _select_device(platform, spec.local_rank)
     dist.init_process_group("gloo", init_method=spec.init_address, rank=spec.rank, world_size=spec.world_size,
                             timeout=_IDLE_TIMEOUT)
@@ -90,8 +90,27 @@ def init_rank(spec: RankSpec, plugins: Any, platform: Any) -> RankState:
     execution = plugins.execution_context(platform) or DefaultExecution()
     bundle = _load_shard(spec, plugins, platform, comm)
     allocator = plugins.kv_allocator(platform, spec.local_rank, spec.args.gpu_memory_utilization)
-    pool = _agreed_pool(spec.args, allocator, bundle, control, execution)
+    pool = _agreed_pool(spec.args, allocator, bundle, control, execution, reserved=int(platform.static_shapes))
     return RankState(plugins, platform, execution, bundle, pool, allocator, comm, control)
+
+
+# torch.distributed backends that must be the default (world) process group, which here is gloo:
+# it carries the driver's step broadcast on every platform. torch_xla's backend refuses otherwise.
+_DEFAULT_GROUP_ONLY = {"xla": "torch_xla's 'xla' backend works only as the default process group"}
+
+
+def require_dist_backend(platform: Any) -> None:
+    """Refuse a platform whose torch.distributed backend this engine cannot use, naming the problem and the fix."""
+    backend = platform.dist_backend
+    if backend in _DEFAULT_GROUP_ONLY:
+        raise TokenmillError(
+            f"tensor parallelism on {platform.name} is not built: {_DEFAULT_GROUP_ONLY[backend]}, and the engine's "
+            "default group is gloo (it carries each step to the workers); use --tensor-parallel-size 1 there")
+    if not dist.is_available() or not dist.is_backend_available(backend):
+        raise TokenmillError(
+            f"tensor parallelism on {platform.name} needs the torch.distributed backend {backend!r}, which is not "
+            f"registered in this process; install the platform's distributed support (the package that registers "
+            f"{backend!r} with torch.distributed) or use --tensor-parallel-size 1")
 
 
 def _select_device(platform: Any, local_rank: int) -> None:
@@ -131,11 +150,14 @@ def _load_shard(spec: RankSpec, plugins: Any, platform: Any, comm: Any) -> Model
     return bundle
 
 
-def _agreed_pool(args: EngineArgs, allocator: Any, bundle: ModelBundle, control: Any, execution: Any) -> KVPool:
+def _agreed_pool(args: EngineArgs, allocator: Any, bundle: ModelBundle, control: Any, execution: Any,
+                 reserved: int) -> KVPool:
     """Every rank's pool gets the blocks the smallest budget holds (the scheduler runs one block table).
 
     The counts meet on the host-side control group, whose wait has no short timeout: ranks that
-    load the model at different speeds are no failure.
+    load the model at different speeds are no failure. `reserved` blocks (a static-shape
+    platform's null block) come out of that agreed count on every rank alike, so each pool has the
+    same usable blocks and its null block at the same index, the one after them.
     """
     with execution.guard():
         profile_peak_activations(allocator, bundle, args.max_num_batched_tokens, args.max_num_seqs, args.block_size)
@@ -149,4 +171,4 @@ def _agreed_pool(args: EngineArgs, allocator: Any, bundle: ModelBundle, control:
     return allocate_pool(allocator, bundle.attn_backend, num_layers=bundle.arch.num_layers,
                          dtype=bundle.attn_spec.kv_cache_dtype, block_size=args.block_size,
                          requested_bytes=max(fewest, 1) * per_block, max_model_len=bundle.max_model_len,
-                         max_len_was_set=args.max_model_len is not None)
+                         max_len_was_set=args.max_model_len is not None, reserved_blocks=reserved)

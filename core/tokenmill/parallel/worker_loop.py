@@ -10,6 +10,7 @@ from tokenmill.parallel.rank_setup import RankSpec, RankState, init_rank, worker
 from tokenmill.parallel.step_broadcast import COPY, STOP, StepReceiver
 from tokenmill.plugin_manager import load_plugins
 from tokenmill.worker.model_runner import ModelRunner
+from tokenmill.worker.runner_setup import build_runner
 
 
 def start_worker(spec: RankSpec, ranks_on_host: int) -> RankState:
@@ -26,14 +27,11 @@ def run_worker(state: RankState, args: EngineArgs) -> int:
     """Serve steps until the driver says stop; returns the number of steps run.
 
     Logits are computed (the output head's all-gather needs every rank) and dropped: sampling
-    happens on the driver alone.
+    happens on the driver alone. The runner is built as the driver's (same padding, step runner
+    options and any warm-up), and each step ends with the platform's sync, as the driver's does.
     """
     bundle = state.bundle
-    runner_opts = {"enforce_eager": args.enforce_eager, "max_num_seqs": args.max_num_seqs,
-                   "max_model_len": state.pool.max_model_len, "block_size": args.block_size, "buckets": None}
-    step_runner = None if args.enforce_eager else state.plugins.step_runner(state.platform, runner_opts)
-    runner = ModelRunner(bundle.model, bundle.attn_backend, state.pool.kv_caches, args.block_size, bundle.device,
-                         step_runner)
+    runner = build_runner(ModelRunner, state.plugins, state.platform, args, bundle, state.pool)  # as the driver's
     receiver = StepReceiver(state.control, bundle.device)
     steps = 0
     while True:

@@ -61,5 +61,5 @@ def tokenmill_execution_context(platform: Any) -> CountingExecution:
 
 @hookimpl
 def tokenmill_step_runner(platform: Any, options: dict[str, Any]) -> RecordingStepRunner:
-    """Records each step's padded token count."""
-    return RecordingStepRunner()
+    """Records each step's padded token count (and warms the buckets up when asked)."""
+    return RecordingStepRunner(options)

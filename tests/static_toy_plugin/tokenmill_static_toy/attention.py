@@ -50,19 +50,9 @@ class StaticAttentionBackend:
         return (2, num_blocks, self.spec.block_size, self.spec.num_kv_heads, self.spec.head_size)
 
     def build_metadata(self, batch: AttentionBatch) -> StaticMetadata:
-        """Token-to-request and position maps from the host lists; records the shape it was handed."""
+        """See static_metadata; records the shape it was handed."""
         RECORDER.record_batch(batch)
-        requests, positions = [], []
-        for b, (query_len, seq_len) in enumerate(zip(batch.query_lens_cpu, batch.seq_lens_cpu)):
-            requests += [b] * query_len
-            positions += range(seq_len - query_len, seq_len)
-        device = batch.slot_mapping.device
-        return StaticMetadata(
-            slot_mapping=batch.slot_mapping.to(torch.int64),
-            token_request=torch.tensor(requests, dtype=torch.int64, device=device),
-            token_position=torch.tensor(positions, dtype=torch.int64, device=device),
-            block_tables=batch.block_tables.to(torch.int64),
-        )
+        return static_metadata(batch)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
                 metadata: StaticMetadata, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,6 +65,21 @@ class StaticAttentionBackend:
             for i in range(0, query.shape[0], TOKEN_CHUNK)
         ])
         return out, cache
+
+
+def static_metadata(batch: AttentionBatch) -> StaticMetadata:
+    """Token-to-request and position maps from the host lists."""
+    requests, positions = [], []
+    for b, (query_len, seq_len) in enumerate(zip(batch.query_lens_cpu, batch.seq_lens_cpu)):
+        requests += [b] * query_len
+        positions += range(seq_len - query_len, seq_len)
+    device = batch.slot_mapping.device
+    return StaticMetadata(
+        slot_mapping=batch.slot_mapping.to(torch.int64),
+        token_request=torch.tensor(requests, dtype=torch.int64, device=device),
+        token_position=torch.tensor(positions, dtype=torch.int64, device=device),
+        block_tables=batch.block_tables.to(torch.int64),
+    )
 
 
 def _written(kv_cache: torch.Tensor, key: torch.Tensor, value: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:

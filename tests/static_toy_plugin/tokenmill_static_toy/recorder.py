@@ -15,6 +15,7 @@ class ShapeRecorder:
     keep_batches: bool = False
     syncs: int = 0
     steps: int = 0
+    warmup_steps: int = 0  # dummy steps the step runner ran at start-up
 
     def record_batch(self, batch) -> None:
         """Note one step's padded shape (and keep the batch itself if asked)."""
@@ -28,7 +29,7 @@ class ShapeRecorder:
         self.batch_shapes.clear()
         self.step_tokens.clear()
         self.batches.clear()
-        self.syncs = self.steps = 0
+        self.syncs = self.steps = self.warmup_steps = 0
 
 
 RECORDER = ShapeRecorder()

@@ -20,7 +20,8 @@ import torch.distributed as dist
 from tokenmill.config import EngineArgs
 from tokenmill.errors import EngineDeadError
 from tokenmill.parallel.executor.driver_runner import BroadcastingAllocator, DriverRunner
-from tokenmill.parallel.rank_setup import RankSpec, RankState, collective_timeout_s, init_rank, worker_threads
+from tokenmill.parallel.rank_setup import (RankSpec, RankState, collective_timeout_s, init_rank,
+                                          require_dist_backend, worker_threads)
 from tokenmill.parallel.step_broadcast import StepSender
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,12 @@ class TPExecutor:
 
     def start(self) -> None:
         """Launch ranks 1..N-1 and bring rank 0 up with them; a rank that fails to start raises EngineDeadError."""
+        require_dist_backend(self.platform)  # before any worker starts: a refusal costs no spawn
         host = self.launcher.host()
         address = f"tcp://{host}:{_free_port(host)}"
         timeout = collective_timeout_s()
-        specs = [RankSpec(self.args, rank, self.world_size, self.launcher.local_rank(rank), address, timeout)
+        level = logging.getLogger().getEffectiveLevel()
+        specs = [RankSpec(self.args, rank, self.world_size, self.launcher.local_rank(rank), address, timeout, level)
                  for rank in range(self.world_size)]
         worker_threads(self.args, self.platform, self.launcher.ranks_on_driver_host(self.world_size))
         self.launcher.launch(specs[1:])

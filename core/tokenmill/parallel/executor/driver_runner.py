@@ -13,8 +13,13 @@ class DriverRunner(ModelRunner):
     """The engine's ModelRunner on rank 0: each step's inputs go to the workers before rank 0 runs it."""
 
     def __init__(self, executor: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        """ModelRunner's arguments; a step runner that warms up as it wraps the step runs rank 0's part here.
+
+        Every worker's runner runs the same warm-up (worker.runner_setup), so those collectives
+        meet without a broadcast; a rank that falls meanwhile ends start-up with EngineDeadError.
+        """
         self._executor = executor
+        executor.guarded(lambda: ModelRunner.__init__(self, *args, **kwargs))
 
     def forward_batch(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: Any,
                       logits_indices: torch.Tensor | None) -> torch.Tensor:

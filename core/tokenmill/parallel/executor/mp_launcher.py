@@ -90,7 +90,7 @@ def worker_main(spec: RankSpec, ranks_on_host: int, report: Any) -> None:
     """A spawned worker's entry point: start, serve steps, and report any error before exiting."""
     from tokenmill.parallel.worker_loop import run_worker, start_worker
 
-    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s tp-rank{spec.rank} %(levelname)s %(message)s")
+    logging.basicConfig(level=spec.log_level, format=f"%(asctime)s tp-rank{spec.rank} %(levelname)s %(message)s")
     try:
         state = start_worker(spec, ranks_on_host)
         run_worker(state, spec.args)
