@@ -7,8 +7,6 @@ tests/core/test_cli_plugins.py checks).
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
