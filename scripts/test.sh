@@ -85,7 +85,7 @@ if "$XPY" -m pip install --quiet --progress-bar off torch==2.9.0 torch-xla==2.9.
     "$XPY" -c "import torch, torch_xla; assert torch.__version__.startswith('2.9.0'), torch.__version__" \
         || failed+=("torch-xla venv: torch is not 2.9.0")
     # The complete kit, as for every other plugin: XLA compiles one graph per step shape the kit feeds
-    # (about 250 here, most of the ~2.5 min); skips are only for what tpu lacks (float16, op overrides,
+    # (about 230 here, most of its 1-2 min); skips are only for what tpu lacks (float16, op overrides,
     # quantized kernels, windows, 2 XLA devices for collectives).
     (cd /tmp && PJRT_DEVICE=CPU TOKENMILL_DEVICE=tpu "$XPY" -m pytest -q -m "not gpu" -p no:cacheprovider \
         --pyargs tokenmill.testing) || failed+=("conformance kit for tpu (XLA CPU)")
