@@ -11,6 +11,13 @@ core's own StepPadding, with a null block past the request blocks); padding rows
 and their outputs are dropped. A backend whose `functional_cache` is True has its returned cache
 threaded into the next call, as the model does.
 
+The requests' q/k/v live on the host (in the spec's dtype): each step's inputs are cut and
+padded there and moved to the device once, and the reference reads the same host values, so the
+harness adds no device work of its own to the backend's (on a lazy, compiling device such as
+XLA, every distinct slice would be one more compiled graph). `sync`, the platform's
+ExecutionContext.sync, is called after each step's layers, before the host reads their output,
+as the engine calls it once per step.
+
 A scenario whose spec has a sliding window can `free_behind_window`, as the KV manager does
 when every layer is windowed: before each step, a request's blocks wholly behind the window of
 its first new token are overwritten with other (finite) garbage, as if reused by another request,
@@ -20,6 +27,7 @@ and its block-table entries for them become the null block (block 0 on eager pla
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -54,7 +62,7 @@ class Scenario:
 
 @dataclass(slots=True)
 class Sequence:
-    """One request's full q/k/v for one layer, on the device."""
+    """One request's full q/k/v for one layer, on the host, in the spec's dtype."""
 
     query: torch.Tensor  # [total_len, Hq, D]
     key: torch.Tensor  # [total_len, Hkv, D]
@@ -70,8 +78,8 @@ class Outcome:
     step_of_row: list[dict[int, int]] = field(default_factory=list)  # [request]{pos: step index}
 
 
-def run_scenario(backend, allocator, scenario: Scenario) -> Outcome:
-    """Run every step of `scenario` through `backend`, with a pool from `allocator`."""
+def run_scenario(backend, allocator, scenario: Scenario, sync: Callable[[], None] | None = None) -> Outcome:
+    """Run every step of `scenario` through `backend`, with a pool from `allocator`; `sync` ends each step."""
     spec, device = scenario.spec, allocator.device
     _validate(scenario)
     gen = torch.Generator().manual_seed(scenario.seed)
@@ -82,7 +90,7 @@ def run_scenario(backend, allocator, scenario: Scenario) -> Outcome:
     caches = allocator.allocate(scenario.num_layers, backend.kv_cache_shape(pool_blocks), spec.kv_cache_dtype)
     for cache in caches:  # stale finite data, as in reused blocks: a backend must mask it out
         cache.copy_(torch.randn(cache.shape, generator=gen) * 4)
-    seqs = [_make_sequences(scenario, gen, device) for _ in range(scenario.num_layers)]
+    seqs = [_make_sequences(scenario, gen) for _ in range(scenario.num_layers)]
     outcome = Outcome(seqs, [[{} for _ in scenario.requests] for _ in seqs], [{} for _ in scenario.requests])
     functional = bool(optional(backend, "functional_cache", False))
     done = [r.shared_blocks * spec.block_size for r in scenario.requests]
@@ -91,12 +99,17 @@ def run_scenario(backend, allocator, scenario: Scenario) -> Outcome:
             _free_behind_window(scenario, step, done, tables, caches, 0 if padding is None else padding.null_block, gen)
         batch, positions = _make_batch(step, done, tables, spec.block_size, device, padding)
         metadata = backend.build_metadata(batch)
+        outs = []
         for layer in range(len(caches)):
-            query, key, value = _step_inputs(seqs[layer], positions, batch.num_padded_tokens, gen)
+            query, key, value = _step_inputs(seqs[layer], positions, batch.num_padded_tokens, gen, device)
             out = backend.forward(query, key, value, caches[layer], metadata, spec.head_size**-0.5)
             if functional:
                 out, caches[layer] = _functional_result(out, caches[layer])
             _check_output_shape(out, query)
+            outs.append(out)
+        if sync is not None:
+            sync()
+        for layer, out in enumerate(outs):
             _keep_rows(outcome, layer, out, positions, step_index)
         for req, num_new in step:
             done[req] += num_new
@@ -188,7 +201,7 @@ def _assign_blocks(requests: list[PagedRequest], block_size: int, gen: torch.Gen
     return tables
 
 
-def _make_sequences(scenario: Scenario, gen: torch.Generator, device: torch.device) -> list[Sequence]:
+def _make_sequences(scenario: Scenario, gen: torch.Generator) -> list[Sequence]:
     spec, seqs = scenario.spec, []
     for r in scenario.requests:
         q = torch.randn(r.total_len, spec.num_heads, spec.head_size, generator=gen)
@@ -196,8 +209,8 @@ def _make_sequences(scenario: Scenario, gen: torch.Generator, device: torch.devi
         v = torch.randn(r.total_len, spec.num_kv_heads, spec.head_size, generator=gen)
         if r.shared_blocks:  # a prefix hit: the shared tokens have the owner's keys and values
             n = r.shared_blocks * spec.block_size
-            k[:n], v[:n] = seqs[r.shares_blocks_of].key[:n].cpu(), seqs[r.shares_blocks_of].value[:n].cpu()
-        seqs.append(Sequence(*(t.to(device=device, dtype=spec.dtype) for t in (q, k, v))))
+            k[:n], v[:n] = seqs[r.shares_blocks_of].key[:n], seqs[r.shares_blocks_of].value[:n]
+        seqs.append(Sequence(*(t.to(spec.dtype) for t in (q, k, v))))
     return seqs
 
 
@@ -251,16 +264,17 @@ def _make_batch(
 
 
 def _step_inputs(seqs: list[Sequence], positions: list[tuple[int, int, int]], num_padded: int,
-                 gen: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """The step's flattened query [T, Hq, D], key and value [T, Hkv, D], padding rows (random) last."""
+                 gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The step's flattened query [T, Hq, D], key and value [T, Hkv, D], padding rows (random) last,
+    cut on the host and moved to `device` once each."""
     pick = [(seqs[req], first, first + n) for req, first, n in positions]
     out = []
     for name in ("query", "key", "value"):
         rows = torch.cat([getattr(s, name)[a:b] for s, a, b in pick])  # [T_real, H, D]
         if num_padded:
             noise = torch.randn((num_padded, *rows.shape[1:]), generator=gen)
-            rows = torch.cat([rows, noise.to(device=rows.device, dtype=rows.dtype)])  # [T, H, D]
-        out.append(rows)
+            rows = torch.cat([rows, noise.to(rows.dtype)])  # [T, H, D]
+        out.append(rows.to(device))
     return tuple(out)
 
 
@@ -271,7 +285,7 @@ def _check_output_shape(out: torch.Tensor, query: torch.Tensor) -> None:
 
 
 def _keep_rows(outcome: Outcome, layer: int, out: torch.Tensor, positions: list[tuple[int, int, int]], step: int) -> None:
-    host = out.detach().float().cpu()  # [T, Hq, D]
+    host = out.detach().cpu().float()  # [T, Hq, D], converted on the host
     row = 0
     for req, first, n in positions:
         for i in range(n):

@@ -53,6 +53,13 @@ def make_backend(tokenmill_manager, tokenmill_platform):
     return make
 
 
+@pytest.fixture(scope="session")
+def step_sync(tokenmill_manager, tokenmill_platform):
+    """The platform's once-per-step sync (ExecutionContext.sync), or None where it supplies no context."""
+    context = tokenmill_manager.execution_context(tokenmill_platform)
+    return None if context is None else context.sync
+
+
 @pytest.fixture(params=list(DTYPES))
 def dtype(request: pytest.FixtureRequest, tokenmill_platform) -> torch.dtype:
     """Each dtype the platform claims to support; the others are skipped, not failed."""

@@ -21,15 +21,21 @@ def _spec(heads: str, head_size: int, block_size: int, dtype: torch.dtype) -> At
     return AttentionSpec(num_heads, num_kv_heads, head_size, block_size, dtype)
 
 
-def _check(make_backend, kv_allocator, scenario: Scenario, steps: set[int] | None = None) -> None:
-    outcome = run_scenario(make_backend(scenario.spec), kv_allocator, scenario)
-    assert_matches_reference(outcome, scenario, steps)
+@pytest.fixture()
+def check(make_backend, kv_allocator, step_sync):
+    """Run a Scenario through the platform's backend for its spec (or `backend`) and compare with the reference."""
+
+    def run(scenario: Scenario, steps: set[int] | None = None, backend=None) -> None:
+        backend = backend or make_backend(scenario.spec)
+        assert_matches_reference(run_scenario(backend, kv_allocator, scenario, step_sync), scenario, steps)
+
+    return run
 
 
 @pytest.mark.parametrize("block_size", [16, 32])
 @pytest.mark.parametrize("head_size", [64, 128])
 @pytest.mark.parametrize("heads", list(HEADS))
-def test_ragged_steps_mixing_prefill_chunks_and_decodes(make_backend, kv_allocator, heads, head_size, block_size, dtype):
+def test_ragged_steps_mixing_prefill_chunks_and_decodes(check, heads, head_size, block_size, dtype):
     """Ragged prefills, chunks on cached KV, one-token prompts and decodes, in one batch and in any order."""
     spec = _spec(heads, head_size, block_size, dtype)
     requests = [PagedRequest(n) for n in (37, 3, 70, 16, 45)]
@@ -41,35 +47,35 @@ def test_ragged_steps_mixing_prefill_chunks_and_decodes(make_backend, kv_allocat
         [(4, 1), (2, 1)],
         [(4, 3), (2, 4)],  # short chunks on cached KV
     ]
-    _check(make_backend, kv_allocator, Scenario(spec, requests, steps))
+    check(Scenario(spec, requests, steps))
 
 
 @pytest.mark.parametrize("block_size", [16, 32])
-def test_prefix_hit_reuses_another_requests_blocks(make_backend, kv_allocator, block_size, dtype):
+def test_prefix_hit_reuses_another_requests_blocks(check, block_size, dtype):
     """A request whose first blocks are another's cached prefix computes only its new tokens."""
     spec = _spec("gqa", 64, block_size, dtype)
     requests = [PagedRequest(3 * block_size + 5), PagedRequest(2 * block_size + 10, shares_blocks_of=0, shared_blocks=2)]
     steps = [[(0, 3 * block_size + 3)], [(1, 9), (0, 1)], [(0, 1), (1, 1)]]
-    _check(make_backend, kv_allocator, Scenario(spec, requests, steps))
+    check(Scenario(spec, requests, steps))
 
 
 @pytest.mark.parametrize("block_size", [16, 32])
-def test_chunked_prefill_unaligned_over_two_layers(make_backend, kv_allocator, block_size):
+def test_chunked_prefill_unaligned_over_two_layers(check, block_size):
     """7-token chunks across block borders, then decodes; one metadata serves two layers' caches."""
     spec = _spec("gqa", 64, block_size, torch.float32)
     requests = [PagedRequest(75), PagedRequest(31)]
     steps = [[(0, 7)] + ([(1, 7)] if i < 4 else []) for i in range(10)]
     steps += [[(0, 2), (1, 2)], [(1, 1), (0, 1)], [(0, 1)]]
-    _check(make_backend, kv_allocator, Scenario(spec, requests, steps, num_layers=2))
+    check(Scenario(spec, requests, steps, num_layers=2))
 
 
 @pytest.mark.slow
-def test_decode_at_long_context(make_backend, kv_allocator, dtype):
+def test_decode_at_long_context(check, dtype):
     """Decode steps at 2k tokens of context, batched with a shorter request (padded keys masked)."""
     spec = _spec("gqa", 128, 16, dtype)
     requests = [PagedRequest(2051), PagedRequest(613)]
     steps = [[(0, 2048), (1, 610)], [(0, 1), (1, 1)], [(1, 1), (0, 1)], [(0, 1)]]
-    _check(make_backend, kv_allocator, Scenario(spec, requests, steps), steps={1, 2, 3})
+    check(Scenario(spec, requests, steps), steps={1, 2, 3})
 
 
 def test_backend_declares_its_cache_and_refuses_bad_specs(make_backend):
@@ -88,7 +94,7 @@ BUCKETS = ShapeBuckets(token_counts=(16, 64, 128), batch_sizes=(2, 4, 8), block_
 
 
 @pytest.mark.parametrize("block_size", [16, 32])
-def test_padded_steps_as_the_engine_pads_them(tokenmill_platform, make_backend, kv_allocator, block_size, dtype):
+def test_padded_steps_as_the_engine_pads_them(tokenmill_platform, check, block_size, dtype):
     """Static-shape platforms: padded prefill, mixed and decode steps (null block, padding requests)."""
     if not tokenmill_platform.static_shapes:
         pytest.skip(f"{tokenmill_platform.name} has static_shapes=False: the engine never pads its steps")
@@ -101,10 +107,10 @@ def test_padded_steps_as_the_engine_pads_them(tokenmill_platform, make_backend, 
         [(0, 1), (2, 1)],  # pure decode: B 2 stays 2 (T == B)
         [(2, 1), (0, 1), (1, 1)],  # pure decode: B 3 -> 4, one one-token padding request
     ]
-    _check(make_backend, kv_allocator, Scenario(spec, requests, steps, num_layers=2, buckets=BUCKETS))
+    check(Scenario(spec, requests, steps, num_layers=2, buckets=BUCKETS))
 
 
-def test_functional_cache_form(make_backend, kv_allocator):
+def test_functional_cache_form(make_backend, check):
     """A backend with functional_cache=True returns (output, updated cache); the next step reads that cache."""
     spec = _spec("gqa", 64, 16, torch.float32)
     backend = make_backend(spec)
@@ -112,11 +118,11 @@ def test_functional_cache_form(make_backend, kv_allocator):
         pytest.skip(f"{backend.name} writes its cache in place (functional_cache is False)")
     requests = [PagedRequest(40), PagedRequest(20)]
     steps = [[(0, 30), (1, 19)], [(0, 5), (1, 1)], [(0, 1)], [(0, 1)]]
-    _check(make_backend, kv_allocator, Scenario(spec, requests, steps, num_layers=2))
+    check(Scenario(spec, requests, steps, num_layers=2))
 
 
 @pytest.mark.parametrize("kv_dtype", ["float32", "bfloat16", "float16"])
-def test_kv_cache_dtype_other_than_the_models(tokenmill_platform, make_backend, kv_allocator, kv_dtype):
+def test_kv_cache_dtype_other_than_the_models(tokenmill_platform, make_backend, check, kv_dtype):
     """A cache in another dtype than q/k/v (--kv-cache-dtype): accepted or refused with reasons."""
     model = next((getattr(torch, n) for n in ("float32", "bfloat16") if n in tokenmill_platform.supported_dtypes), None)
     cache = getattr(torch, kv_dtype)
@@ -131,7 +137,7 @@ def test_kv_cache_dtype_other_than_the_models(tokenmill_platform, make_backend, 
         pytest.skip(f"the backend refuses a {kv_dtype} cache with reasons, as the contract allows: {exc}")
     requests = [PagedRequest(n) for n in (38, 5, 22)]
     steps = [[(0, 30), (1, 3), (2, 20)], [(0, 7), (1, 1), (2, 1)], [(0, 1), (2, 1), (1, 1)]]
-    _check(make_backend, kv_allocator, Scenario(spec, requests, steps))
+    check(Scenario(spec, requests, steps))
 
 
 def _feature_backend(make_backend, spec: AttentionSpec, member: str, what: str):
@@ -156,17 +162,17 @@ WINDOW_STEPS = [
 
 
 @pytest.mark.parametrize("block_size", [16, 32])
-def test_sliding_window_with_blocks_released_behind_it(make_backend, kv_allocator, block_size, dtype):
+def test_sliding_window_with_blocks_released_behind_it(make_backend, check, block_size, dtype):
     """A spec with sliding_window: each query sees its last W keys; blocks behind the window are
     garbage and their table entries the null block (as the KV manager leaves them)."""
     spec = AttentionSpec(8, 2, 64, block_size, dtype, sliding_window=24)
     backend = _feature_backend(make_backend, spec, "supports_sliding_window", "a windowed spec")
     scenario = Scenario(spec, [PagedRequest(n) for n in WINDOW_REQUESTS], WINDOW_STEPS, num_layers=2,
                         free_behind_window=True)
-    assert_matches_reference(run_scenario(backend, kv_allocator, scenario), scenario)
+    check(scenario, backend=backend)
 
 
-def test_logits_soft_cap(make_backend, kv_allocator, dtype):
+def test_logits_soft_cap(make_backend, check, dtype):
     """A spec with logits_soft_cap (Gemma 2): scores s become cap * tanh(s / cap), windowed or not."""
     for window in (None, 20):
         spec = AttentionSpec(8, 2, 64, 16, dtype, sliding_window=window, logits_soft_cap=2.0)
@@ -175,4 +181,4 @@ def test_logits_soft_cap(make_backend, kv_allocator, dtype):
             continue
         requests = [PagedRequest(n) for n in (47, 9, 31)]
         steps = [[(0, 30), (1, 9), (2, 5)], [(0, 15), (2, 1)], [(0, 1), (2, 24)], [(2, 1), (0, 1)]]
-        _check(make_backend, kv_allocator, Scenario(spec, requests, steps))
+        check(Scenario(spec, requests, steps))

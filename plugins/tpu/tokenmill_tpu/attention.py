@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tokenmill.interfaces import AttentionBatch, AttentionSpec
 
 CACHE_DTYPES = (torch.float32, torch.bfloat16)
+FEW_REQUESTS = 4  # up to this many requests (B), every token is scored against every request's keys (attend_all)
 TOKEN_CHUNK = 256  # tokens whose gathered keys are held at once (bounds memory at chunk x W*S; fewer chunks, smaller graphs)
 KERNEL = "torch_xla ragged_paged_attention (Pallas)"
 GATHER = "XLA gather + SDPA"
@@ -94,9 +95,10 @@ class TpuAttentionBackend:
         if self.use_kernel:
             return _kernel_attention(query, cache, metadata, scale), cache
         keys, values = gather_blocks(cache, metadata.block_tables)  # [B, W * S, Hkv, D] each
+        chunk_attention = attend_all if keys.shape[0] <= FEW_REQUESTS else attend  # B is static: chosen at trace time
         out = torch.cat([
-            attend(query[i: i + TOKEN_CHUNK], keys, values, metadata.token_request[i: i + TOKEN_CHUNK],
-                   metadata.token_position[i: i + TOKEN_CHUNK], scale)
+            chunk_attention(query[i: i + TOKEN_CHUNK], keys, values, metadata.token_request[i: i + TOKEN_CHUNK],
+                            metadata.token_position[i: i + TOKEN_CHUNK], scale)
             for i in range(0, query.shape[0], TOKEN_CHUNK)
         ])
         return out, cache
@@ -128,6 +130,25 @@ def attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, reques
     q = query.reshape(num_tokens, num_kv_heads, num_heads // num_kv_heads, head_size)  # [C, Hkv, G, D]
     visible = torch.arange(k.shape[2], device=query.device) <= position.unsqueeze(1)  # [C, L]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible.view(num_tokens, 1, 1, -1), scale=scale)
+    return out.reshape(num_tokens, num_heads, head_size)
+
+
+def attend_all(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, request: torch.Tensor,
+               position: torch.Tensor, scale: float) -> torch.Tensor:
+    """`attend` without a per-token copy of its request's keys: query [C, Hq, D] is scored against all B
+    requests' keys, and a mask keeps its own request's keys up to its position -> [C, Hq, D]. B times the
+    scores, but no [C, L, Hkv, D] gathers, which XLA's CPU device runs slowly: faster up to B ~ 4-8 (a
+    2k-token prefill of B = 2: 2 s instead of 27 s), slower past it."""
+    num_tokens, num_heads, head_size = query.shape
+    num_reqs, length, num_kv_heads, _ = keys.shape
+    q = query.reshape(num_tokens, num_kv_heads, num_heads // num_kv_heads, head_size)  # [C, Hkv, G, D]
+    k = keys.reshape(num_reqs * length, num_kv_heads, head_size).to(query.dtype)  # [B * L, Hkv, D]
+    v = values.reshape(num_reqs * length, num_kv_heads, head_size).to(query.dtype)
+    key = torch.arange(num_reqs * length, device=query.device)  # [B * L]: request key // L, position key % L
+    visible = (key // length == request.unsqueeze(1)) & (key % length <= position.unsqueeze(1))  # [C, B * L]
+    scores = torch.einsum("chgd,nhd->chgn", q, k).float() * scale  # [C, Hkv, G, B * L]
+    probs = scores.masked_fill(~visible.view(num_tokens, 1, 1, -1), float("-inf")).softmax(dim=-1)
+    out = torch.einsum("chgn,nhd->chgd", probs.to(query.dtype), v)  # [C, Hkv, G, D]
     return out.reshape(num_tokens, num_heads, head_size)
 
 

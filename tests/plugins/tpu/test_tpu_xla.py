@@ -7,8 +7,6 @@ tests/core/test_cli_plugins.py checks).
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -25,6 +23,7 @@ from tokenmill.testing.tiny_model import write_tiny_llama  # noqa: E402
 
 import tokenmill_tpu  # noqa: E402
 from tokenmill_tpu import platform as tpu_platform  # noqa: E402
+from tokenmill_tpu import attention as tpu_attention  # noqa: E402
 from tokenmill_tpu import xla_runtime  # noqa: E402
 from tokenmill_tpu.attention import TpuAttentionBackend, build_tpu_metadata  # noqa: E402
 from tokenmill_tpu.buckets import step_shapes, tpu_buckets  # noqa: E402
@@ -33,9 +32,11 @@ MiB = 1 << 20
 PROMPTS = [list(range(5, 45)), [7, 8, 9], list(range(100, 121)), [3] * 9]
 
 
-def test_the_cache_layout_is_the_ragged_kernels_kv_pages():
-    """The gather path on the host equals torch_xla's own ragged paged attention reference (use_kernel=False)
-    over cache[0], which is what the TPU kernel path hands the Pallas kernel."""
+@pytest.mark.parametrize("few_requests", [0, 4], ids=["per-token-gathers", "all-requests-keys"])
+def test_the_cache_layout_is_the_ragged_kernels_kv_pages(monkeypatch, few_requests):
+    """Both gather paths (attend, and attend_all for B <= FEW_REQUESTS) on the host equal torch_xla's own ragged
+    paged attention reference (use_kernel=False) over cache[0], which is what the TPU kernel path hands the Pallas kernel."""
+    monkeypatch.setattr(tpu_attention, "FEW_REQUESTS", few_requests)
     torch.manual_seed(0)
     spec = AttentionSpec(4, 2, 32, 16, torch.float32)
     backend = TpuAttentionBackend(spec, torch.device("cpu"), use_kernel=False)
