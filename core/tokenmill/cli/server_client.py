@@ -66,7 +66,6 @@ class ServerClient:
         except httpx.HTTPError as exc:
             raise TokenmillError(f"the connection to {self.base} failed ({exc})") from None
 
-
     def echo(self, path: str, body: dict[str, Any], out: Any) -> tuple[str, str | None]:
         """Stream a completion to `out` as it arrives: (the whole text, finish_reason). Ctrl-C closes the
         connection, which aborts the request on the server, and gives the finish reason "interrupted"."""
@@ -81,6 +80,7 @@ class ServerClient:
             stream.close()
             finish = "interrupted"
         return text, finish
+
 
 def _delta(chunk: dict[str, Any]) -> tuple[str, str | None]:
     if "error" in chunk:
