@@ -2,7 +2,7 @@
 
 Phases (all by default, each one `--phases` name): `hf` transformers generate at batch 128
 (512-token prompts, 128 new tokens); `startup` LLM(...) plus capturing every CUDA graph;
-`single` single-stream decode at a 1k context against the bandwidth roofline; `throughput`
+`single` (`single16k`) single-stream decode at a 1k (16k) context against the bandwidth roofline; `throughput`
 500 requests of ~200 input / ~180 output tokens sent at once with ignore_eos; `batch128` the
 transformers workload through tokenmill. The HBM copy bandwidth is measured in the same process.
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import random_llama  # noqa: E402
 from bench_kernels import copy_bandwidth  # noqa: E402
 
-PHASES = ("hf", "startup", "single", "throughput", "batch128")
+PHASES = ("hf", "startup", "single", "single16k", "throughput", "batch128")
 
 
 def _tokens(rng: torch.Generator, n: int, vocab: int) -> list[int]:
@@ -94,25 +94,26 @@ def graph_replay_ms(llm, size: int = 1, reps: int = 50) -> float:
     return start.elapsed_time(end) / reps
 
 
-def bench_single(llm, rng: torch.Generator, bandwidth: float) -> dict:
-    """Decode rate of one stream at a 1k prompt: 256 / (t(1 + 256 tokens) - t(1 token)), median of 3."""
-    _generate(llm, [_tokens(rng, 1024, 128256)], 2, temperature=0.0)  # compiles the 1k-prefill kernels
+def bench_single(llm, rng: torch.Generator, bandwidth: float, context: int = 1024) -> dict:
+    """Decode rate of one stream at a `context`-token prompt: 256 / (t(1 + 256 tokens) - t(1 token)), median of 3."""
+    _generate(llm, [_tokens(rng, context, 128256)], 2, temperature=0.0)  # compiles the prefill kernels
     decode = []
     for _ in range(3):
-        first = _generate(llm, [_tokens(rng, 1024, 128256)], 1, temperature=0.0)
-        full = _generate(llm, [_tokens(rng, 1024, 128256)], 257, temperature=0.0)
+        first = _generate(llm, [_tokens(rng, context, 128256)], 1, temperature=0.0)
+        full = _generate(llm, [_tokens(rng, context, 128256)], 257, temperature=0.0)
         decode.append(256 / (full - first))
     cfg = random_llama.config_dict(random_llama.LLAMA3_8B)
     shapes = random_llama.all_shapes(cfg)
     weights = sum(torch.Size(s).numel() for s in shapes.values()) * 2
     embed = torch.Size(shapes["model.embed_tokens.weight"]).numel() * 2  # one row read per token
     kv_per_token = cfg["num_hidden_layers"] * 2 * cfg["num_key_value_heads"] * 128 * 2
-    kv = kv_per_token * (1024 + 128)  # mean context over the 256 decode steps
+    kv = kv_per_token * (context + 128)  # mean context over the 256 decode steps
     median = sorted(decode)[1]
     roofline = bandwidth / (weights - embed + kv)
-    return {"single_tok_s": median, "single_runs": decode, "roofline_tok_s": roofline,
-            "roofline_all_weights_tok_s": bandwidth / (weights + kv), "single_of_roofline": median / roofline,
-            "graph_replay_ms_b1": graph_replay_ms(llm), "roofline_step_ms": 1e3 / roofline}
+    tag = "single" if context == 1024 else f"single{context // 1024}k"
+    return {f"{tag}_tok_s": median, f"{tag}_runs": decode, f"{tag}_roofline_tok_s": roofline,
+            f"{tag}_roofline_all_weights_tok_s": bandwidth / (weights + kv), f"{tag}_of_roofline": median / roofline,
+            "graph_replay_ms_b1": graph_replay_ms(llm), f"{tag}_roofline_step_ms": 1e3 / roofline}
 
 
 def throughput_lengths(num: int = 500) -> tuple[list[int], list[int]]:
@@ -174,7 +175,8 @@ def main() -> None:
     result.update(startup)
     print(json.dumps(result), flush=True)
     _generate(llm, [_tokens(rng, 64, 128256) for _ in range(8)], 8, temperature=0.0)  # warm-up
-    for name, fn in (("single", lambda: bench_single(llm, rng, bandwidth)), ("throughput", lambda: bench_throughput(llm, rng, args.temperature, args.throughput_runs)),
+    for name, fn in (("single", lambda: bench_single(llm, rng, bandwidth)),
+                     ("single16k", lambda: bench_single(llm, rng, bandwidth, 16384)), ("throughput", lambda: bench_throughput(llm, rng, args.temperature, args.throughput_runs)),
                      ("batch128", lambda: bench_batch128(llm, rng))):
         if name in phases:
             result.update(fn())

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 LLAMA3_8B = dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                 intermediate_size=14336, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0)
+                 intermediate_size=14336, vocab_size=128256, max_position_embeddings=32768, rope_theta=500000.0)
 TINY = dict(hidden_size=256, num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=2,
             intermediate_size=512, vocab_size=1024, max_position_embeddings=1024, rope_theta=10000.0)
 SHARD_BYTES = 4 << 30
