@@ -50,12 +50,16 @@ def bench_hf(folder: Path, rng: torch.Generator) -> dict:
     return {"hf_batch128_tok_s": 128 * 128 / seconds, "hf_batch128_s": seconds}
 
 
-def start_llm(folder: Path) -> tuple[object, dict]:
-    """LLM(...) then every decode graph captured; the engine captures lazily, so force it here."""
+def start_llm(folder: Path, **engine_options) -> tuple[object, dict]:
+    """LLM(...) then every decode graph captured; the engine captures lazily, so force it here.
+
+    `engine_options` go to LLM as they are (max_num_seqs=..., max_num_batched_tokens=...); None values are dropped.
+    """
     from tokenmill import LLM
 
     start = time.perf_counter()
-    llm = LLM(model=str(folder), dtype="bfloat16", device="cuda")
+    options = {k: v for k, v in engine_options.items() if v is not None}
+    llm = LLM(model=str(folder), dtype="bfloat16", device="cuda", **options)
     loaded = time.perf_counter() - start
     step = llm.engine.runner._step
     captured = 0.0
@@ -152,6 +156,8 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature of the 500-request run")
     parser.add_argument("--throughput-runs", type=int, default=1, help="times the 500 requests are sent (median kept)")
+    parser.add_argument("--max-num-seqs", type=int, default=None, help="engine setting (default: the engine's)")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="engine setting (default: the engine's)")
     parser.add_argument("--processes", type=int, default=1,
                         help="run the phases in this many fresh processes, one after the other, and report each "
                              "process's figures in order plus their median (figures vary by ~15%% per process)")
@@ -171,8 +177,9 @@ def main() -> None:
     if "hf" in phases:
         result.update(bench_hf(folder, rng))
         print(json.dumps(result), flush=True)
-    llm, startup = start_llm(folder)
-    result.update(startup)
+    llm, startup = start_llm(folder, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens)
+    result.update(startup, max_num_seqs=llm.engine.args.max_num_seqs,
+                  max_num_batched_tokens=llm.engine.args.max_num_batched_tokens)
     print(json.dumps(result), flush=True)
     _generate(llm, [_tokens(rng, 64, 128256) for _ in range(8)], 8, temperature=0.0)  # warm-up
     for name, fn in (("single", lambda: bench_single(llm, rng, bandwidth)),
@@ -200,6 +207,8 @@ def over_processes(args: argparse.Namespace) -> None:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             cmd = [sys.executable, __file__, "--model-dir", args.model_dir, "--phases", args.phases, "--json", out.name,
                    "--temperature", str(args.temperature), "--throughput-runs", str(args.throughput_runs)]
+            for flag, value in (("--max-num-seqs", args.max_num_seqs), ("--max-num-batched-tokens", args.max_num_batched_tokens)):
+                cmd += [flag, str(value)] if value is not None else []
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             runs.append(json.loads(Path(out.name).read_text()))
         print(json.dumps({"process": i, **{k: v for k, v in runs[-1].items() if isinstance(v, (int, float))}}),

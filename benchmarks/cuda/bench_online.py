@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-VOCAB = 128256
+VOCAB = 128256  # main() reads the model's own vocab_size from its config.json when it is written
+DEVICE = os.environ.get("TOKENMILL_BENCH_DEVICE", "cuda")  # "cpu": a smoke test of this script off the GPU
 
 
 def _requests(num: int, seed: int):
@@ -36,12 +37,12 @@ def _requests(num: int, seed: int):
     return [ServeRequest([rng.randrange(3, VOCAB) for _ in range(n)], n, m) for n, m in zip(ins, outs)]
 
 
-def offline(model_dir: str) -> dict:
+def offline(model_dir: str, engine_options: dict) -> dict:
     """500 requests through LLM.generate after a warm-up, in this (fresh) process."""
     from bench_e2e import start_llm
     from tokenmill import SamplingParams
 
-    llm, _ = start_llm(Path(model_dir))  # captures every decode graph up front, as bench_e2e does
+    llm, _ = start_llm(Path(model_dir), **engine_options)  # captures every decode graph up front, as bench_e2e does
     llm.generate([[5] * 64] * 8, SamplingParams(max_tokens=8, ignore_eos=True), use_tqdm=False)
     reqs = _requests(500, seed=1)
     params = [SamplingParams(max_tokens=r.output_len, ignore_eos=True, temperature=0.0) for r in reqs]
@@ -57,9 +58,17 @@ def _port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_server(model_dir: str, mode: str, port: int, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tokenmill.cli.main", "serve", model_dir, "--dtype", "bfloat16", "--device", "cuda",
-           "--port", str(port), "--log-level", "warning", "--no-access-log", "--stats-interval", "0"]
+def _engine_flags(engine_options: dict) -> list[str]:
+    flags = []
+    for name, value in engine_options.items():
+        flags += [f"--{name.replace('_', '-')}", str(value)] if value is not None else []
+    return flags
+
+
+def _start_server(model_dir: str, mode: str, port: int, log: Path, engine_options: dict) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "tokenmill.cli.main", "serve", model_dir, "--dtype", "bfloat16", "--device", DEVICE,
+           "--port", str(port), "--log-level", "warning", "--no-access-log", "--stats-interval", "0",
+           *_engine_flags(engine_options)]
     if mode == "thread":
         cmd.append("--no-engine-core-process")
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -79,29 +88,82 @@ def _start_server(model_dir: str, mode: str, port: int, log: Path) -> subprocess
     raise RuntimeError("the server did not come up in 300 s")
 
 
-async def _online(port: int, rate: float, num: int, warm_full: bool) -> dict:
-    from tokenmill.bench.serve_metrics import summarize
+async def _client_share(port: int, rate: float, requests: list, start_at: float | None) -> tuple[list, float, float]:
+    """Send `requests` (after sleeping until `start_at`, a time.time()); results and the client's CPU seconds."""
     from tokenmill.bench.serve_runner import ServeBenchConfig, new_client, run_requests
 
     cfg = ServeBenchConfig(base_url=f"http://127.0.0.1:{port}", request_rate=rate, ignore_eos=True, temperature=0.0)
     async with new_client() as client:
-        # warm-up: the server captures its graphs lazily, so the whole workload runs once first
-        await run_requests(cfg, _requests(num if warm_full else 16, seed=9), client)
-        results, seconds = await run_requests(cfg, _requests(num, seed=1), client)
-    return summarize(results, seconds)
+        await client.get(cfg.base_url + "/v1/models")  # the connection pool's first connect, outside the timing
+        if start_at is not None:
+            await asyncio.sleep(max(start_at - time.time(), 0.0))
+        cpu = time.process_time()
+        results, seconds = await run_requests(cfg, requests, client)
+    return results, seconds, time.process_time() - cpu
 
 
-def online(model_dir: str, mode: str, rate20_num: int, out_dir: Path) -> dict:
+def _run_clients(port: int, rate: float, num: int, seed: int, processes: int) -> tuple[list, float, float]:
+    """All `num` requests, split round-robin over `processes` client processes that start together, so the
+    Python client (httpx parses every SSE chunk) is not what is measured; merged results, wall, client CPU s."""
+    if processes == 1:
+        return asyncio.run(_client_share(port, rate, _requests(num, seed), None))
+    start_at = time.time() + 3.0
+    cmd = [sys.executable, __file__, "--role", "client", "--vocab", str(VOCAB), "--port", str(port), "--rate", str(rate),
+           "--num", str(num), "--seed", str(seed), "--start-at", str(start_at), "--client-processes", str(processes)]
+    procs = [subprocess.Popen([*cmd, "--share", str(i)], stdout=subprocess.PIPE, text=True) for i in range(processes)]
+    shares = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    from tokenmill.bench.serve_client import RequestResult
+
+    results = [RequestResult(**r) for share in shares for r in share["results"]]
+    wall = max(sh["end"] for sh in shares) - start_at
+    return results, wall, sum(sh["cpu_s"] for sh in shares)
+
+
+def client_role(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    mine = _requests(args.num, args.seed)[args.share::args.client_processes]
+    results, _, cpu = asyncio.run(_client_share(args.port, args.rate / args.client_processes, mine, args.start_at))
+    print(json.dumps({"results": [asdict(r) for r in results], "end": time.time(), "cpu_s": cpu}), flush=True)
+
+
+def _cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU seconds of the server process and of each child (the engine-core process)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    out = {"api": sum(proc.cpu_times()[:2])}
+    for child in proc.children(recursive=True):
+        out["engine"] = out.get("engine", 0.0) + sum(child.cpu_times()[:2])
+    return out
+
+
+def _online(port: int, pid: int, rate: float, num: int, warm_full: bool, processes: int) -> dict:
+    from tokenmill.bench.serve_metrics import summarize
+
+    # warm-up: the server captures its graphs lazily, so the whole workload runs once first
+    _run_clients(port, rate, num if warm_full else 16, 9, processes if warm_full else 1)
+    before = _cpu_seconds(pid)
+    results, seconds, client_cpu = _run_clients(port, rate, num, 1, processes)
+    after = _cpu_seconds(pid)
+    figures = summarize(results, seconds)
+    figures["client_cpu_share"] = client_cpu / seconds / processes
+    for name in after:
+        figures[f"{name}_cpu_share"] = (after[name] - before.get(name, 0.0)) / seconds
+    return figures
+
+
+def online(model_dir: str, mode: str, rate20_num: int, out_dir: Path, engine_options: dict, processes: int) -> dict:
     port = _port()
-    proc = _start_server(model_dir, mode, port, out_dir / f"server-{mode}.log")
+    proc = _start_server(model_dir, mode, port, out_dir / f"server-{mode}.log", engine_options)
     try:
-        inf = asyncio.run(_online(port, float("inf"), 500, True))
-        r20 = asyncio.run(_online(port, 20.0, rate20_num, False))
+        inf = _online(port, proc.pid, float("inf"), 500, True, processes)
+        r20 = _online(port, proc.pid, 20.0, rate20_num, False, 1)
     finally:
         proc.terminate()
         proc.wait(60)
     keep = ("request_throughput", "output_throughput", "failed_requests", "median_ttft_ms", "p99_ttft_ms",
-            "median_tpot_ms", "p99_itl_ms")
+            "median_tpot_ms", "p99_itl_ms", "client_cpu_share", "api_cpu_share", "engine_cpu_share")
     return {f"{mode}_inf_{k}": inf.get(k) for k in keep} | {f"{mode}_rate20_{k}": r20.get(k) for k in keep}
 
 
@@ -112,29 +174,45 @@ def main() -> None:
     parser.add_argument("--offline-processes", type=int, default=1)
     parser.add_argument("--rate20-requests", type=int, default=200)
     parser.add_argument("--out-dir", default=os.environ.get("OUT", "/tmp"))
-    parser.add_argument("--role", default="driver", choices=("driver", "offline"), help=argparse.SUPPRESS)
+    parser.add_argument("--client-processes", type=int, default=4,
+                        help="client processes sharing the rate-inf run (one Python client saturates first)")
+    parser.add_argument("--max-num-seqs", type=int, default=None, help="engine setting, offline and served")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="engine setting, offline and served")
+    parser.add_argument("--role", default="driver", choices=("driver", "offline", "client"), help=argparse.SUPPRESS)
+    for name, kind in (("--port", int), ("--rate", float), ("--num", int), ("--seed", int), ("--start-at", float),
+                       ("--share", int), ("--vocab", int)):
+        parser.add_argument(name, type=kind, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global VOCAB
+    config = Path(args.model_dir) / "config.json"
+    VOCAB = args.vocab or (json.loads(config.read_text())["vocab_size"] if config.exists() else VOCAB)
+    engine_options = {"max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens}
+    if args.role == "client":
+        client_role(args)
+        os._exit(0)
     if args.role == "offline":
-        print(json.dumps(offline(args.model_dir)), flush=True)
+        print(json.dumps(offline(args.model_dir, engine_options)), flush=True)
         os._exit(0)
     if not (Path(args.model_dir) / "config.json").exists():
         import random_llama
 
         random_llama.write_model(args.model_dir, random_llama.LLAMA3_8B, device="cuda")
-    result: dict = {}
+    result: dict = {"engine_options": engine_options, "client_processes": args.client_processes}
     runs = []
     for _ in range(args.offline_processes):
-        out = subprocess.run([sys.executable, __file__, "--role", "offline", "--model-dir", args.model_dir],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, __file__, "--role", "offline", "--model-dir", args.model_dir,
+                              *_engine_flags(engine_options)], check=True, capture_output=True, text=True).stdout
         runs.append(json.loads(out.strip().splitlines()[-1])["offline_req_s"])
         print(json.dumps({"offline_req_s": runs[-1]}), flush=True)
     result["offline_req_s_in_order"] = runs
-    result["offline_req_s"] = sorted(runs)[len(runs) // 2]
+    result["offline_req_s"] = sorted(runs)[len(runs) // 2] if runs else None  # --offline-processes 0: online only
     for mode in args.modes.split(","):
-        figures = online(args.model_dir, mode, args.rate20_requests, Path(args.out_dir))
+        figures = online(args.model_dir, mode, args.rate20_requests, Path(args.out_dir), engine_options,
+                         args.client_processes)
         print(json.dumps(figures), flush=True)
         result |= figures
-        result[f"{mode}_online_over_offline"] = figures[f"{mode}_inf_request_throughput"] / result["offline_req_s"]
+        if runs:
+            result[f"{mode}_online_over_offline"] = figures[f"{mode}_inf_request_throughput"] / result["offline_req_s"]
     print(json.dumps(result, indent=1))
     (Path(args.out_dir) / "bench_online.json").write_text(json.dumps(result, indent=1))
 

@@ -74,25 +74,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default="/tmp/llama3-8b-random")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--max-num-seqs", type=int, default=None)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None)
     args = parser.parse_args()
     folder = Path(args.model_dir)
     if not (folder / "config.json").exists():
         bench_e2e.random_llama.write_model(folder, bench_e2e.random_llama.LLAMA3_8B, device="cuda")
-    llm, _ = bench_e2e.start_llm(folder)
+    llm, _ = bench_e2e.start_llm(folder, max_num_seqs=args.max_num_seqs,
+                                 max_num_batched_tokens=args.max_num_batched_tokens)
     rng = torch.Generator().manual_seed(0)
     bench_e2e._generate(llm, [bench_e2e._tokens(rng, 64, 128256) for _ in range(8)], 8, temperature=0.0)
     bench_e2e.bench_throughput(llm, rng, 0.0)  # warm: every batch size met once
     timer = PhaseTimer()
     events = instrument(llm.engine, timer)
-    steps_before = llm.engine.stats().num_steps if hasattr(llm.engine.stats(), "num_steps") else None
     wall = bench_e2e.bench_throughput(llm, rng, 0.0)["throughput_s"]
     torch.cuda.synchronize()
     device_s = sum(b.elapsed_time(e) for b, e in events) / 1e3
     steps = timer.calls["step"]
-    result = {"device": torch.cuda.get_device_name(), "wall_s": wall, "req_s": 500 / wall, "steps": steps,
+    result = {"device": torch.cuda.get_device_name(), "max_num_seqs": llm.engine.args.max_num_seqs,
+              "max_num_batched_tokens": llm.engine.args.max_num_batched_tokens, "wall_s": wall, "req_s": 500 / wall, "steps": steps,
               "forward_device_s": device_s, "device_busy_share": device_s / wall,
-              "per_step_ms": {k: 1e3 * v / max(steps, 1) for k, v in sorted(timer.seconds.items())},
-              "steps_before": steps_before}
+              "per_step_ms": {k: 1e3 * v / max(steps, 1) for k, v in sorted(timer.seconds.items())}}
     print(json.dumps(result, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
