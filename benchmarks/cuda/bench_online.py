@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 VOCAB = 128256  # main() reads the model's own vocab_size from its config.json when it is written
+SAMPLE_STACKS = False  # --sample-stacks
 DEVICE = os.environ.get("TOKENMILL_BENCH_DEVICE", "cuda")  # "cpu": a smoke test of this script off the GPU
 
 
@@ -71,7 +72,11 @@ def _start_server(model_dir: str, mode: str, port: int, log: Path, engine_option
            *_engine_flags(engine_options)]
     if mode == "thread":
         cmd.append("--no-engine-core-process")
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    env = dict(os.environ)
+    if SAMPLE_STACKS:  # every process of the server samples its stacks into the output folder
+        site = str(Path(__file__).resolve().parent / "sampling_site")
+        env |= {"TOKENMILL_STACK_SAMPLES": str(log.parent), "PYTHONPATH": site + os.pathsep + env.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     import httpx
 
     deadline = time.monotonic() + 300
@@ -148,6 +153,8 @@ def _online(port: int, pid: int, rate: float, num: int, warm_full: bool, process
     after = _cpu_seconds(pid)
     figures = summarize(results, seconds)
     figures["client_cpu_share"] = client_cpu / seconds / processes
+    if processes == 1:  # results are in arrival order: where in the run the slow first tokens were
+        figures["ttft_ms_in_arrival_order"] = [round(r.ttft * 1e3, 1) for r in results]
     for name in after:
         figures[f"{name}_cpu_share"] = (after[name] - before.get(name, 0.0)) / seconds
     return figures
@@ -164,6 +171,7 @@ def online(model_dir: str, mode: str, rate20_num: int, out_dir: Path, engine_opt
         proc.wait(60)
     keep = ("request_throughput", "output_throughput", "failed_requests", "median_ttft_ms", "p99_ttft_ms",
             "median_tpot_ms", "p99_itl_ms", "client_cpu_share", "api_cpu_share", "engine_cpu_share")
+    (out_dir / f"ttft-rate20-{mode}.json").write_text(json.dumps(r20.get("ttft_ms_in_arrival_order")))
     return {f"{mode}_inf_{k}": inf.get(k) for k in keep} | {f"{mode}_rate20_{k}": r20.get(k) for k in keep}
 
 
@@ -178,12 +186,15 @@ def main() -> None:
                         help="client processes sharing the rate-inf run (one Python client saturates first)")
     parser.add_argument("--max-num-seqs", type=int, default=None, help="engine setting, offline and served")
     parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="engine setting, offline and served")
+    parser.add_argument("--sample-stacks", action="store_true",
+                        help="sample the server processes' Python stacks (stacks-*.json in --out-dir); slows them a little")
     parser.add_argument("--role", default="driver", choices=("driver", "offline", "client"), help=argparse.SUPPRESS)
     for name, kind in (("--port", int), ("--rate", float), ("--num", int), ("--seed", int), ("--start-at", float),
                        ("--share", int), ("--vocab", int)):
         parser.add_argument(name, type=kind, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global VOCAB
+    global VOCAB, SAMPLE_STACKS
+    SAMPLE_STACKS = args.sample_stacks
     config = Path(args.model_dir) / "config.json"
     VOCAB = args.vocab or (json.loads(config.read_text())["vocab_size"] if config.exists() else VOCAB)
     engine_options = {"max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens}

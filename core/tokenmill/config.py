@@ -40,8 +40,9 @@ class EngineArgs:
     # share of an accelerator's memory tokenmill may fill; default $TOKENMILL_GPU_MEMORY_UTILIZATION or 0.9
     gpu_memory_utilization: float = field(default_factory=lambda: _utilization_default())
     enable_prefix_caching: bool = True
-    max_num_batched_tokens: int = 2048  # token budget of one step
-    max_num_seqs: int = 256
+    # None: the platform's suggestion (Platform.scheduler_defaults), else 2048 tokens and 256 sequences
+    max_num_batched_tokens: int | None = None  # token budget of one step
+    max_num_seqs: int | None = None
     max_model_len: int | None = None  # None: the model's own context length
     seed: int = 0
     enforce_eager: bool = False
@@ -61,7 +62,7 @@ class EngineArgs:
         if isinstance(self.kv_cache_memory, str):
             self.kv_cache_memory = parse_bytes(self.kv_cache_memory, "--kv-cache-memory")
         for name in ("block_size", "max_num_batched_tokens", "max_num_seqs"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise TokenmillError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         if self.block_size & (self.block_size - 1):
             raise TokenmillError(f"--block-size must be a power of two, got {self.block_size}")
@@ -141,8 +142,12 @@ def _add_memory_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_scheduler_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-num-batched-tokens", type=int, default=2048, help="token budget of one engine step")
-    parser.add_argument("--max-num-seqs", type=int, default=256, help="most sequences running at once")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None,
+                        help="token budget of one engine step (default: the platform's; 8192 on GPUs of 70 GiB "
+                             "or more, else 2048)")
+    parser.add_argument("--max-num-seqs", type=int, default=None,
+                        help="most sequences running at once (default: the platform's; 512 on GPUs of 70 GiB "
+                             "or more, else 256)")
     parser.add_argument("--max-model-len", type=int, default=None,
                         help="context length, prompt plus output (default: the model's own)")
     parser.add_argument("--seed", type=int, default=0, help="engine random seed")

@@ -51,6 +51,8 @@ class Platform(Protocol):
     # samples with the static-shape sampler; False: exact ragged sizes, nothing padded.
     static_shapes: bool
     graph_capture: str | None  # "cuda_graphs", "hpu_graphs", "xla", or None: informative, for listings
+    # Optional, not part of the Protocol check: `scheduler_defaults`, a dict of max_num_seqs and/or
+    # max_num_batched_tokens the engine takes when the user sets none (engine/scheduler_limits.py).
 
     def is_available(self) -> Availability:
         """Check the hardware and software now; never raises, explains a refusal in `reason`."""

@@ -36,8 +36,8 @@ class LLM:
     :param kv_cache_dtype: the KV cache's dtype: auto (the model's), float32, bfloat16, float16.
     :param gpu_memory_utilization: share of an accelerator's memory to use (default 0.9).
     :param enable_prefix_caching: reuse KV blocks of shared prompt prefixes.
-    :param max_num_batched_tokens: the token budget of one engine step.
-    :param max_num_seqs: the most sequences running at once.
+    :param max_num_batched_tokens: the token budget of one engine step (None: the platform's default).
+    :param max_num_seqs: the most sequences running at once (None: the platform's default).
     :param max_model_len: the context length (default: the model's own).
     :param seed: the engine's random seed.
     :param enforce_eager: never capture graphs or compile the model step.
@@ -54,7 +54,7 @@ class LLM:
                  chat_template: str | None = None, dtype: str = "auto", quantization: str = "auto",
                  device: str | None = None, block_size: int = 16, kv_cache_memory: int | str | None = None,
                  kv_cache_dtype: str = "auto", gpu_memory_utilization: float | None = None, enable_prefix_caching: bool = True,
-                 max_num_batched_tokens: int = 2048, max_num_seqs: int = 256, max_model_len: int | None = None,
+                 max_num_batched_tokens: int | None = None, max_num_seqs: int | None = None, max_model_len: int | None = None,
                  seed: int = 0, enforce_eager: bool = False, num_threads: int | None = None,
                  tensor_parallel_size: int = 1, distributed_executor_backend: str | None = None,
                  trust_remote_code: bool = False, **unsupported: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 
@@ -118,6 +119,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise TokenmillError(str(exc)) from None
 
 
+def freeze_startup_heap() -> None:
+    """Move everything alive after start-up (model, tokenizer, app) out of the garbage collector's
+    view, so its full collections while serving scan only what requests allocate, not the whole
+    heap: shorter pauses in the streams' latency, as vLLM's server does with gc.freeze()."""
+    gc.collect()
+    gc.freeze()
+
+
 def run(args: argparse.Namespace) -> int:
     from tokenmill.llm import build_engine
     from tokenmill.server.app import build_process_state, build_state, create_app
@@ -138,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     apply_operator_args(args, state, server)
     apply_api_feature_args(args, state)
     logging.getLogger(__name__).info("serving %s on http://%s:%d", state.model_name, args.host, args.port)
+    freeze_startup_heap()
     server.run()
     if state.engine.dead_reason is not None:
         logging.getLogger(__name__).error("exiting: %s", state.engine.dead_reason)

@@ -15,6 +15,7 @@ from tokenmill.engine.deltas import StepDeltas, collect_deltas
 from tokenmill.engine.kv_setup import allocate_pool
 from tokenmill.engine.profile_run import profile_peak_activations
 from tokenmill.engine.request_state import ParentState, SampleState, stop_reason_for
+from tokenmill.engine.scheduler_limits import resolve_scheduler_limits
 from tokenmill.engine.stats import EngineStats
 from tokenmill.errors import RequestError, TokenmillError
 from tokenmill.kv.kv_cache_manager import KVCacheManager
@@ -56,6 +57,7 @@ class EngineCore:
         torch.manual_seed(args.seed)
         self.plugins = plugins or load_plugins()
         self.platform = self.plugins.select(args.device)
+        self.args = args = resolve_scheduler_limits(args, self.platform)  # unset limits: the platform's
         self.plugins.startup(self.platform, _startup_options(args))
         self.execution = self.plugins.execution_context(self.platform) or DefaultExecution()
         self.executor = self._start_executor(bundle)  # None: one device, the model runs in this process

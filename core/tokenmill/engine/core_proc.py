@@ -13,6 +13,7 @@ process detokenizes, matches stop strings and adds logprob token texts.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -56,6 +57,8 @@ def main(argv: list[str]) -> int:
         ctx.term()
         return 1
     replies.send(pickle.dumps(_handshake(core)))
+    gc.collect()
+    gc.freeze()  # the model and engine stay out of the collector's full scans while serving (as serve_cmd)
     # Built on the main thread, stepped on a second one, exactly as AsyncEngine does in process: on
     # the loaded 2-core box, stepping the CPU kernels on the thread that built the core measured
     # 20-70x slower per step than stepping them on another thread (cause not pinned down).

@@ -15,18 +15,34 @@ _END = object()
 DONE_EVENT = "data: [DONE]\n\n"
 
 
-def sse_event(payload: BaseModel | dict[str, Any]) -> str:
-    """One server-sent event carrying a JSON object."""
+def sse_event(payload: BaseModel | dict[str, Any], exclude: set[str] | None = None) -> str:
+    """One server-sent event carrying a JSON object; a model is serialized by pydantic-core directly
+    (a streamed token's chunk costs a third of model_dump + json.dumps), without the `exclude` fields."""
     if isinstance(payload, BaseModel):
-        return f"data: {payload.model_dump_json()}\n\n"
+        return f"data: {payload.model_dump_json(exclude=exclude)}\n\n"
     return f"data: {json.dumps(payload)}\n\n"
+
+
+async def _indexed(stream: AsyncIterator[T]) -> AsyncIterator[tuple[int, T]]:
+    async for item in stream:
+        yield 0, item
 
 
 async def merge_streams(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
     """Yield (stream index, item) from every stream as items arrive; the first error is raised.
 
     Leaving early (error, cancellation, close) cancels the rest, so each one aborts its request.
+    One stream (the usual request) is passed through as it is, without a pump task and queue.
     """
+    if len(streams) == 1:
+        only = _indexed(streams[0])
+        try:
+            async for pair in only:
+                yield pair
+        finally:
+            await only.aclose()
+            await streams[0].aclose()
+        return
     queue: asyncio.Queue[tuple[int, Any, Any]] = asyncio.Queue()
 
     async def pump(index: int, stream: AsyncIterator[T]) -> None:

@@ -34,3 +34,9 @@ def test_selected_platform_reports_itself_available(tokenmill_platform):
 
 def test_allocator_device_matches_platform(tokenmill_platform, kv_allocator):
     assert kv_allocator.device.type == tokenmill_platform.device_type
+
+
+def test_scheduler_defaults_if_any_are_positive_limits(tokenmill_platform):
+    from tokenmill.engine.scheduler_limits import platform_suggestions
+
+    platform_suggestions(tokenmill_platform)  # raises PluginError naming a bad name or value

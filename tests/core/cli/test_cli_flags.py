@@ -50,8 +50,10 @@ def test_serve_help_shows_defaults(capsys):
     text = _help(capsys, "serve")
     for expected in ("--port PORT port to listen on (default: 8000)", "(default: 127.0.0.1)",
                      "--block-size BLOCK_SIZE tokens per KV-cache block (a power of two) (default: 16)",
-                     "most sequences running at once (default: 256)", "--kv-cache-memory", "(default: the plugin's choice",
-                     "token budget of one engine step (default: 2048)", "half = float16, float = float32"):
+                     "most sequences running at once (default: the platform's; 512 on GPUs of 70 GiB or more, else 256)",
+                     "--kv-cache-memory", "(default: the plugin's choice",
+                     "token budget of one engine step (default: the platform's; 8192 on GPUs of 70 GiB or more, else 2048)",
+                     "half = float16, float = float32"):
         assert expected in text, expected
 
 

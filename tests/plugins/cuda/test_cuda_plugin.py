@@ -74,3 +74,16 @@ def test_gemv_capture_routes_only_small_16_bit_linears(monkeypatch):
         lin(torch.randn(3, 8, dtype=torch.bfloat16))  # too many rows
         lin.float()(torch.randn(1, 8))  # float32 stays with the library
     assert calls == [2]
+
+
+def test_no_scheduler_suggestion_without_a_usable_gpu():
+    from tokenmill_cuda.platform import make_platform
+
+    platform = make_platform()
+    if not platform.is_available().available:
+        assert platform.scheduler_defaults == {}
+    else:  # on a GPU machine: the larger limits exactly on cards of 70 GiB or more
+        import torch
+
+        large = torch.cuda.get_device_properties(0).total_memory >= 70 << 30
+        assert platform.scheduler_defaults == ({"max_num_seqs": 512, "max_num_batched_tokens": 8192} if large else {})

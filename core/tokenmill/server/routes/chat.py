@@ -85,7 +85,7 @@ async def _stream(state: ServerState, body: ChatCompletionRequest, prepared: Pre
     def chunk(choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> str:
         payload = ChatCompletionChunk(id=request_id, created=created, model=state.model_name, choices=choices,
                                       usage=usage)
-        return sse_event(payload.model_dump(exclude=None if include_usage else {"usage"}))
+        return sse_event(payload, exclude=None if include_usage else {"usage"})
 
     cursors = [_Cursor(prepared.renderer()) for _ in range(body.n)]
     try:

@@ -142,7 +142,7 @@ async def _stream(state: ServerState, body: CompletionRequest, request_id: str, 
                 if choice is not None:
                     chunk = CompletionResponse(id=request_id, created=created, model=state.model_name,
                                                choices=[choice])
-                    yield sse_event(chunk.model_dump(exclude={"usage"}))
+                    yield sse_event(chunk, exclude={"usage"})
         if body.stream_options and body.stream_options.include_usage:
             usage = _usage([finals[i] for i in sorted(finals)])
             yield sse_event(CompletionResponse(id=request_id, created=created, model=state.model_name,
