@@ -148,10 +148,11 @@ def _online(port: int, pid: int, rate: float, num: int, warm_full: bool, process
 
     # warm-up: the server captures its graphs lazily, so the whole workload runs once first
     _run_clients(port, rate, num if warm_full else 16, 9, processes if warm_full else 1)
-    before = _cpu_seconds(pid)
+    before, t0 = _cpu_seconds(pid), time.time()
     results, seconds, client_cpu = _run_clients(port, rate, num, 1, processes)
-    after = _cpu_seconds(pid)
+    after, t1 = _cpu_seconds(pid), time.time()
     figures = summarize(results, seconds)
+    figures["wall_window"] = [t0, t1]  # time.time() around the measured run (the step timeline's clock)
     figures["client_cpu_share"] = client_cpu / seconds / processes
     if processes == 1:  # results are in arrival order: where in the run the slow first tokens were
         figures["ttft_ms_in_arrival_order"] = [round(r.ttft * 1e3, 1) for r in results]
@@ -170,7 +171,7 @@ def online(model_dir: str, mode: str, rate20_num: int, out_dir: Path, engine_opt
         proc.terminate()
         proc.wait(60)
     keep = ("request_throughput", "output_throughput", "failed_requests", "median_ttft_ms", "p99_ttft_ms",
-            "median_tpot_ms", "p99_itl_ms", "client_cpu_share", "api_cpu_share", "engine_cpu_share")
+            "median_tpot_ms", "p99_itl_ms", "client_cpu_share", "api_cpu_share", "engine_cpu_share", "wall_window")
     (out_dir / f"ttft-rate20-{mode}.json").write_text(json.dumps(r20.get("ttft_ms_in_arrival_order")))
     return {f"{mode}_inf_{k}": inf.get(k) for k in keep} | {f"{mode}_rate20_{k}": r20.get(k) for k in keep}
 

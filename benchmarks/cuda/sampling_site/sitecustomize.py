@@ -9,4 +9,9 @@ if _folder:
     import stack_sampler
 
     _role = "engine" if any("core_proc" in a for a in getattr(sys, "orig_argv", sys.argv)) else "api"
-    stack_sampler.start(os.path.join(_folder, f"stacks-{_role}-{os.getpid()}.json"))
+    stack_sampler.start(os.path.join(_folder, f"stacks-{_role}-{os.getpid()}.json"),
+                        hz=float(os.environ.get("TOKENMILL_STACK_HZ", "100")))
+    if _role == "engine":
+        import step_timeline
+
+        step_timeline.install(os.path.join(_folder, f"timeline-{os.getpid()}.json"))

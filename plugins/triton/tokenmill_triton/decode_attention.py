@@ -36,7 +36,8 @@ def _merge_head(part_acc_ptr, part_ml_ptr, dst_ptr, part0, D: tl.constexpr, NUM_
     tl.store(dst_ptr + d, (num / tl.where(den > 0, den, 1.0)).to(dst_ptr.dtype.element_ty))
 
 
-@triton.jit
+# the block-table row stride changes with the batch's longest sequence: one compiled kernel for all
+@triton.jit(do_not_specialize=["bt_stride"])
 def _decode_kernel(
     q_ptr, cache_ptr, out_ptr, part_acc_ptr, part_ml_ptr, count_ptr,
     req_ptr, qsl_ptr, seq_lens_ptr, bt_ptr,

@@ -58,11 +58,17 @@ class TritonAttentionMetadata:
 
 
 def choose_num_splits(num_decodes: int, max_seq_len: int, shape: DecodeShape) -> int:
-    """Enough context splits that (requests x KV heads x splits) covers the GPU, never empty ones."""
+    """Enough context splits that (requests x KV heads x splits) covers the GPU, never empty ones.
+
+    A power of two: the split count is a compile-time constant of the decode kernel, so serving
+    meets at most six variants (1 to 32), not one per count, each compiled the first time it is met
+    (a compile of ~1 s inside a request's first token).
+    """
     if num_decodes == 0:
         return 1
     wanted = -(-PROGRAMS_PER_SM * shape.num_sms // (num_decodes * shape.num_kv_heads))
-    return max(1, min(wanted, MAX_SPLITS, -(-max_seq_len // shape.block_n)))
+    splits = max(1, min(wanted, MAX_SPLITS, -(-max_seq_len // shape.block_n)))
+    return 1 << (splits.bit_length() - 1)  # rounded down, so no split is ever empty
 
 
 class DecodeWorkspace:

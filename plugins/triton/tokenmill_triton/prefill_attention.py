@@ -17,7 +17,8 @@ import triton.language as tl
 from tokenmill_triton.paged_tile import NEG_BIG, dot_precision, interpreting, kv_tile_offsets, softmax_step
 
 
-@triton.jit
+# the block-table row stride changes with the batch's longest sequence: one compiled kernel for all
+@triton.jit(do_not_specialize=["bt_stride"])
 def _prefill_kernel(
     q_ptr, cache_ptr, out_ptr, req_ptr, qsl_ptr, seq_lens_ptr, bt_ptr,
     q_stride_t, q_stride_h, out_stride_t, out_stride_h, bt_stride, v_offset, scale_log2, window, cap_log2,

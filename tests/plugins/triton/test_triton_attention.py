@@ -134,3 +134,17 @@ def test_soft_capped_decode_and_prefill(window):
     assert rel_error(attention_reference(case, expected_cache, scale, window), ref) > 1e-3  # the cap matters
     out = backend.forward(case.query, case.key, case.value, case.kv_cache, backend.build_metadata(case.batch), scale)
     assert rel_error(out, ref) < TOLERANCE[dtype]
+
+
+def test_split_counts_are_powers_of_two_and_never_empty():
+    from tokenmill_triton.metadata import MAX_SPLITS, DecodeShape, choose_num_splits
+
+    shape = DecodeShape(num_heads=32, num_kv_heads=8, head_size=128, block_size=16, num_sms=132, block_n=64)
+    seen = set()
+    for decodes in range(1, 300):
+        for seq_len in (1, 63, 64, 65, 700, 1024, 5000, 40000):
+            splits = choose_num_splits(decodes, seq_len, shape)
+            assert splits & (splits - 1) == 0 and 1 <= splits <= MAX_SPLITS
+            assert (splits - 1) * shape.block_n < seq_len  # every split has keys to read
+            seen.add(splits)
+    assert seen == {1, 2, 4, 8, 16, 32}
