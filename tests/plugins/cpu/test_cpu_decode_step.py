@@ -1,0 +1,76 @@
+"""The CPU step runner's native decode step: bit-equal to the eager step, and the steps it leaves eager."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tokenmill import LLM, SamplingParams
+from tokenmill.testing.tiny_model import write_tiny_llama
+from tokenmill_cpu.step_runner import NativeDecodeStep, cpu_step_runner
+
+PROMPTS = [[5, 9, 13, 2, 77], [40, 41], list(range(50, 62))]  # decode steps of 3 rows, then fewer
+NEW_TOKENS = 6
+
+pytestmark = pytest.mark.skipif(cpu_step_runner() is None, reason="decode_step.cpp cannot build here")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    return str(write_tiny_llama(tmp_path_factory.mktemp("decode_step")))
+
+
+def engine(model: str, **options) -> tuple[LLM, NativeDecodeStep]:
+    llm = LLM(model=model, enable_prefix_caching=False, num_threads=1, max_num_seqs=3, **options)
+    wrapped = llm.engine.runner._step  # the core's ModelRunner keeps the wrapped step here
+    assert isinstance(wrapped, NativeDecodeStep)
+    return llm, wrapped
+
+
+def compare_each_native_step(wrapped: NativeDecodeStep) -> list[int]:
+    """Make every native step also run eagerly on the same inputs and check the logits are identical;
+    returns the row counts of the native steps."""
+    native, rows = wrapped._native, []
+
+    def checked(plan, input_ids, positions, metadata):
+        logits = native(plan, input_ids, positions, metadata)
+        eager = wrapped.step(input_ids, positions, metadata)  # rewrites the same KV slots with the same rows
+        assert torch.equal(logits, eager), f"{input_ids.shape[0]} rows: max diff {(logits - eager).abs().max()}"
+        rows.append(input_ids.shape[0])
+        return logits
+
+    wrapped._native = checked
+    return rows
+
+
+def generate(llm: LLM, max_tokens: list[int]) -> list[list[int]]:
+    params = [SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True) for n in max_tokens]
+    outputs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], params, use_tqdm=False)
+    return [list(o.outputs[0].token_ids) for o in outputs]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_native_decode_steps_equal_the_eager_step(tiny, dtype):
+    llm, wrapped = engine(tiny, dtype=dtype, quantization="int4")
+    rows = compare_each_native_step(wrapped)
+    tokens = generate(llm, [NEW_TOKENS, NEW_TOKENS - 3, NEW_TOKENS])  # one request ends early: 3 then 2 rows
+    assert {2, 3} <= set(rows), f"native steps of {rows} rows"
+    assert wrapped.native_steps == len(rows)
+    eager, _ = engine(tiny, dtype=dtype, quantization="int4")
+    eager.engine.runner._step._refused = True  # the same engine with every step eager
+    assert tokens == generate(eager, [NEW_TOKENS, NEW_TOKENS - 3, NEW_TOKENS])
+
+
+def test_dense_layers_run_every_step_eagerly(tiny):
+    llm, wrapped = engine(tiny, dtype="float32", quantization="none")
+    assert all(len(t) == NEW_TOKENS for t in generate(llm, [NEW_TOKENS] * 3))
+    assert wrapped.native_steps == 0 and wrapped._refused
+
+
+def test_steps_wider_than_the_crossover_run_eagerly(tiny):
+    llm, wrapped = engine(tiny, dtype="bfloat16", quantization="int4")
+    generate(llm, [2, 2, 2])  # builds the plan
+    wrapped._plan.max_rows = 2  # as if the layers ran their dense weight above 2 rows
+    before = wrapped.native_steps
+    generate(llm, [NEW_TOKENS, NEW_TOKENS - 3, NEW_TOKENS])
+    assert wrapped.native_steps - before == 3  # only the 2-row steps after the short request ended
