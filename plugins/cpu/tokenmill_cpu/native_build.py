@@ -71,7 +71,8 @@ def describe() -> str:
         return "torch kernels: no C++ compiler found; install g++ for the faster native ones"
     from tokenmill_cpu.isa import host_isa  # the paths the kernels take on this CPU
 
-    return f"native kernels built with {os.path.basename(found)}; {host_isa().describe()}"
+    return (f"native kernels built with {os.path.basename(found)}; {host_isa().describe()}; "
+            "decode steps on blocks: one native call each (step runner; --enforce-eager: per op)")
 
 
 def compiler() -> str | None:
