@@ -49,14 +49,16 @@ def generate(llm: LLM, max_tokens: list[int]) -> list[list[int]]:
     return [list(o.outputs[0].token_ids) for o in outputs]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_native_decode_steps_equal_the_eager_step(tiny, dtype):
-    llm, wrapped = engine(tiny, dtype=dtype, quantization="int4")
+@pytest.mark.parametrize(("dtype", "quantization"), [("float32", "int4"), ("bfloat16", "int4"), ("bfloat16", "int8")])
+def test_native_decode_steps_equal_the_eager_step(tiny, dtype, quantization):
+    """Q4_1 and Q8_0 blocks, float32 and bfloat16 activations: every native step's logits are the eager
+    step's to the last bit, and greedy tokens match an engine with every step eager."""
+    llm, wrapped = engine(tiny, dtype=dtype, quantization=quantization)
     rows = compare_each_native_step(wrapped)
     tokens = generate(llm, [NEW_TOKENS, NEW_TOKENS - 3, NEW_TOKENS])  # one request ends early: 3 then 2 rows
     assert {2, 3} <= set(rows), f"native steps of {rows} rows"
     assert wrapped.native_steps == len(rows)
-    eager, _ = engine(tiny, dtype=dtype, quantization="int4")
+    eager, _ = engine(tiny, dtype=dtype, quantization=quantization)
     eager.engine.runner._step._refused = True  # the same engine with every step eager
     assert tokens == generate(eager, [NEW_TOKENS, NEW_TOKENS - 3, NEW_TOKENS])
 
