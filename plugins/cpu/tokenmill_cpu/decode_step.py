@@ -79,10 +79,12 @@ class ModelPlan:
         self.dtype = model.model.embed_tokens.weight.dtype
         if self.dtype not in _SUFFIXES:
             raise Unsupported(f"activations of {self.dtype}")
+        self.hidden = model.model.embed_tokens.weight.shape[1]
         self.max_rows = 1 << 30  # steps wider than a layer's crossover run its dense weight: eager
         self.caches = list(kv_caches)
         self.matmul = None  # the block kernel's entry point, one for every layer
         self.eps: float | None = None  # every norm's
+        self._kept: list[torch.Tensor] = []  # every tensor the structures point into, kept alive with them
         layers = [self._layer(layer, cache) for layer, cache in zip(model.model.layers, self.caches)]
         self.layers = (_Layer * len(layers))(*layers)
         self.struct = self._model(model)
@@ -98,19 +100,21 @@ class ModelPlan:
         if cos_sin.dtype != torch.float32 or not cos_sin.is_contiguous():
             raise Unsupported("the rotary table is not contiguous float32")
         head = self._linear(model.lm_head)
-        if attn.o_proj.out_features % 8 or first.mlp.down_proj.in_features % 8:
+        if head.cols != self.hidden or model.model.norm.weight.shape != (self.hidden,):
+            raise Unsupported("the head or final norm disagrees with the embedding on the hidden size")
+        if self.hidden % 8 or first.mlp.down_proj.in_features % 8:
             raise Unsupported("hidden or intermediate sizes not a multiple of 8 (the layer ops' vectors)")
         return _Model(
             matmul=self.matmul, rms_norm=_address(ops._fns["tm_rms_norm", self.dtype]),
             rotary=_address(ops._fns["tm_rotary", self.dtype]),
             silu_and_mul=_address(ops._fns["tm_silu_and_mul", self.dtype]), decode=_address(decode),
-            bf16_rows=int(suffix == "_bf16"), num_layers=len(self.layers), hidden=attn.o_proj.out_features,
+            bf16_rows=int(suffix == "_bf16"), num_layers=len(self.layers), hidden=self.hidden,
             q_size=attn.q_size, kv_size=attn.kv_size, inter=first.mlp.down_proj.in_features,
             num_heads=attn.num_heads, num_kv_heads=attn.num_kv_heads, head_size=attn.head_size,
             vocab=model.model.embed_tokens.weight.shape[0], block_stride=block_stride, head_stride=head_stride,
             row_stride=row_stride, block_size=self.caches[0].shape[2], eps=self.eps, scale=attn.scale,
-            embedding=model.model.embed_tokens.weight.data_ptr(), final_norm=model.model.norm.weight.data_ptr(),
-            cos_sin=cos_sin.data_ptr(), head=head, layers=self.layers,
+            embedding=self._ptr(model.model.embed_tokens.weight), final_norm=self._ptr(model.model.norm.weight),
+            cos_sin=self._ptr(cos_sin), head=head, layers=self.layers,
         )
 
     def _layer(self, layer: Any, cache: torch.Tensor) -> _Layer:
@@ -122,11 +126,16 @@ class ModelPlan:
         self.eps = _norm_weight(layer.input_layernorm, self.dtype, self.eps)
         _norm_weight(layer.post_attention_layernorm, self.dtype, self.eps)
         _check_attention(attn, cache, self.dtype, self.caches[0])
-        return _Layer(input_norm=layer.input_layernorm.weight.data_ptr(),
-                      post_norm=layer.post_attention_layernorm.weight.data_ptr(),
-                      qkv=self._linear(attn.qkv_proj), o=self._linear(attn.o_proj),
-                      gate_up=self._linear(mlp.gate_up_proj), down=self._linear(mlp.down_proj),
-                      k_cache=cache[0].data_ptr(), v_cache=cache[1].data_ptr())
+        planned = _Layer(input_norm=self._ptr(layer.input_layernorm.weight),
+                         post_norm=self._ptr(layer.post_attention_layernorm.weight),
+                         qkv=self._linear(attn.qkv_proj), o=self._linear(attn.o_proj),
+                         gate_up=self._linear(mlp.gate_up_proj), down=self._linear(mlp.down_proj),
+                         k_cache=self._ptr(cache[0]), v_cache=self._ptr(cache[1]))
+        _check_shapes(planned, attn, self.hidden, cache)
+        norms = (layer.input_layernorm.weight.shape, layer.post_attention_layernorm.weight.shape)
+        if norms != ((self.hidden,), (self.hidden,)):
+            raise Unsupported("norms of another size than the hidden state")
+        return planned
 
     def _linear(self, linear: Any) -> _Linear:
         """A PackedLinear on the native blocks, no bias, no input order -> its _Linear."""
@@ -145,7 +154,12 @@ class ModelPlan:
         if packed.dense is not None:
             self.max_rows = min(self.max_rows, packed.max_packed_rows)
         return _Linear(layout=LAYOUTS.index(kernel.layout), isa=ISAS.index(kernel.isa), rows=packed.codes.rows,
-                       cols=packed.codes.cols, blocks=packed.codes.data.data_ptr())
+                       cols=packed.codes.cols, blocks=self._ptr(packed.codes.data))
+
+    def _ptr(self, tensor: torch.Tensor) -> int:
+        """The address of `tensor`'s data, which stays valid while the plan lives."""
+        self._kept.append(tensor)
+        return tensor.data_ptr()
 
     def current(self, kv_caches: list[torch.Tensor]) -> bool:
         """Whether `kv_caches` are still the tensors this plan points at."""
@@ -165,6 +179,17 @@ def _check_graph(model: Any) -> None:
                  type(layer.post_attention_layernorm))
         if parts != (DecoderLayer, PagedSelfAttention, GatedMLP, RMSNorm, RMSNorm):
             raise Unsupported(f"a layer built of {[p.__name__ for p in parts]}")
+
+
+def _check_shapes(layer: _Layer, attn: Any, hidden: int, cache: torch.Tensor) -> None:
+    """Every weight's [N, K] as the layer's sizes say (decode_step.cpp sizes its buffers by them)."""
+    inter, heads = layer.down.cols, (attn.num_heads, attn.num_kv_heads)
+    want = {"qkv": (attn.q_size + 2 * attn.kv_size, hidden), "o": (hidden, attn.q_size),
+            "gate_up": (2 * inter, hidden), "down": (hidden, inter)}
+    got = {name: (getattr(layer, name).rows, getattr(layer, name).cols) for name in want}
+    sizes = (attn.q_size, attn.kv_size, tuple(cache.shape[3:]))
+    if got != want or sizes != (heads[0] * attn.head_size, heads[1] * attn.head_size, (heads[1], attn.head_size)):
+        raise Unsupported(f"weights {got} do not match the layer's sizes {want}")
 
 
 def _norm_weight(norm: Any, dtype: torch.dtype, eps: float | None) -> float:
