@@ -7,6 +7,8 @@ import torch
 
 from tokenmill import LLM, SamplingParams
 from tokenmill.testing.tiny_model import write_tiny_llama
+import tokenmill_cpu.linear_methods
+from tokenmill_cpu.quant_matmul import available_isas, quant_matmul
 from tokenmill_cpu.step_runner import NativeDecodeStep, cpu_step_runner
 
 PROMPTS = [[5, 9, 13, 2, 77], [40, 41], list(range(50, 62))]  # decode steps of 3 rows, then fewer
@@ -61,6 +63,19 @@ def test_native_decode_steps_equal_the_eager_step(tiny, dtype, quantization):
     eager, _ = engine(tiny, dtype=dtype, quantization=quantization)
     eager.engine.runner._step._refused = True  # the same engine with every step eager
     assert tokens == generate(eager, [NEW_TOKENS, NEW_TOKENS - 3, NEW_TOKENS])
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2"])
+def test_native_decode_steps_on_every_block_kernel_path(tiny, isa, monkeypatch):
+    """The layers' block kernel pinned to a slower path this CPU also runs (AVX2-only and older hosts)."""
+    if isa not in available_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    monkeypatch.setattr(tokenmill_cpu.linear_methods, "quant_matmul", lambda layout: quant_matmul(layout, isa))
+    llm, wrapped = engine(tiny, dtype="bfloat16", quantization="int4")
+    assert wrapped.step.__self__.model.lm_head.packed.codes.isa == isa
+    rows = compare_each_native_step(wrapped)
+    generate(llm, [NEW_TOKENS, NEW_TOKENS - 3, NEW_TOKENS])
+    assert {2, 3} <= set(rows)
 
 
 def test_dense_layers_run_every_step_eagerly(tiny):
