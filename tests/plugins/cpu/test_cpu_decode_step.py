@@ -23,10 +23,16 @@ def tiny(tmp_path_factory) -> str:
 
 
 def engine(model: str, **options) -> tuple[LLM, NativeDecodeStep]:
-    llm = LLM(model=model, enable_prefix_caching=False, num_threads=1, max_num_seqs=3, **options)
+    llm = eager_engine(model, enforce_eager=False, **options)
     wrapped = llm.engine.runner._step  # the core's ModelRunner keeps the wrapped step here
     assert isinstance(wrapped, NativeDecodeStep)
     return llm, wrapped
+
+
+def eager_engine(model: str, enforce_eager: bool = True, **options) -> LLM:
+    """The same engine with every step eager (the step runner is not asked under --enforce-eager)."""
+    return LLM(model=model, enable_prefix_caching=False, num_threads=1, max_num_seqs=3, enforce_eager=enforce_eager,
+               **options)
 
 
 def compare_each_native_step(wrapped: NativeDecodeStep) -> list[int]:
@@ -60,8 +66,7 @@ def test_native_decode_steps_equal_the_eager_step(tiny, dtype, quantization):
     tokens = generate(llm, [NEW_TOKENS, NEW_TOKENS - 3, NEW_TOKENS])  # one request ends early: 3 then 2 rows
     assert {2, 3} <= set(rows), f"native steps of {rows} rows"
     assert wrapped.native_steps == len(rows)
-    eager, _ = engine(tiny, dtype=dtype, quantization=quantization)
-    eager.engine.runner._step._refused = True  # the same engine with every step eager
+    eager = eager_engine(tiny, dtype=dtype, quantization=quantization)
     assert tokens == generate(eager, [NEW_TOKENS, NEW_TOKENS - 3, NEW_TOKENS])
 
 
@@ -76,6 +81,29 @@ def test_native_decode_steps_on_every_block_kernel_path(tiny, isa, monkeypatch):
     rows = compare_each_native_step(wrapped)
     generate(llm, [NEW_TOKENS, NEW_TOKENS - 3, NEW_TOKENS])
     assert {2, 3} <= set(rows)
+
+
+def staggered(llm: LLM) -> dict[str, list[int]]:
+    """Two requests decode, a third arrives mid-way (a mixed step), then all three decode together."""
+    core, tokens = llm.engine, {}
+    params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
+    core.add_request("a", PROMPTS[0], params)
+    core.add_request("b", PROMPTS[1], params)
+    for step in range(3 * NEW_TOKENS):
+        if step == 2:
+            core.add_request("c", PROMPTS[2], params)
+        for out in core.step():
+            tokens[out.request_id] = list(out.outputs[0].token_ids)
+    return tokens
+
+
+def test_requests_joining_mid_decode(tiny):
+    """Native steps around a mixed (eager) step keep the same cache and tokens as an all-eager engine."""
+    llm, wrapped = engine(tiny, dtype="bfloat16", quantization="int4")
+    rows = compare_each_native_step(wrapped)
+    tokens = staggered(llm)
+    assert 3 in rows and 2 in rows and all(len(t) == NEW_TOKENS for t in tokens.values())
+    assert tokens == staggered(eager_engine(tiny, dtype="bfloat16", quantization="int4"))
 
 
 def test_dense_layers_run_every_step_eagerly(tiny):
