@@ -23,6 +23,7 @@ from tokenmill_cpu.layer_ops import layer_ops
 from tokenmill_cpu.linear_methods import linear_method
 from tokenmill_cpu.moe import moe_ops
 from tokenmill_cpu.platform import CpuPlatform, make_platform
+from tokenmill_cpu.step_runner import CpuStepRunner, cpu_step_runner
 
 
 @hookimpl
@@ -62,6 +63,12 @@ def tokenmill_op_overrides(platform: Platform) -> OpOverrides:
     torch_ops = {"silu_and_mul": reference.silu_and_mul, **fast_ops()}
     table = {**torch_ops, **layer_ops(torch_ops), **ipex_ops(), "argmax": argmax_rows}
     return OpOverrides({**table, **moe_ops(table)})
+
+
+@hookimpl
+def tokenmill_step_runner(platform: Platform, options: dict[str, Any]) -> CpuStepRunner | None:
+    """Narrow pure-decode steps of Llama-family models on packed blocks in one native call (step_runner.py)."""
+    return cpu_step_runner()
 
 
 @hookimpl

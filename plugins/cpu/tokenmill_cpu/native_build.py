@@ -32,7 +32,7 @@ FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 # built for the baseline x86-64, so that every path they hold runs, and is testable, on this host.
 RUNTIME_DISPATCH = frozenset({"quant_matmul.cpp"})
 ENV_DISABLE = "TOKENMILL_CPU_NATIVE"  # "0" keeps every kernel on its torch fallback
-SOURCES = ("paged_decode.cpp", "quant_matmul.cpp", "layer_ops.cpp", "casts.cpp")  # what a CPU engine loads
+SOURCES = ("paged_decode.cpp", "quant_matmul.cpp", "layer_ops.cpp", "casts.cpp", "decode_step.cpp")  # what a CPU engine loads
 
 _builds: dict[tuple[str, tuple[str, ...]], Future] = {}  # one build and load per process and variant
 _builds_lock = threading.Lock()
@@ -71,7 +71,8 @@ def describe() -> str:
         return "torch kernels: no C++ compiler found; install g++ for the faster native ones"
     from tokenmill_cpu.isa import host_isa  # the paths the kernels take on this CPU
 
-    return f"native kernels built with {os.path.basename(found)}; {host_isa().describe()}"
+    return (f"native kernels built with {os.path.basename(found)}; {host_isa().describe()}; "
+            "decode steps on blocks: one native call each (step runner; --enforce-eager: per op)")
 
 
 def compiler() -> str | None:

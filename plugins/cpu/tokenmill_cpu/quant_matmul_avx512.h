@@ -83,6 +83,19 @@ void quantize_rows(const float* x, int64_t M, int64_t K, ActBlock* out) {
     for (int64_t i = 0; i < M * (K / kBlock); ++i) quantize_block(x + i * kBlock, out[i]);
 }
 
+// Weights are read once per step, in address order (panels are contiguous, and each thread's panels
+// too), yet the hardware prefetchers alone left one thread at ~9 GB/s on a 2-core Xeon (SPR-class);
+// asking for the block kPrefetch bytes ahead raised a SmolLM2 token's matmuls from 9.7-10.6 to
+// 5.6-9.2 ms on one thread and from 4.9-5.3 to 3.0-3.1 ms on two (2048 and 4096 measured alike,
+// 8192 worse). A hint past the end of the weight is harmless: prefetches never fault.
+constexpr int64_t kPrefetch = 3072;
+
+template <bool Q4>
+inline void prefetch_block(const uint8_t* at) {
+    for (int64_t line = 0; line < panel_block_bytes(Q4); line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(at + line), _MM_HINT_T0);
+}
+
 inline __m512i bcast4(const int8_t* p) {
     int32_t v;
     std::memcpy(&v, p, sizeof v);
@@ -97,6 +110,7 @@ void panel_rows(const uint8_t* panel, const ActBlock* x, int64_t nb, float* out,
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* pb = panel + b * panel_block_bytes(Q4);
+        prefetch_block<Q4>(pb + kPrefetch);
         __m512i hi[R], lo[R];
         for (int r = 0; r < R; ++r) {
             const ActBlock& a = x[r * nb + b];

@@ -161,9 +161,11 @@ def test_a_failing_step_fails_in_flight_requests_and_the_loop_goes_on(core, monk
 def test_shutdown_lets_short_requests_finish_and_aborts_long_ones(core):
     async def body(engine):
         short = asyncio.ensure_future(_final(engine, PROMPT, SamplingParams(temperature=0.0, max_tokens=2), "short"))
-        long = asyncio.ensure_future(_final(engine, PROMPT, SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True), "long"))
+        # the long request must outlast sleep + grace: 240 tokens in 0.5 s would take ~480 tok/s (the CPU
+        # step runner decodes this model at ~260 tok/s on a 2-core AVX-512 Xeon, so 200 in 2.2 s finished)
+        long = asyncio.ensure_future(_final(engine, PROMPT, SamplingParams(temperature=0.0, max_tokens=240, ignore_eos=True), "long"))
         await asyncio.sleep(0.2)
-        await engine.shutdown(grace_s=2.0)
+        await engine.shutdown(grace_s=0.3)
         with pytest.raises(EngineShuttingDown):
             await _final(engine, PROMPT, GREEDY, "late")
         results = await asyncio.gather(short, long, return_exceptions=True)
