@@ -139,7 +139,10 @@ def tokenmill_step_runner(platform: "Platform", options: dict[str, Any]) -> "Ste
 
     :param platform: the platform the engine runs on.
     :param options: engine options that matter to capture: enforce_eager, max_num_seqs,
-        max_model_len, block_size, and `buckets` (the ShapeBuckets in force, or None).
+        max_model_len, block_size, `buckets` (the ShapeBuckets in force, or None), and
+        `api_server_process` (True when the engine runs in the engine-core process beside the
+        API server's process on the same host, which then takes CPU time for every token; a
+        CPU backend may leave it a core on latency-bound steps).
     :returns: a StepRunner, or None to run the step eagerly.
 
     firstresult: the first non-None result wins; return None to decline.

@@ -32,17 +32,20 @@ def step_padding(plugins: Any, platform: Any, args: EngineArgs, max_model_len: i
     return StepPadding(buckets, args.block_size, null_block=num_blocks)
 
 
-def step_runner_options(args: EngineArgs, max_model_len: int, padding: StepPadding | None) -> dict[str, Any]:
+def step_runner_options(args: EngineArgs, max_model_len: int, padding: StepPadding | None,
+                        api_server_process: bool = False) -> dict[str, Any]:
     """What tokenmill_step_runner is told (interfaces: plain values and the ShapeBuckets)."""
     return {"enforce_eager": args.enforce_eager, "max_num_seqs": args.max_num_seqs, "max_model_len": max_model_len,
-            "block_size": args.block_size, "buckets": padding.buckets if padding else None}
+            "block_size": args.block_size, "buckets": padding.buckets if padding else None,
+            "api_server_process": api_server_process}
 
 
 def build_runner(runner_class: Callable[..., ModelRunner], plugins: Any, platform: Any, args: EngineArgs,
-                 bundle: Any, pool: Any) -> ModelRunner:
-    """A runner over `bundle`'s model and `pool` (engine.kv_setup.KVPool), padded and wrapped as the platform asks."""
+                 bundle: Any, pool: Any, api_server_process: bool = False) -> ModelRunner:
+    """A runner over `bundle`'s model and `pool` (engine.kv_setup.KVPool), padded and wrapped as the platform asks;
+    `api_server_process`: this engine serves an API server process on the same host (the engine-core process)."""
     padding = step_padding(plugins, platform, args, pool.max_model_len, pool.num_blocks)
-    options = step_runner_options(args, pool.max_model_len, padding)
+    options = step_runner_options(args, pool.max_model_len, padding, api_server_process)
     step_runner = None if args.enforce_eager else plugins.step_runner(platform, options)
     return runner_class(bundle.model, bundle.attn_backend, pool.kv_caches, args.block_size, bundle.device,
                         step_runner, padding)

@@ -67,8 +67,9 @@ def tokenmill_op_overrides(platform: Platform) -> OpOverrides:
 
 @hookimpl
 def tokenmill_step_runner(platform: Platform, options: dict[str, Any]) -> CpuStepRunner | None:
-    """Narrow pure-decode steps of Llama-family models on packed blocks in one native call (step_runner.py)."""
-    return cpu_step_runner()
+    """Narrow pure-decode steps of Llama-family models on packed blocks in one native call (step_runner.py);
+    beside an API server process they leave it one core (see step_runner.py)."""
+    return cpu_step_runner(reserve_core=bool(options.get("api_server_process")))
 
 
 @hookimpl

@@ -222,7 +222,7 @@ class DecodeStep:
         self._fn.argtypes, self._fn.restype = [ctypes.POINTER(_Model), ctypes.POINTER(_Step)], _INT
 
     def __call__(self, plan: ModelPlan, input_ids: torch.Tensor, positions: torch.Tensor,
-                 metadata: CpuAttentionMetadata) -> torch.Tensor | None:
+                 metadata: CpuAttentionMetadata, threads: int | None = None) -> torch.Tensor | None:
         """ids, positions int64 [M] of a pure-decode step -> float32 logits [M, V]; None for an id
         outside the vocabulary (the eager step reports it)."""
         decode = metadata.decode
@@ -230,7 +230,7 @@ class DecodeStep:
         step = _Step(rows=input_ids.shape[0], ids=input_ids.data_ptr(), positions=positions.data_ptr(),
                      tables=decode.block_table.data_ptr(), table_stride=decode.block_table.shape[1],
                      seq_lens=decode.seq_lens.data_ptr(), slots=metadata.slot_mapping.data_ptr(),
-                     logits=logits.data_ptr(), threads=torch.get_num_threads())
+                     logits=logits.data_ptr(), threads=threads or torch.get_num_threads())
         return logits if self._fn(ctypes.byref(plan.struct), ctypes.byref(step)) == 0 else None
 
 

@@ -40,8 +40,8 @@ def compare_each_native_step(wrapped: NativeDecodeStep) -> list[int]:
     returns the row counts of the native steps."""
     native, rows = wrapped._native, []
 
-    def checked(plan, input_ids, positions, metadata):
-        logits = native(plan, input_ids, positions, metadata)
+    def checked(plan, input_ids, positions, metadata, threads=None):
+        logits = native(plan, input_ids, positions, metadata, threads)
         eager = wrapped.step(input_ids, positions, metadata)  # rewrites the same KV slots with the same rows
         assert torch.equal(logits, eager), f"{input_ids.shape[0]} rows: max diff {(logits - eager).abs().max()}"
         rows.append(input_ids.shape[0])
@@ -119,3 +119,26 @@ def test_steps_wider_than_the_crossover_run_eagerly(tiny):
     before = wrapped.native_steps
     generate(llm, [NEW_TOKENS, NEW_TOKENS - 3, NEW_TOKENS])
     assert wrapped.native_steps - before == 3  # only the 2-row steps after the short request ended
+
+
+def test_beside_an_api_server_native_steps_leave_a_core_and_give_the_same_tokens(tiny):
+    """The engine-core process (detokenize=False) asks for a reserved core; the tokens do not change."""
+    from tokenmill.config import EngineArgs
+    from tokenmill.engine.core import EngineCore
+
+    params = SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS, ignore_eos=True)
+    alone = eager_engine(tiny, quantization="int4").generate([{"prompt_token_ids": PROMPTS[0]}], params, use_tqdm=False)
+    expected = list(alone[0].outputs[0].token_ids)
+    for detokenize, reserved in ((True, False), (False, True)):
+        core = EngineCore(EngineArgs(model=tiny, device="cpu", num_threads=2, enable_prefix_caching=False,
+                                     quantization="int4"),
+                          detokenize=detokenize)
+        wrapped, threads = core.runner._step, []
+        native = wrapped._native
+        wrapped._native = lambda *args, native=native, threads=threads: threads.append(args[-1]) or native(*args)
+        core.add_request("r", PROMPTS[0], params)
+        tokens = []
+        while core.has_unfinished_requests():
+            tokens += [t for d in core.step_deltas().samples for t in d.new_token_ids]
+        assert wrapped.reserve_core is reserved and threads and set(threads) == {1 if reserved else 2}
+        assert tokens == expected
