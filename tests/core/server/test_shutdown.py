@@ -14,7 +14,8 @@ import time
 import httpx
 import pytest
 
-GRACE_S = 10.0
+GRACE_S = 5.0
+LONG_TOKENS = 4000  # > 5 s even at 600 tok/s (a served single stream here: ~100-250), so it outlives the grace
 
 
 def _free_port() -> int:
@@ -41,7 +42,7 @@ def test_sigterm_drains_then_aborts_and_exits():
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "tokenmill.cli.main", "serve", "--port", str(port), "--dtype", "float32",
-           "--max-model-len", "1024", "--kv-cache-memory", "64MiB", "--shutdown-grace-period", str(GRACE_S),
+           "--max-model-len", "4096", "--kv-cache-memory", "256MiB", "--shutdown-grace-period", str(GRACE_S),
            "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
     try:
@@ -58,7 +59,7 @@ def test_sigterm_drains_then_aborts_and_exits():
 
         short, long = {}, {}
         short_started, long_started = threading.Event(), threading.Event()
-        long_body = {"prompt": "Write a long story.", "max_tokens": 1000, "ignore_eos": True, "stream": True}
+        long_body = {"prompt": "Write a long story.", "max_tokens": LONG_TOKENS, "ignore_eos": True, "stream": True}
         threads = [threading.Thread(target=_stream, args=(url, long_body, long, long_started)),
                    threading.Thread(target=_stream, args=(url, {"prompt": "Hi", "max_tokens": 10, "stream": True},
                                                           short, short_started))]
