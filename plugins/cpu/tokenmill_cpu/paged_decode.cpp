@@ -17,11 +17,14 @@
 // before the window are never read (the KV manager may have freed them), and the first block's
 // leading rows get weight 0.
 // Measured and dropped: software prefetch of the next block, and register tiles over several query
-// heads; neither beat this simple form on the Zen3 reference machine.
-// Portable: GCC vector extensions lower to AVX2, AVX-512, NEON or scalar code, whatever -march gives.
+// heads; neither beat this simple form on the Zen3 reference machine (nor on an AVX-512 Xeon).
+// Paths, chosen at run time (best_isa): a bfloat16 cache on a CPU with AVX-512 BF16 takes
+// paged_decode_avx512.h (vdpbf16ps on tiles of 16 keys); everything else the generic code below,
+// whose GCC vector extensions lower to AVX2, AVX-512, NEON or scalar code, whatever -march gives.
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "bf16_vec.h"
@@ -176,6 +179,26 @@ static void pv(const float* weights, const float* sums, const Pool<T>& v, const 
         for (int64_t d = 0; d < D; ++d) out[r * D + d] /= sums[r];
 }
 
+#if defined(__x86_64__) && !defined(TM_NO_X86)
+#define TM_X86 1
+#include "paged_decode_avx512.h"
+#endif
+
+enum PagedIsa { kGeneric = 0, kAvx512Bf16 = 1 };
+
+static int best_isa() {
+#ifdef TM_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bf16"))
+        return kAvx512Bf16;
+#endif
+    return kGeneric;
+}
+
+static int g_isa = best_isa();  // the path in use; tests pin another through tm_paged_decode_use_isa
+
 struct Shape {
     int64_t num_heads, num_kv_heads, head_size, block_size, table_stride;
     int64_t window;  // sliding window in keys; 0: attend to every key
@@ -188,6 +211,9 @@ static void decode(const float* q, const Pool<T>& k, const Pool<T>& v, const int
                    const int64_t* seq_lens, float* out, int64_t B, const Shape& s, float scale, int num_threads) {
     const int64_t G = s.num_heads / s.num_kv_heads, D = s.head_size;
     const int64_t nh = B >= 4 * num_threads ? s.num_kv_heads : 1, items_per_req = s.num_kv_heads / nh;
+#ifdef TM_X86
+    const bool fast = g_isa == kAvx512Bf16 && pd_avx512::supports(D);
+#endif
 #pragma omp parallel num_threads(num_threads)
     {
         std::vector<float> scores, qs(nh * G * D), stats(2 * nh * G);  // stats: R maxes, then R sums
@@ -197,6 +223,14 @@ static void decode(const float* q, const Pool<T>& k, const Pool<T>& v, const int
             const int64_t L = seq_lens[b], lo = s.window > 0 && L > s.window ? L - s.window : 0;
             const Item it{tables + b * s.table_stride, L, h0, nh, G, D, s.block_size, lo};
             const int64_t R = it.num_rows(), row0 = (b * s.num_heads + h0 * G) * D;  // first query head
+#ifdef TM_X86
+            if constexpr (std::is_same_v<T, bf16>) {
+                if (fast) {
+                    pd_avx512::attend_item(q + row0, k, v, it, scale, out + row0, scores);
+                    continue;
+                }
+            }
+#endif
             for (int64_t i = 0; i < R * D; ++i) qs[i] = q[row0 + i] * scale;
             scores.resize(R * it.L);
             qk(qs.data(), k, it, scores.data(), stats.data());
@@ -261,3 +295,12 @@ TM_DECODE_ENTRY(tm_paged_decode_bf16, bf16, bf16)
 TM_DECODE_ENTRY(tm_paged_decode_f16, _Float16, _Float16)
 TM_DECODE_ENTRY(tm_paged_decode_bf16_from_f32, bf16, float)
 TM_DECODE_ENTRY(tm_paged_decode_f16_from_f32, _Float16, float)
+
+// The fastest path this CPU runs: 0 generic, 1 AVX-512 BF16 (bfloat16 caches).
+extern "C" int tm_paged_decode_best_isa() { return best_isa(); }
+
+// Pins path `isa` (no faster than best_isa; a negative value only asks) and returns the one in use.
+extern "C" int tm_paged_decode_use_isa(int isa) {
+    if (isa >= 0 && isa <= best_isa()) g_isa = isa;
+    return g_isa;
+}

@@ -1,0 +1,248 @@
+// The AVX-512 BF16 path of paged_decode.cpp, for bfloat16 caches: tiles of 16 keys, one score per
+// lane. Compiled for AVX-512 F/BW/VL/DQ/BF16 by the target pragma below (so the file builds under
+// any -march), and called only where the CPU has them (paged_decode.cpp's best_isa).
+//
+// Why this beats the generic path (eight-lane float32 FMAs on bf16 keys widened one load at a time,
+// then a horizontal sum per key): q . k runs on vdpbf16ps straight from the cache's bf16 pairs (no
+// widening), 16 keys' partial sums are reduced together by one shuffle tree, the softmax is 16
+// lanes wide, and p . v widens each bf16 value row with one shift and one mask (even and odd
+// elements in separate accumulators), feeding all query heads of the KV head from one load.
+//
+// Exactness: a float32 query is split into up to three bf16 terms q = q1 + q2 + q3 (each the
+// rounded remainder of the last), so q . k is computed from the query's exact value; a query that
+// is already bf16 (a bf16 model) takes one term. vdpbf16ps multiplies bf16 pairs exactly and adds
+// in float32, as an FMA would (it flushes float32 denormals, below 1e-38).
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
+
+namespace pd_avx512 {
+
+constexpr int kTile = 16;        // keys per tile: one score per lane
+constexpr int kMaxChunks = 4;    // 32 bf16 per chunk: head sizes up to 128
+constexpr int kParts = 3;        // bf16 terms of a float32 query
+
+inline bool supports(int64_t head_size) { return head_size % 8 == 0 && head_size <= 32 * kMaxChunks; }
+
+// Query rows of one KV head that share every key and value load: fewer for wide heads (registers).
+inline int rows_per_group(int64_t head_size) { return head_size <= 64 ? 4 : 2; }
+
+// e^x for x <= 0: the steps of vec_math.h's exp8, on 16 lanes.
+inline __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic), magic);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    for (const float c : {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+// Slot of key t (0..15) in reduce16's input, so that its output lane t holds key t's sum.
+constexpr int slot(int t) { return 4 * (t & 3) + (t >> 2); }
+
+// Lane 4q + j of the result = the lane sum of v[4j + q]: four levels of shuffle-and-add.
+inline __m512 reduce16(const __m512* v) {
+    __m512 x[8], z[4], u[2];
+    for (int i = 0; i < 8; ++i)  // [a(q0+q2), a(q1+q3), b(q0+q2), b(q1+q3)]: 8 lanes a vector
+        x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    for (int i = 0; i < 4; ++i)  // quarter q: 4 lanes of v[4i + q]
+        z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int i = 0; i < 2; ++i)  // quarter q: 2 lanes of v[8i + q], then 2 of v[8i + 4 + q]
+        u[i] = _mm512_add_ps(_mm512_shuffle_ps(z[2 * i], z[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(z[2 * i], z[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    return _mm512_add_ps(_mm512_shuffle_ps(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_ps(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Walks one request's rows of one KV head in key order, block by block.
+struct Cursor {
+    const bf16* base;
+    const int64_t* table;
+    int64_t block_stride, row_stride, S, j, off;
+
+    const uint16_t* next() {
+        const bf16* row = base + table[j] * block_stride + off * row_stride;
+        if (++off == S) off = 0, ++j;
+        return reinterpret_cast<const uint16_t*>(row);
+    }
+};
+
+// The two float32 halves of 32 bf16.
+inline void widen(__m512i b, __m512* lo, __m512* hi) {
+    *lo = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(b)), 16));
+    *hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(b, 1)), 16));
+}
+
+// One row group's shared state: R query rows of one KV head of one request over keys lo .. L - 1.
+struct Group {
+    const float* q;  // [R, D] float32, unscaled
+    float* out;      // [R, D]
+    int R;
+    int64_t D, n_keys, width;  // width: n_keys rounded up to whole tiles (the scores' row stride)
+    __mmask32 mask[kMaxChunks];
+    __m512i qp[4][kParts][kMaxChunks];  // the rows' bf16 terms
+    int parts;
+};
+
+// Splits the query rows into bf16 terms; parts = how many the rows need (1 for bf16 values).
+inline void split_queries(Group& g) {
+    bool more[kParts] = {};
+    for (int r = 0; r < g.R; ++r)
+        for (int c = 0; c * 32 < g.D; ++c) {
+            const float* q = g.q + r * g.D + 32 * c;
+            __m512 x0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(g.mask[c]), q);
+            __m512 x1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(g.mask[c] >> 16), q + 16);
+            for (int p = 0; p < kParts; ++p) {
+                const __m512i b = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(x1, x0));
+                g.qp[r][p][c] = b;
+                __m512 f0, f1;
+                widen(b, &f0, &f1);
+                x0 = _mm512_sub_ps(x0, f0), x1 = _mm512_sub_ps(x1, f1);
+                if (p + 1 < kParts)
+                    more[p + 1] |= (_mm512_cmpneq_ps_mask(x0, _mm512_setzero_ps()) |
+                                    _mm512_cmpneq_ps_mask(x1, _mm512_setzero_ps())) != 0;
+            }
+        }
+    g.parts = more[2] ? 3 : (more[1] ? 2 : 1);
+}
+
+// scores [R, width] = (q_r . k_l) * scale, -3e38 past the last key; returns each row's max.
+template <int R, int P>
+void qk(const Group& g, Cursor keys, float scale, float* scores, float* maxes) {
+    __m512 vmax[R], part[R][kTile];
+    for (int r = 0; r < R; ++r) vmax[r] = _mm512_set1_ps(-3.0e38f);
+    for (int64_t l0 = 0; l0 < g.n_keys; l0 += kTile) {
+        const int n = static_cast<int>(std::min<int64_t>(kTile, g.n_keys - l0));
+        for (int t = 0; t < kTile; ++t) {
+            __m512 acc[R];
+            for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+            if (t < n) {
+                const uint16_t* k = keys.next();
+                for (int c = 0; c * 32 < g.D; ++c) {
+                    const __m512bh kc = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(g.mask[c], k + 32 * c));
+                    for (int r = 0; r < R; ++r)
+                        for (int p = 0; p < P; ++p)
+                            acc[r] = _mm512_dpbf16_ps(acc[r], reinterpret_cast<__m512bh>(g.qp[r][p][c]), kc);
+                }
+            }
+            for (int r = 0; r < R; ++r) part[r][slot(t)] = acc[r];
+        }
+        const __mmask16 valid = static_cast<__mmask16>(n == kTile ? 0xFFFF : (1u << n) - 1);
+        for (int r = 0; r < R; ++r) {
+            __m512 s = _mm512_mul_ps(reduce16(part[r]), _mm512_set1_ps(scale));
+            s = _mm512_mask_mov_ps(_mm512_set1_ps(-3.0e38f), valid, s);
+            vmax[r] = _mm512_max_ps(vmax[r], s);
+            _mm512_storeu_ps(scores + r * g.width + l0, s);
+        }
+    }
+    for (int r = 0; r < R; ++r) maxes[r] = _mm512_reduce_max_ps(vmax[r]);
+}
+
+// In place: scores become e^(score - max) (0 past the last key); returns nothing, fills sums.
+inline void softmax(const Group& g, float* scores, const float* maxes, float* sums) {
+    for (int r = 0; r < g.R; ++r) {
+        float* s = scores + r * g.width;
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t l0 = 0; l0 < g.n_keys; l0 += kTile) {
+            const int64_t n = std::min<int64_t>(kTile, g.n_keys - l0);
+            const __mmask16 valid = static_cast<__mmask16>(n == kTile ? 0xFFFF : (1u << n) - 1);
+            const __m512 e = _mm512_maskz_mov_ps(valid, exp16(_mm512_sub_ps(_mm512_loadu_ps(s + l0), _mm512_set1_ps(maxes[r]))));
+            _mm512_storeu_ps(s + l0, e);
+            acc = _mm512_add_ps(acc, e);
+        }
+        sums[r] = _mm512_reduce_add_ps(acc);
+    }
+}
+
+// out[r] = sum_l weights[r, l] * v_l / sums[r]; even and odd elements accumulate apart.
+template <int C, int R>
+void pv(const Group& g, Cursor values, const float* weights, const float* sums) {
+    __m512 even[R][C], odd[R][C];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < C; ++c) even[r][c] = odd[r][c] = _mm512_setzero_ps();
+    const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+    for (int64_t l = 0; l < g.n_keys; ++l) {
+        const uint16_t* v = values.next();
+        __m512 p[R];
+        for (int r = 0; r < R; ++r) p[r] = _mm512_set1_ps(weights[r * g.width + l]);
+        for (int c = 0; c < C; ++c) {
+            const __m512i x = _mm512_maskz_loadu_epi16(g.mask[c], v + 32 * c);
+            const __m512 ev = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), od = _mm512_castsi512_ps(_mm512_and_si512(x, high));
+            for (int r = 0; r < R; ++r) {
+                even[r][c] = _mm512_fmadd_ps(p[r], ev, even[r][c]);
+                odd[r][c] = _mm512_fmadd_ps(p[r], od, odd[r][c]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < C; ++c) {
+            alignas(64) float e[16], o[16];
+            _mm512_store_ps(e, even[r][c]), _mm512_store_ps(o, odd[r][c]);
+            float* out = g.out + r * g.D + 32 * c;
+            for (int i = 0; i < 16 && 32 * c + 2 * i < g.D; ++i) out[2 * i] = e[i] / sums[r], out[2 * i + 1] = o[i] / sums[r];
+        }
+}
+
+template <int C, int R>
+void attend(Group& g, const Cursor& keys, const Cursor& values, float scale, float* scores) {
+    float maxes[R], sums[R];
+    split_queries(g);
+    if (g.parts == 1) qk<R, 1>(g, keys, scale, scores, maxes);
+    else if (g.parts == 2) qk<R, 2>(g, keys, scale, scores, maxes);
+    else qk<R, 3>(g, keys, scale, scores, maxes);
+    softmax(g, scores, maxes, sums);
+    pv<C, R>(g, values, scores, sums);
+}
+
+template <int C>
+void attend_rows(Group& g, const Cursor& keys, const Cursor& values, float scale, float* scores) {
+    switch (g.R) {
+        case 1: return attend<C, 1>(g, keys, values, scale, scores);
+        case 2: return attend<C, 2>(g, keys, values, scale, scores);
+        case 3: return attend<C, 3>(g, keys, values, scale, scores);
+        default: return attend<C, 4>(g, keys, values, scale, scores);
+    }
+}
+
+// One work item of decode(): q and out point at the item's first query row (unscaled float32).
+inline void attend_item(const float* q, const Pool<bf16>& k, const Pool<bf16>& v, const Item& it, float scale,
+                        float* out, std::vector<float>& scores) {
+    const int64_t n_keys = it.L - it.lo, group = rows_per_group(it.D);
+    Group g{};
+    g.D = it.D, g.n_keys = n_keys, g.width = (n_keys + kTile - 1) / kTile * kTile;
+    for (int c = 0; c < kMaxChunks; ++c) {
+        const int64_t left = it.D - 32 * c;
+        g.mask[c] = left >= 32 ? ~0u : (left > 0 ? (1u << left) - 1 : 0u);
+    }
+    scores.resize(group * g.width);
+    for (int64_t hh = 0; hh < it.nh; ++hh) {
+        const int64_t h = it.h0 + hh, j = it.lo / it.S, off = it.lo % it.S;
+        const Cursor keys{k.base + h * k.head_stride, it.table, k.block_stride, k.row_stride, it.S, j, off};
+        const Cursor values{v.base + h * v.head_stride, it.table, v.block_stride, v.row_stride, it.S, j, off};
+        for (int64_t r0 = 0; r0 < it.G; r0 += group) {
+            g.R = static_cast<int>(std::min(group, it.G - r0));
+            g.q = q + (hh * it.G + r0) * it.D, g.out = out + (hh * it.G + r0) * it.D;
+            switch ((it.D + 31) / 32) {
+                case 1: attend_rows<1>(g, keys, values, scale, scores.data()); break;
+                case 2: attend_rows<2>(g, keys, values, scale, scores.data()); break;
+                case 3: attend_rows<3>(g, keys, values, scale, scores.data()); break;
+                default: attend_rows<4>(g, keys, values, scale, scores.data()); break;
+            }
+        }
+    }
+}
+
+}  // namespace pd_avx512
+
+#pragma GCC pop_options
