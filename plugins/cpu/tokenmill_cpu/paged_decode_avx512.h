@@ -151,34 +151,44 @@ inline void split_queries(Group& g) {
     g.parts = more[2] ? 3 : (more[1] ? 2 : 1);
 }
 
+alignas(64) static const uint16_t kZeroRow[32 * kMaxChunks] = {};  // stands in for keys past the last
+
 // scores [R, width] = (q_r . k_l) * scale, -3e38 past the last key; returns each row's max.
-template <int R, int P>
+template <int C, int R, int P>
 void qk(const Group& g, Cursor keys, Prefetch& pf, float scale, float* scores, float* maxes) {
+    __m512i qv[R][P][C];  // the rows' bf16 terms, in registers
+    __mmask32 mask[C];
+    for (int c = 0; c < C; ++c) {
+        mask[c] = g.mask[c];
+        for (int r = 0; r < R; ++r)
+            for (int p = 0; p < P; ++p) qv[r][p][c] = g.qp[r][p][c];
+    }
     __m512 vmax[R], part[R][kTile];
     for (int r = 0; r < R; ++r) vmax[r] = _mm512_set1_ps(-3.0e38f);
     for (int64_t l0 = 0; l0 < g.n_keys; l0 += kTile) {
         const int n = static_cast<int>(std::min<int64_t>(kTile, g.n_keys - l0));
+        const uint16_t* rows[kTile];
         for (int t = 0; t < kTile; ++t) {
+            if (t < n) pf.key();
+            rows[t] = t < n ? keys.next() : kZeroRow;
+        }
+        for (int s = 0; s < kTile; ++s) {  // key slot(s) into slot s
+            const uint16_t* k = rows[slot(s)];
             __m512 acc[R];
             for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-            if (t < n) {
-                pf.key();
-                const uint16_t* k = keys.next();
-                for (int c = 0; c * 32 < g.D; ++c) {
-                    const __m512bh kc = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(g.mask[c], k + 32 * c));
-                    for (int r = 0; r < R; ++r)
-                        for (int p = 0; p < P; ++p)
-                            acc[r] = _mm512_dpbf16_ps(acc[r], reinterpret_cast<__m512bh>(g.qp[r][p][c]), kc);
-                }
+            for (int c = 0; c < C; ++c) {
+                const __m512bh kc = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask[c], k + 32 * c));
+                for (int r = 0; r < R; ++r)
+                    for (int p = 0; p < P; ++p) acc[r] = _mm512_dpbf16_ps(acc[r], reinterpret_cast<__m512bh>(qv[r][p][c]), kc);
             }
-            for (int r = 0; r < R; ++r) part[r][slot(t)] = acc[r];
+            for (int r = 0; r < R; ++r) part[r][s] = acc[r];
         }
         const __mmask16 valid = static_cast<__mmask16>(n == kTile ? 0xFFFF : (1u << n) - 1);
         for (int r = 0; r < R; ++r) {
-            __m512 s = _mm512_mul_ps(reduce16(part[r]), _mm512_set1_ps(scale));
-            s = _mm512_mask_mov_ps(_mm512_set1_ps(-3.0e38f), valid, s);
-            vmax[r] = _mm512_max_ps(vmax[r], s);
-            _mm512_storeu_ps(scores + r * g.width + l0, s);
+            __m512 sc = _mm512_mul_ps(reduce16(part[r]), _mm512_set1_ps(scale));
+            sc = _mm512_mask_mov_ps(_mm512_set1_ps(-3.0e38f), valid, sc);
+            vmax[r] = _mm512_max_ps(vmax[r], sc);
+            _mm512_storeu_ps(scores + r * g.width + l0, sc);
         }
     }
     for (int r = 0; r < R; ++r) maxes[r] = _mm512_reduce_max_ps(vmax[r]);
@@ -234,9 +244,9 @@ template <int C, int R>
 void attend(Group& g, const Cursor& keys, const Cursor& values, Prefetch& pf, float scale, float* scores) {
     float maxes[R], sums[R];
     split_queries(g);
-    if (g.parts == 1) qk<R, 1>(g, keys, pf, scale, scores, maxes);
-    else if (g.parts == 2) qk<R, 2>(g, keys, pf, scale, scores, maxes);
-    else qk<R, 3>(g, keys, pf, scale, scores, maxes);
+    if (g.parts == 1) qk<C, R, 1>(g, keys, pf, scale, scores, maxes);
+    else if (g.parts == 2) qk<C, R, 2>(g, keys, pf, scale, scores, maxes);
+    else qk<C, R, 3>(g, keys, pf, scale, scores, maxes);
     softmax(g, scores, maxes, sums);
     pf.first = false;
     pv<C, R>(g, values, pf, scores, sums);
