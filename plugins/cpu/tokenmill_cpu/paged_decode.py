@@ -3,6 +3,8 @@
 The cache dtype may differ from the activations' (a bfloat16 cache under a float32 model halves the
 KV bytes a decode step reads): queries are taken in any float dtype, and new keys/values in the
 cache's dtype or in float32, which the kernel converts as it writes them.
+The library picks its path at run time: "avx512_bf16" (paged_decode_avx512.h) for bfloat16 caches on
+a CPU with AVX-512 BF16, "generic" for everything else; `use_isa` pins one (tests, benchmarks).
 """
 
 from __future__ import annotations

@@ -214,16 +214,19 @@ inline void softmax(const Group& g, float* scores, const float* maxes, float* su
 template <int C, int R>
 void pv(const Group& g, Cursor values, Prefetch& pf, const float* weights, const float* sums) {
     __m512 even[R][C], odd[R][C];
+    __mmask32 mask[C];
+    for (int c = 0; c < C; ++c) mask[c] = g.mask[c];
     for (int r = 0; r < R; ++r)
         for (int c = 0; c < C; ++c) even[r][c] = odd[r][c] = _mm512_setzero_ps();
     const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
-    for (int64_t l = 0; l < g.n_keys; ++l) {
+    const int64_t n_keys = g.n_keys, width = g.width;
+    for (int64_t l = 0; l < n_keys; ++l) {
         pf.key();
         const uint16_t* v = values.next();
         __m512 p[R];
-        for (int r = 0; r < R; ++r) p[r] = _mm512_set1_ps(weights[r * g.width + l]);
+        for (int r = 0; r < R; ++r) p[r] = _mm512_set1_ps(weights[r * width + l]);
         for (int c = 0; c < C; ++c) {
-            const __m512i x = _mm512_maskz_loadu_epi16(g.mask[c], v + 32 * c);
+            const __m512i x = _mm512_maskz_loadu_epi16(mask[c], v + 32 * c);
             const __m512 ev = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), od = _mm512_castsi512_ps(_mm512_and_si512(x, high));
             for (int r = 0; r < R; ++r) {
                 even[r][c] = _mm512_fmadd_ps(p[r], ev, even[r][c]);
@@ -231,13 +234,22 @@ void pv(const Group& g, Cursor values, Prefetch& pf, const float* weights, const
             }
         }
     }
-    for (int r = 0; r < R; ++r)
+    // Interleaved back (element 2i from even lane i, 2i + 1 from odd lane i), in registers: an
+    // epilogue reading the accumulators from memory made GCC store them on every key.
+    const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i second = _mm512_add_epi32(first, _mm512_set1_epi32(8));
+    for (int r = 0; r < R; ++r) {
+        const __m512 sum = _mm512_set1_ps(sums[r]);
         for (int c = 0; c < C; ++c) {
-            alignas(64) float e[16], o[16];
-            _mm512_store_ps(e, even[r][c]), _mm512_store_ps(o, odd[r][c]);
+            const __m512 e = _mm512_div_ps(even[r][c], sum), o = _mm512_div_ps(odd[r][c], sum);
+            const int64_t left = g.D - 32 * c;  // a multiple of 8
+            const __mmask16 m0 = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
+            const __mmask16 m1 = left >= 32 ? 0xFFFF : static_cast<__mmask16>(left > 16 ? (1u << (left - 16)) - 1 : 0);
             float* out = g.out + r * g.D + 32 * c;
-            for (int i = 0; i < 16 && 32 * c + 2 * i < g.D; ++i) out[2 * i] = e[i] / sums[r], out[2 * i + 1] = o[i] / sums[r];
+            _mm512_mask_storeu_ps(out, m0, _mm512_permutex2var_ps(e, first, o));
+            _mm512_mask_storeu_ps(out + 16, m1, _mm512_permutex2var_ps(e, second, o));
         }
+    }
 }
 
 template <int C, int R>

@@ -210,3 +210,24 @@ def test_pinning_a_path_the_cpu_lacks_is_refused():
     with pytest.raises(ValueError, match="cannot run the nonexistent path"):
         paged_decode.use_isa("nonexistent")
     assert paged_decode.use_isa() in paged_decode.available_isas()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("seq_lens", [[40, 7, 129], [33, 1, 200, 16, 17, 90, 64, 5, 48, 120]])
+def test_every_path_splits_work_over_threads(pinned_isa, threads, seq_lens):
+    """Items per KV head (few requests) and per whole request (B >= 4 threads), dealt to 1 or 2
+    threads: each thread's next-item prefetch and its share of the rows are right."""
+    gen = torch.Generator().manual_seed(threads * 100 + len(seq_lens))
+    kernel = paged_decode_kernel(torch.bfloat16, torch.bfloat16, 64)
+    backend = CpuAttentionBackend(AttentionSpec(9, 3, 64, 16, torch.bfloat16))
+    batch, num_blocks = _decode_batch(seq_lens, 16, gen)
+    cache = torch.randn(backend.kv_cache_shape(num_blocks), generator=gen).to(torch.bfloat16)
+    query = torch.randn(len(seq_lens), 9, 64, generator=gen).to(torch.bfloat16)
+    decode = backend.build_metadata(batch).decode
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = kernel(query, cache, decode.block_table, decode.seq_lens, 0.125)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(out.double(), _reference(query, cache, batch, 0.125), atol=2e-5, rtol=2e-5)
