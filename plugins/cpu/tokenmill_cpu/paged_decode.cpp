@@ -220,7 +220,7 @@ static bool decode_avx512(const float* q, const Pool<T>& k, const Pool<T>& v, co
                           const int64_t* seq_lens, float* out, int64_t B, const Shape& s, float scale,
                           int num_threads, int64_t nh) {
 #ifdef TM_X86
-    if constexpr (std::is_same_v<T, bf16>) {
+    if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, float>) {
         if (g_isa != kAvx512Bf16 || !pd_avx512::supports(s.head_size)) return false;
         const int64_t per_req = s.num_kv_heads / nh, n = B * per_req;
 #pragma omp parallel num_threads(num_threads)

@@ -17,6 +17,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #ifndef TM_PD_PREFETCH
@@ -69,16 +70,16 @@ inline __m512 reduce16(const __m512* v) {
                          _mm512_shuffle_ps(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-// Walks one request's rows of one KV head in key order, block by block.
+// Walks one request's rows of one KV head in key order, block by block (strides in bytes).
 struct Cursor {
-    const bf16* base;
+    const char* base;
     const int64_t* table;
     int64_t block_stride, row_stride, S, j, off;
 
-    const uint16_t* next() {
-        const bf16* row = base + table[j] * block_stride + off * row_stride;
+    const char* next() {
+        const char* row = base + table[j] * block_stride + off * row_stride;
         if (++off == S) off = 0, ++j;
-        return reinterpret_cast<const uint16_t*>(row);
+        return row;
     }
 };
 
@@ -98,8 +99,7 @@ struct Prefetch {
     bool first;                     // in the first pass
 
     template <int kHint>
-    void fetch(const uint16_t* row) const {
-        const char* k = reinterpret_cast<const char*>(row);
+    void fetch(const char* k) const {
         for (int64_t i = 0; i < lines; ++i) {
             _mm_prefetch(k + 64 * i, static_cast<_mm_hint>(kHint));
             _mm_prefetch(k + v_offset + 64 * i, static_cast<_mm_hint>(kHint));
@@ -151,35 +151,47 @@ inline void split_queries(Group& g) {
     g.parts = more[2] ? 3 : (more[1] ? 2 : 1);
 }
 
-alignas(64) static const uint16_t kZeroRow[32 * kMaxChunks] = {};  // stands in for keys past the last
+alignas(64) static const float kZeroRow[32 * kMaxChunks] = {};  // stands in for keys past the last
 
 // scores [R, width] = (q_r . k_l) * scale, -3e38 past the last key; returns each row's max.
-template <int C, int R, int P>
+template <typename T, int C, int R, int P>
 void qk(const Group& g, Cursor keys, Prefetch& pf, float scale, float* scores, float* maxes) {
-    __m512i qv[R][P][C];  // the rows' bf16 terms, in registers
+    __m512i qv[R][P][C];  // bf16 caches: the rows' bf16 terms, in registers
+    __m512 qf[R][2 * C];  // float32 caches: the rows, in registers
     __mmask32 mask[C];
     for (int c = 0; c < C; ++c) {
         mask[c] = g.mask[c];
-        for (int r = 0; r < R; ++r)
+        for (int r = 0; r < R; ++r) {
             for (int p = 0; p < P; ++p) qv[r][p][c] = g.qp[r][p][c];
+            qf[r][2 * c] = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask[c]), g.q + r * g.D + 32 * c);
+            qf[r][2 * c + 1] = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask[c] >> 16), g.q + r * g.D + 32 * c + 16);
+        }
     }
     __m512 vmax[R], part[R][kTile];
     for (int r = 0; r < R; ++r) vmax[r] = _mm512_set1_ps(-3.0e38f);
     for (int64_t l0 = 0; l0 < g.n_keys; l0 += kTile) {
         const int n = static_cast<int>(std::min<int64_t>(kTile, g.n_keys - l0));
-        const uint16_t* rows[kTile];
+        const T* rows[kTile];
         for (int t = 0; t < kTile; ++t) {
             if (t < n) pf.key();
-            rows[t] = t < n ? keys.next() : kZeroRow;
+            rows[t] = reinterpret_cast<const T*>(t < n ? keys.next() : reinterpret_cast<const char*>(kZeroRow));
         }
         for (int s = 0; s < kTile; ++s) {  // key slot(s) into slot s
-            const uint16_t* k = rows[slot(s)];
+            const T* k = rows[slot(s)];
             __m512 acc[R];
             for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
             for (int c = 0; c < C; ++c) {
-                const __m512bh kc = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask[c], k + 32 * c));
-                for (int r = 0; r < R; ++r)
-                    for (int p = 0; p < P; ++p) acc[r] = _mm512_dpbf16_ps(acc[r], reinterpret_cast<__m512bh>(qv[r][p][c]), kc);
+                if constexpr (std::is_same_v<T, float>) {
+                    const __m512 k0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask[c]), k + 32 * c);
+                    const __m512 k1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask[c] >> 16), k + 32 * c + 16);
+                    for (int r = 0; r < R; ++r)
+                        acc[r] = _mm512_fmadd_ps(qf[r][2 * c + 1], k1, _mm512_fmadd_ps(qf[r][2 * c], k0, acc[r]));
+                } else {
+                    const __m512bh kc = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask[c], k + 32 * c));
+                    for (int r = 0; r < R; ++r)
+                        for (int p = 0; p < P; ++p)
+                            acc[r] = _mm512_dpbf16_ps(acc[r], reinterpret_cast<__m512bh>(qv[r][p][c]), kc);
+                }
             }
             for (int r = 0; r < R; ++r) part[r][s] = acc[r];
         }
@@ -211,7 +223,7 @@ inline void softmax(const Group& g, float* scores, const float* maxes, float* su
 }
 
 // out[r] = sum_l weights[r, l] * v_l / sums[r]; even and odd elements accumulate apart.
-template <int C, int R>
+template <typename T, int C, int R>
 void pv(const Group& g, Cursor values, Prefetch& pf, const float* weights, const float* sums) {
     __m512 even[R][C], odd[R][C];
     __mmask32 mask[C];
@@ -222,12 +234,18 @@ void pv(const Group& g, Cursor values, Prefetch& pf, const float* weights, const
     const int64_t n_keys = g.n_keys, width = g.width;
     for (int64_t l = 0; l < n_keys; ++l) {
         pf.key();
-        const uint16_t* v = values.next();
+        const T* v = reinterpret_cast<const T*>(values.next());
         __m512 p[R];
         for (int r = 0; r < R; ++r) p[r] = _mm512_set1_ps(weights[r * width + l]);
         for (int c = 0; c < C; ++c) {
-            const __m512i x = _mm512_maskz_loadu_epi16(mask[c], v + 32 * c);
-            const __m512 ev = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), od = _mm512_castsi512_ps(_mm512_and_si512(x, high));
+            __m512 ev, od;  // bf16: elements 2i and 2i + 1 of the chunk; float32: elements i and 16 + i
+            if constexpr (std::is_same_v<T, float>) {
+                ev = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask[c]), v + 32 * c);
+                od = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask[c] >> 16), v + 32 * c + 16);
+            } else {
+                const __m512i x = _mm512_maskz_loadu_epi16(mask[c], v + 32 * c);
+                ev = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), od = _mm512_castsi512_ps(_mm512_and_si512(x, high));
+            }
             for (int r = 0; r < R; ++r) {
                 even[r][c] = _mm512_fmadd_ps(p[r], ev, even[r][c]);
                 odd[r][c] = _mm512_fmadd_ps(p[r], od, odd[r][c]);
@@ -246,43 +264,51 @@ void pv(const Group& g, Cursor values, Prefetch& pf, const float* weights, const
             const __mmask16 m0 = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
             const __mmask16 m1 = left >= 32 ? 0xFFFF : static_cast<__mmask16>(left > 16 ? (1u << (left - 16)) - 1 : 0);
             float* out = g.out + r * g.D + 32 * c;
-            _mm512_mask_storeu_ps(out, m0, _mm512_permutex2var_ps(e, first, o));
-            _mm512_mask_storeu_ps(out + 16, m1, _mm512_permutex2var_ps(e, second, o));
+            if constexpr (std::is_same_v<T, float>) {
+                _mm512_mask_storeu_ps(out, m0, e), _mm512_mask_storeu_ps(out + 16, m1, o);
+            } else {
+                _mm512_mask_storeu_ps(out, m0, _mm512_permutex2var_ps(e, first, o));
+                _mm512_mask_storeu_ps(out + 16, m1, _mm512_permutex2var_ps(e, second, o));
+            }
         }
     }
 }
 
-template <int C, int R>
+template <typename T, int C, int R>
 void attend(Group& g, const Cursor& keys, const Cursor& values, Prefetch& pf, float scale, float* scores) {
     float maxes[R], sums[R];
-    split_queries(g);
-    if (g.parts == 1) qk<C, R, 1>(g, keys, pf, scale, scores, maxes);
-    else if (g.parts == 2) qk<C, R, 2>(g, keys, pf, scale, scores, maxes);
-    else qk<C, R, 3>(g, keys, pf, scale, scores, maxes);
+    g.parts = 1;
+    if constexpr (std::is_same_v<T, bf16>) split_queries(g);
+    if (g.parts == 1) qk<T, C, R, 1>(g, keys, pf, scale, scores, maxes);
+    else if (g.parts == 2) qk<T, C, R, 2>(g, keys, pf, scale, scores, maxes);
+    else qk<T, C, R, 3>(g, keys, pf, scale, scores, maxes);
     softmax(g, scores, maxes, sums);
     pf.first = false;
-    pv<C, R>(g, values, pf, scores, sums);
+    pv<T, C, R>(g, values, pf, scores, sums);
 }
 
-template <int C>
+template <typename T, int C>
 void attend_rows(Group& g, const Cursor& keys, const Cursor& values, Prefetch& pf, float scale, float* scores) {
     switch (g.R) {
-        case 1: return attend<C, 1>(g, keys, values, pf, scale, scores);
-        case 2: return attend<C, 2>(g, keys, values, pf, scale, scores);
-        case 3: return attend<C, 3>(g, keys, values, pf, scale, scores);
-        default: return attend<C, 4>(g, keys, values, pf, scale, scores);
+        case 1: return attend<T, C, 1>(g, keys, values, pf, scale, scores);
+        case 2: return attend<T, C, 2>(g, keys, values, pf, scale, scores);
+        case 3: return attend<T, C, 3>(g, keys, values, pf, scale, scores);
+        default: return attend<T, C, 4>(g, keys, values, pf, scale, scores);
     }
 }
 
 // Cursor over request rows of KV head h from key `from`.
-inline Cursor cursor(const Pool<bf16>& pool, const Item& it, int64_t h, int64_t from) {
-    return Cursor{pool.base + h * pool.head_stride, it.table, pool.block_stride, pool.row_stride, it.S,
-                  from / it.S, from % it.S};
+template <typename T>
+Cursor cursor(const Pool<T>& pool, const Item& it, int64_t h, int64_t from) {
+    const int64_t e = sizeof(T);
+    return Cursor{reinterpret_cast<const char*>(pool.base + h * pool.head_stride), it.table, pool.block_stride * e,
+                  pool.row_stride * e, it.S, from / it.S, from % it.S};
 }
 
 // The prefetches of an item's first pass; `next`: the thread's next item, or nullptr.
-inline Prefetch prefetch_plan(const Pool<bf16>& k, const Pool<bf16>& v, const Item& it, const Item* next) {
-    const int64_t n_keys = it.L - it.lo, row_bytes = it.nh * k.head_stride * 2;
+template <typename T>
+Prefetch prefetch_plan(const Pool<T>& k, const Pool<T>& v, const Item& it, const Item* next) {
+    const int64_t n_keys = it.L - it.lo, row_bytes = it.nh * k.head_stride * static_cast<int64_t>(sizeof(T));
     Prefetch pf{};
     pf.ahead = cursor(k, it, it.h0, std::min(it.lo + kPrefetchKeys, it.L));
     pf.ahead_left = std::max<int64_t>(0, n_keys - kPrefetchKeys);
@@ -298,7 +324,8 @@ inline Prefetch prefetch_plan(const Pool<bf16>& k, const Pool<bf16>& v, const It
 }
 
 // One work item of decode(): q and out point at the item's first query row (unscaled float32).
-inline void attend_item(const float* q, const Pool<bf16>& k, const Pool<bf16>& v, const Item& it, const Item* next,
+template <typename T>
+void attend_item(const float* q, const Pool<T>& k, const Pool<T>& v, const Item& it, const Item* next,
                         float scale, float* out, std::vector<float>& scores) {
     const int64_t n_keys = it.L - it.lo, group = rows_per_group(it.D);
     Group g{};
@@ -317,10 +344,10 @@ inline void attend_item(const float* q, const Pool<bf16>& k, const Pool<bf16>& v
             pf.first = hh == 0 && r0 == 0;
             g.q = q + (hh * it.G + r0) * it.D, g.out = out + (hh * it.G + r0) * it.D;
             switch ((it.D + 31) / 32) {
-                case 1: attend_rows<1>(g, keys, values, pf, scale, scores.data()); break;
-                case 2: attend_rows<2>(g, keys, values, pf, scale, scores.data()); break;
-                case 3: attend_rows<3>(g, keys, values, pf, scale, scores.data()); break;
-                default: attend_rows<4>(g, keys, values, pf, scale, scores.data()); break;
+                case 1: attend_rows<T, 1>(g, keys, values, pf, scale, scores.data()); break;
+                case 2: attend_rows<T, 2>(g, keys, values, pf, scale, scores.data()); break;
+                case 3: attend_rows<T, 3>(g, keys, values, pf, scale, scores.data()); break;
+                default: attend_rows<T, 4>(g, keys, values, pf, scale, scores.data()); break;
             }
         }
     }

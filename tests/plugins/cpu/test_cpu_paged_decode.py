@@ -154,7 +154,7 @@ def pinned_isa(request):
     paged_decode.use_isa(default)
 
 
-@pytest.mark.parametrize(
+PATH_SHAPES = pytest.mark.parametrize(
     ("heads", "kv_heads", "head_size", "block_size", "seq_lens"),
     [
         (9, 3, 64, 16, [1, 15, 16, 17, 250, 33, 64]),  # SmolLM2: partial and whole tiles of 16 keys
@@ -162,8 +162,26 @@ def pinned_isa(request):
         (6, 2, 80, 5, [1, 2, 41, 100]),  # a masked half chunk, blocks that split tiles
         (4, 4, 32, 1, [7, 3, 18]),  # no GQA, one-token blocks, one chunk
         (4, 2, 8, 16, [9, 40]),  # the smallest head: one masked chunk of 8
+        (2, 1, 256, 16, [20, 3]),  # wider than the avx512_bf16 path takes: the generic path
     ],
 )
+
+
+@PATH_SHAPES
+def test_every_path_on_a_float32_cache_matches_float64(pinned_isa, heads, kv_heads, head_size, block_size, seq_lens):
+    gen = torch.Generator().manual_seed(len(seq_lens) * 5 + head_size)
+    kernel = paged_decode_kernel(torch.float32, torch.float32, head_size)
+    backend = CpuAttentionBackend(AttentionSpec(heads, kv_heads, head_size, block_size, torch.float32))
+    batch, num_blocks = _decode_batch(seq_lens, block_size, gen)
+    cache = torch.randn(backend.kv_cache_shape(num_blocks), generator=gen) * 2
+    query = torch.randn(len(seq_lens), heads, head_size, generator=gen) * 2
+    decode = backend.build_metadata(batch).decode
+    scale = head_size**-0.5
+    out = kernel(query, cache, decode.block_table, decode.seq_lens, scale)
+    torch.testing.assert_close(out.double(), _reference(query, cache, batch, scale), atol=2e-5, rtol=2e-5)
+
+
+@PATH_SHAPES
 @pytest.mark.parametrize("query_bits", [8, 16, 24])
 def test_every_path_on_a_bf16_cache_matches_float64(pinned_isa, query_bits, heads, kv_heads, head_size,
                                                     block_size, seq_lens):
@@ -186,15 +204,16 @@ def test_every_path_on_a_bf16_cache_matches_float64(pinned_isa, query_bits, head
     torch.testing.assert_close(out.double(), expected, atol=2e-5, rtol=2e-5)
 
 
-def test_the_bf16_paths_agree_under_a_sliding_window(pinned_isa):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_paths_agree_under_a_sliding_window(pinned_isa, dtype):
     """A window that starts inside a block and one wider than some requests: each path against the
     generic one (test_cpu_sliding_window checks that one against float64)."""
     gen = torch.Generator().manual_seed(3)
-    kernel = paged_decode_kernel(torch.bfloat16, torch.bfloat16, 64)
-    backend = CpuAttentionBackend(AttentionSpec(9, 3, 64, 16, torch.bfloat16))
+    kernel = paged_decode_kernel(dtype, dtype, 64)
+    backend = CpuAttentionBackend(AttentionSpec(9, 3, 64, 16, dtype))
     batch, num_blocks = _decode_batch([5, 40, 77, 200], 16, gen)
-    cache = torch.randn(backend.kv_cache_shape(num_blocks), generator=gen).to(torch.bfloat16)
-    query = torch.randn(4, 9, 64, generator=gen).to(torch.bfloat16)
+    cache = torch.randn(backend.kv_cache_shape(num_blocks), generator=gen).to(dtype)
+    query = torch.randn(4, 9, 64, generator=gen).to(dtype)
     decode = backend.build_metadata(batch).decode
     out = kernel(query, cache, decode.block_table, decode.seq_lens, 0.125, window=37)
     paged_decode.use_isa("generic")
