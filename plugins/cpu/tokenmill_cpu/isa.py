@@ -57,8 +57,9 @@ class HostIsa:
 
     @property
     def paged_decode(self) -> str:
-        """The paged decode kernel's path for bfloat16 caches (paged_decode.cpp picks the same at run time)."""
-        return "avx512_bf16" if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"} <= self.flags else "generic"
+        """The paged decode kernel's path for bf16 and float32 caches (paged_decode.cpp picks the same at run time)."""
+        needs = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"}
+        return "avx512_bf16" if needs <= self.flags else "generic"
 
     def max_block_rows(self, dtype: torch.dtype) -> int | None:
         """Up to this many rows a `dtype` model's packed layer runs on the block kernels, above it on
@@ -78,7 +79,7 @@ class HostIsa:
             gemm = "" if rows is None else f", above {rows} rows the {str(dtype)[6:]} GEMM{packed}"
             parts.append(f"{str(dtype)[6:]} models: blocks{gemm}")
         amx = ", AMX" if self.amx else ""
-        return f"block matmul {self.blocks}{amx}; " + "; ".join(parts) + f"; paged decode on bf16 caches {self.paged_decode}"
+        return f"block matmul {self.blocks}{amx}; " + "; ".join(parts) + f"; paged decode {self.paged_decode}"
 
 
 @lru_cache(maxsize=4)

@@ -18,8 +18,9 @@
 // leading rows get weight 0.
 // Measured and dropped: software prefetch of the next block, and register tiles over several query
 // heads; neither beat this simple form on the Zen3 reference machine (nor on an AVX-512 Xeon).
-// Paths, chosen at run time (best_isa): a bfloat16 cache on a CPU with AVX-512 BF16 takes
-// paged_decode_avx512.h (vdpbf16ps on tiles of 16 keys); everything else the generic code below,
+// Paths, chosen at run time (best_isa): a bfloat16 or float32 cache on a CPU with AVX-512 BF16 takes
+// paged_decode_avx512.h (tiles of 16 keys; vdpbf16ps for bf16); everything else (float16 caches,
+// heads over 128, other CPUs) the generic code below,
 // whose GCC vector extensions lower to AVX2, AVX-512, NEON or scalar code, whatever -march gives.
 
 #include <cstdint>
@@ -213,7 +214,7 @@ static Item make_item(int64_t item, int64_t per_req, int64_t nh, const int64_t* 
     return Item{tables + b * s.table_stride, L, h0, nh, s.num_heads / s.num_kv_heads, s.head_size, s.block_size, lo};
 }
 
-// The AVX-512 BF16 path (bf16 caches): items dealt round robin, so that each thread knows its next
+// The AVX-512 BF16 path (bf16 and float32 caches): items dealt round robin, so that each thread knows its next
 // item and fetches that item's rows while it works on this one.
 template <typename T>
 static bool decode_avx512(const float* q, const Pool<T>& k, const Pool<T>& v, const int64_t* tables,
@@ -320,7 +321,7 @@ TM_DECODE_ENTRY(tm_paged_decode_f16, _Float16, _Float16)
 TM_DECODE_ENTRY(tm_paged_decode_bf16_from_f32, bf16, float)
 TM_DECODE_ENTRY(tm_paged_decode_f16_from_f32, _Float16, float)
 
-// The fastest path this CPU runs: 0 generic, 1 AVX-512 BF16 (bfloat16 caches).
+// The fastest path this CPU runs: 0 generic, 1 AVX-512 BF16 (bfloat16 and float32 caches).
 extern "C" int tm_paged_decode_best_isa() { return best_isa(); }
 
 // Pins path `isa` (no faster than best_isa; a negative value only asks) and returns the one in use.
