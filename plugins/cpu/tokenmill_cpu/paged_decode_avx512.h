@@ -256,8 +256,8 @@ void pv(const Group& g, Cursor values, Prefetch& pf, const float* weights, const
             }
         }
     }
-    // Interleaved back (element 2i from even lane i, 2i + 1 from odd lane i), in registers: an
-    // epilogue reading the accumulators from memory made GCC store them on every key.
+    // Interleaved back (element 2i from even lane i, 2i + 1 from odd lane i), in registers. (GCC 12
+    // still stores the accumulators on every key as well; left, see the note.)
     const __m512i first = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i second = _mm512_add_epi32(first, _mm512_set1_epi32(8));
     for (int r = 0; r < R; ++r) {
