@@ -3,7 +3,9 @@
 Shapes follow SmolLM2-135M (Hq=9, Hkv=3, D=64, 30 layers): decode batches of 1, 16 and 64 requests at
 100 to 400 tokens of context, prefill chunks and a mixed step. Each line is the median time of a
 whole step (metadata once, then 30 layers, each with its own cache) of both decode paths, measured
-in the same process. Run: python benchmarks/bench_cpu_attention.py [--dtypes float32] [--threads 1]
+in the same process. For bfloat16 on a CPU with AVX-512 BF16, "native" is the kernel's
+avx512_bf16 path and "native generic" its generic path pinned (paged_decode.use_isa).
+Run: python benchmarks/bench_cpu_attention.py [--dtypes float32] [--threads 1]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 import torch
 
 from tokenmill.interfaces import AttentionBatch, AttentionSpec
+from tokenmill_cpu import paged_decode
 from tokenmill_cpu.attention import CpuAttentionBackend
 
 NUM_LAYERS = 30  # per-step numbers are per-layer times this
@@ -54,6 +57,9 @@ def time_case(name: str, query_lens: list[int], seq_lens: list[int], dtype: torc
     """
     spec = AttentionSpec(9, 3, 64, 16, dtype)
     backends = {"native": CpuAttentionBackend(spec), "gather+sdpa": CpuAttentionBackend(spec, native=False)}
+    paths = paged_decode.available_isas()  # empty without the kernel
+    if dtype == torch.bfloat16 and len(paths) > 1:  # the native kernel's generic path too
+        backends["native generic"] = backends["native"]
     gen = torch.Generator().manual_seed(0)
     batch, num_blocks = make_batch(query_lens, seq_lens, spec.block_size, gen)
     shape = backends["native"].kv_cache_shape(num_blocks)
@@ -63,15 +69,21 @@ def time_case(name: str, query_lens: list[int], seq_lens: list[int], dtype: torc
     times: dict[str, list[float]] = {label: [] for label in backends}
     for _ in range(repeats + 1):  # the first round warms up
         for label, backend in backends.items():
+            default = paged_decode.use_isa() if paths else None
+            if label == "native generic":
+                paged_decode.use_isa("generic")
             t0 = time.perf_counter()
             meta = backend.build_metadata(batch)
             for cache in caches:
                 backend.forward(q, k, v, cache, meta, 0.125)
             times[label].append(time.perf_counter() - t0)
+            if paths:
+                paged_decode.use_isa(default)
     step = {label: sorted(t[1:])[repeats // 2] * 1e3 for label, t in times.items()}
     parts = "  ".join(f"{label} {ms:8.2f} ms" for label, ms in step.items())
     speedup = step["gather+sdpa"] / step["native"]
-    print(f"{name:<46} {str(dtype).removeprefix('torch.'):<9} step ({NUM_LAYERS} layers): {parts}  x{speedup:4.2f}")
+    generic = f"  generic/native x{step['native generic'] / step['native']:4.2f}" if "native generic" in step else ""
+    print(f"{name:<46} {str(dtype).removeprefix('torch.'):<9} step ({NUM_LAYERS} layers): {parts}  x{speedup:4.2f}{generic}")
 
 
 def main() -> None:

@@ -55,6 +55,12 @@ class HostIsa:
         """The block matmul's path here (quant_matmul.cpp picks the same at run time)."""
         return "avx512_vnni" if self.vnni512 else ("avx2" if "avx2" in self.flags else "portable")
 
+    @property
+    def paged_decode(self) -> str:
+        """The paged decode kernel's path for bf16 and float32 caches (paged_decode.cpp picks the same at run time)."""
+        needs = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"}
+        return "avx512_bf16" if needs <= self.flags else "generic"
+
     def max_block_rows(self, dtype: torch.dtype) -> int | None:
         """Up to this many rows a `dtype` model's packed layer runs on the block kernels, above it on
         its dense weight; None: always the blocks (no dense copy is kept)."""
@@ -89,7 +95,7 @@ class HostIsa:
             gemm = "" if rows is None else f", above {rows} rows the {str(wide)[6:]} GEMM{packed}"
             parts.append(f"{str(dtype)[6:]} models: blocks{gemm}")
         amx = ", AMX" if self.amx else ""
-        return f"block matmul {self.blocks}{amx}; " + "; ".join(parts)
+        return f"block matmul {self.blocks}{amx}; " + "; ".join(parts) + f"; paged decode {self.paged_decode}"
 
 
 @lru_cache(maxsize=4)

@@ -17,11 +17,16 @@
 // before the window are never read (the KV manager may have freed them), and the first block's
 // leading rows get weight 0.
 // Measured and dropped: software prefetch of the next block, and register tiles over several query
-// heads; neither beat this simple form on the Zen3 reference machine.
-// Portable: GCC vector extensions lower to AVX2, AVX-512, NEON or scalar code, whatever -march gives.
+// heads; neither beat this simple form on the Zen3 reference machine (nor on an AVX-512 Xeon).
+// Paths, chosen at run time (best_isa): a bfloat16 or float32 cache on a CPU with AVX-512 BF16 takes
+// paged_decode_avx512.h (tiles of 16 keys; vdpbf16ps for bf16); everything else (float16 caches,
+// heads over 128, other CPUs) the generic code below,
+// whose GCC vector extensions lower to AVX2, AVX-512, NEON or scalar code, whatever -march gives.
 
 #include <cstdint>
 #include <cstring>
+#include <omp.h>
+#include <type_traits>
 #include <vector>
 
 #include "bf16_vec.h"
@@ -176,10 +181,65 @@ static void pv(const float* weights, const float* sums, const Pool<T>& v, const 
         for (int64_t d = 0; d < D; ++d) out[r * D + d] /= sums[r];
 }
 
+#if defined(__x86_64__) && !defined(TM_NO_X86)
+#define TM_X86 1
+#include "paged_decode_avx512.h"
+#endif
+
+enum PagedIsa { kGeneric = 0, kAvx512Bf16 = 1 };
+
+static int best_isa() {
+#ifdef TM_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bf16"))
+        return kAvx512Bf16;
+#endif
+    return kGeneric;
+}
+
+static int g_isa = best_isa();  // the path in use; tests pin another through tm_paged_decode_use_isa
+
 struct Shape {
     int64_t num_heads, num_kv_heads, head_size, block_size, table_stride;
     int64_t window;  // sliding window in keys; 0: attend to every key
 };
+
+// Work item `item` of `per_req` a request: its KV heads h0 .. h0 + nh - 1.
+static Item make_item(int64_t item, int64_t per_req, int64_t nh, const int64_t* tables, const int64_t* seq_lens,
+                      const Shape& s) {
+    const int64_t b = item / per_req, h0 = item % per_req * nh, L = seq_lens[b];
+    const int64_t lo = s.window > 0 && L > s.window ? L - s.window : 0;
+    return Item{tables + b * s.table_stride, L, h0, nh, s.num_heads / s.num_kv_heads, s.head_size, s.block_size, lo};
+}
+
+// The AVX-512 BF16 path (bf16 and float32 caches): items dealt round robin, so that each thread knows its next
+// item and fetches that item's rows while it works on this one.
+template <typename T>
+static bool decode_avx512(const float* q, const Pool<T>& k, const Pool<T>& v, const int64_t* tables,
+                          const int64_t* seq_lens, float* out, int64_t B, const Shape& s, float scale,
+                          int num_threads, int64_t nh) {
+#ifdef TM_X86
+    if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, float>) {
+        if (g_isa != kAvx512Bf16 || !pd_avx512::supports(s.head_size)) return false;
+        const int64_t per_req = s.num_kv_heads / nh, n = B * per_req;
+#pragma omp parallel num_threads(num_threads)
+        {
+            std::vector<float> scores;
+            const int64_t step = omp_get_num_threads();
+            for (int64_t item = omp_get_thread_num(); item < n; item += step) {
+                const Item it = make_item(item, per_req, nh, tables, seq_lens, s);
+                const Item next = item + step < n ? make_item(item + step, per_req, nh, tables, seq_lens, s) : it;
+                const int64_t row0 = (item / per_req * s.num_heads + it.h0 * it.G) * it.D;  // first query head
+                pd_avx512::attend_item(q + row0, k, v, it, item + step < n ? &next : nullptr, scale, out + row0, scores);
+            }
+        }
+        return true;
+    }
+#endif
+    return false;
+}
 
 // Work items are whole requests when there are enough of them to keep every thread busy: a
 // request's blocks are then read front to back, all heads at once. Otherwise, one item per KV head.
@@ -188,19 +248,18 @@ static void decode(const float* q, const Pool<T>& k, const Pool<T>& v, const int
                    const int64_t* seq_lens, float* out, int64_t B, const Shape& s, float scale, int num_threads) {
     const int64_t G = s.num_heads / s.num_kv_heads, D = s.head_size;
     const int64_t nh = B >= 4 * num_threads ? s.num_kv_heads : 1, items_per_req = s.num_kv_heads / nh;
+    if (decode_avx512(q, k, v, tables, seq_lens, out, B, s, scale, num_threads, nh)) return;
 #pragma omp parallel num_threads(num_threads)
     {
         std::vector<float> scores, qs(nh * G * D), stats(2 * nh * G);  // stats: R maxes, then R sums
 #pragma omp for schedule(dynamic)
         for (int64_t item = 0; item < B * items_per_req; ++item) {
-            const int64_t b = item / items_per_req, h0 = item % items_per_req * nh;
-            const int64_t L = seq_lens[b], lo = s.window > 0 && L > s.window ? L - s.window : 0;
-            const Item it{tables + b * s.table_stride, L, h0, nh, G, D, s.block_size, lo};
-            const int64_t R = it.num_rows(), row0 = (b * s.num_heads + h0 * G) * D;  // first query head
+            const Item it = make_item(item, items_per_req, nh, tables, seq_lens, s);
+            const int64_t R = it.num_rows(), row0 = (item / items_per_req * s.num_heads + it.h0 * G) * D;
             for (int64_t i = 0; i < R * D; ++i) qs[i] = q[row0 + i] * scale;
             scores.resize(R * it.L);
             qk(qs.data(), k, it, scores.data(), stats.data());
-            exp_rows(scores.data(), stats.data(), stats.data() + R, it.L, R, it.first_block() * it.S, lo);
+            exp_rows(scores.data(), stats.data(), stats.data() + R, it.L, R, it.first_block() * it.S, it.lo);
             pv(scores.data(), stats.data() + R, v, it, out + row0);
         }
     }
@@ -261,3 +320,12 @@ TM_DECODE_ENTRY(tm_paged_decode_bf16, bf16, bf16)
 TM_DECODE_ENTRY(tm_paged_decode_f16, _Float16, _Float16)
 TM_DECODE_ENTRY(tm_paged_decode_bf16_from_f32, bf16, float)
 TM_DECODE_ENTRY(tm_paged_decode_f16_from_f32, _Float16, float)
+
+// The fastest path this CPU runs: 0 generic, 1 AVX-512 BF16 (bfloat16 and float32 caches).
+extern "C" int tm_paged_decode_best_isa() { return best_isa(); }
+
+// Pins path `isa` (no faster than best_isa; a negative value only asks) and returns the one in use.
+extern "C" int tm_paged_decode_use_isa(int isa) {
+    if (isa >= 0 && isa <= best_isa()) g_isa = isa;
+    return g_isa;
+}

@@ -3,6 +3,9 @@
 The cache dtype may differ from the activations' (a bfloat16 cache under a float32 model halves the
 KV bytes a decode step reads): queries are taken in any float dtype, and new keys/values in the
 cache's dtype or in float32, which the kernel converts as it writes them.
+The library picks its path at run time: "avx512_bf16" (paged_decode_avx512.h) for bfloat16 and
+float32 caches with heads up to 128 on a CPU with AVX-512 BF16, "generic" for everything else;
+`use_isa` pins one (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ _ENTRY_POINTS = {  # (cache dtype, new rows' dtype) -> entry point
     (torch.float16, torch.float32): "tm_paged_decode_f16_from_f32",
 }
 CACHE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+ISAS = ("generic", "avx512_bf16")  # the library's path numbers, in order (avx512_bf16: bf16/f32 caches)
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _ARGTYPES = [_PTR] * 3 + [_I64] * 3 + [_PTR] * 3 + [_I64] * 6 + [ctypes.c_float, ctypes.c_int]  # cache, shapes
 _ARGTYPES += [_PTR] * 2 + [_I64] * 2 + [_PTR]  # new keys/values, their row strides, their slots
@@ -85,3 +89,21 @@ def paged_decode_kernel(query_dtype: torch.dtype, cache_dtype: torch.dtype | int
         return None
     lib = load_kernel("paged_decode.cpp")
     return PagedDecodeKernel(lib, cache_dtype, query_dtype) if lib is not None else None
+
+
+def available_isas() -> tuple[str, ...]:
+    """The kernel's paths this CPU runs, slowest first (empty without the kernel)."""
+    lib = load_kernel("paged_decode.cpp")
+    return () if lib is None else ISAS[: lib.tm_paged_decode_best_isa() + 1]
+
+
+def use_isa(isa: str | None = None) -> str:
+    """Pins the kernel's path to `isa` for this process (None: only ask) and returns the path in use;
+    for tests and benchmarks. A path this CPU cannot run raises ValueError."""
+    lib = load_kernel("paged_decode.cpp")
+    if lib is None:
+        raise RuntimeError("the native paged decode kernel is not available")
+    if isa is not None and isa not in available_isas():
+        raise ValueError(f"this CPU cannot run the {isa} path of paged decode (it runs {available_isas()})")
+    return ISAS[lib.tm_paged_decode_use_isa(-1 if isa is None else ISAS.index(isa))]
+

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from tokenmill_cpu import native_build
+from tokenmill_cpu import native_build, paged_decode
 from tokenmill_cpu.dense_gemm import prepacking_available
 from tokenmill_cpu.isa import host_isa
 
-AMX = "avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8"
-ZEN5 = "avx2 fma f16c avx512f avx512bw avx512vl avx512_vnni avx512_bf16"
+AMX = "avx2 fma f16c avx512f avx512bw avx512dq avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8"
+ZEN5 = "avx2 fma f16c avx512f avx512bw avx512dq avx512vl avx512_vnni avx512_bf16"
 AVX2 = "sse4_2 avx2 fma f16c"
 
 
@@ -27,11 +28,11 @@ def test_a_bf16_cpu_hands_wide_steps_of_both_dtypes_to_the_bf16_gemm(tmp_path):
         assert isa.max_block_rows(torch.float32) == 16 and isa.wide_gemm_dtype(torch.float32) == torch.bfloat16
         assert isa.describe() == ("block matmul avx512_vnni, AMX; bfloat16 models: blocks, above 16 rows the "
                                   "bfloat16 GEMM (oneDNN, prepacked); float32 models: blocks, above 16 rows the "
-                                  "bfloat16 GEMM (oneDNN, prepacked)")
+                                  "bfloat16 GEMM (oneDNN, prepacked); paged decode avx512_bf16")
     else:
         assert isa.max_block_rows(torch.float32) is None and isa.wide_gemm_dtype(torch.float32) == torch.float32
         assert isa.describe() == ("block matmul avx512_vnni, AMX; bfloat16 models: blocks, above 16 rows the "
-                                  "bfloat16 GEMM; float32 models: blocks")
+                                  "bfloat16 GEMM; float32 models: blocks; paged decode avx512_bf16")
 
 
 def test_vnni_without_bf16_keeps_float32_on_the_blocks(tmp_path):
@@ -42,12 +43,12 @@ def test_vnni_without_bf16_keeps_float32_on_the_blocks(tmp_path):
 def test_avx512_bf16_without_amx(tmp_path):
     isa = probe(tmp_path, ZEN5)
     assert isa.bf16 and not isa.amx and isa.max_block_rows(torch.bfloat16) == 16
-    assert "AMX" not in isa.describe()
+    assert "AMX" not in isa.describe() and isa.paged_decode == "avx512_bf16"
 
 
 def test_an_avx2_cpu_keeps_bf16_on_the_blocks_and_float32_on_its_gemm_above_32_rows(tmp_path):
     isa = probe(tmp_path, AVX2)
-    assert not isa.bf16 and not isa.vnni512 and isa.blocks == "avx2"
+    assert not isa.bf16 and not isa.vnni512 and isa.blocks == "avx2" and isa.paged_decode == "generic"
     assert isa.max_block_rows(torch.bfloat16) is None and isa.max_block_rows(torch.float32) == 32
     assert isa.max_block_rows(torch.float16) is None
 
@@ -59,3 +60,10 @@ def test_an_unreadable_cpuinfo_means_the_portable_choices(tmp_path):
 
 def test_the_platform_note_names_the_paths_in_use():
     assert host_isa().describe() in native_build.describe()
+
+
+def test_the_probe_names_the_paged_decode_path_the_kernel_takes():
+    paths = paged_decode.available_isas()
+    if not paths:
+        pytest.skip("no C++ compiler: the kernel falls back to torch")
+    assert host_isa().paged_decode == paths[-1]

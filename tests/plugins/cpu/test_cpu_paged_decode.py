@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tokenmill.interfaces import AttentionBatch, AttentionSpec
-from tokenmill_cpu import native_build
+from tokenmill_cpu import native_build, paged_decode
 from tokenmill_cpu.attention import CpuAttentionBackend
 from tokenmill_cpu.paged_decode import paged_decode_kernel
 
@@ -139,3 +139,114 @@ def test_the_older_two_argument_call_means_the_activations_dtype():
     kernel = paged_decode_kernel(torch.bfloat16, 64)
     assert kernel.cache_dtype == kernel.query_dtype == torch.bfloat16
     assert paged_decode_kernel(torch.float32, torch.bfloat16, 60) is None  # 60 is off the 8-float vectors
+
+
+@pytest.fixture(params=paged_decode.ISAS)
+def pinned_isa(request):
+    """Each path of the kernel in turn (paged_decode.cpp's runtime choice, pinned), then the default back."""
+    if paged_decode_kernel(torch.float32, 64) is None:
+        pytest.skip("no C++ compiler: the kernel falls back to torch")
+    if request.param not in paged_decode.available_isas():
+        pytest.skip(f"this CPU cannot run the {request.param} path")
+    default = paged_decode.use_isa()
+    assert paged_decode.use_isa(request.param) == request.param
+    yield request.param
+    paged_decode.use_isa(default)
+
+
+PATH_SHAPES = pytest.mark.parametrize(
+    ("heads", "kv_heads", "head_size", "block_size", "seq_lens"),
+    [
+        (9, 3, 64, 16, [1, 15, 16, 17, 250, 33, 64]),  # SmolLM2: partial and whole tiles of 16 keys
+        (8, 1, 128, 16, [5, 300]),  # 8 query rows on one KV head (row groups), 4 chunks of 32
+        (6, 2, 80, 5, [1, 2, 41, 100]),  # a masked half chunk, blocks that split tiles
+        (4, 4, 32, 1, [7, 3, 18]),  # no GQA, one-token blocks, one chunk
+        (4, 2, 8, 16, [9, 40]),  # the smallest head: one masked chunk of 8
+        (2, 1, 256, 16, [20, 3]),  # wider than the avx512_bf16 path takes: the generic path
+    ],
+)
+
+
+@PATH_SHAPES
+def test_every_path_on_a_float32_cache_matches_float64(pinned_isa, heads, kv_heads, head_size, block_size, seq_lens):
+    gen = torch.Generator().manual_seed(len(seq_lens) * 5 + head_size)
+    kernel = paged_decode_kernel(torch.float32, torch.float32, head_size)
+    backend = CpuAttentionBackend(AttentionSpec(heads, kv_heads, head_size, block_size, torch.float32))
+    batch, num_blocks = _decode_batch(seq_lens, block_size, gen)
+    cache = torch.randn(backend.kv_cache_shape(num_blocks), generator=gen) * 2
+    query = torch.randn(len(seq_lens), heads, head_size, generator=gen) * 2
+    decode = backend.build_metadata(batch).decode
+    scale = head_size**-0.5
+    out = kernel(query, cache, decode.block_table, decode.seq_lens, scale)
+    torch.testing.assert_close(out.double(), _reference(query, cache, batch, scale), atol=2e-5, rtol=2e-5)
+
+
+@PATH_SHAPES
+@pytest.mark.parametrize("query_bits", [8, 16, 24])
+def test_every_path_on_a_bf16_cache_matches_float64(pinned_isa, query_bits, heads, kv_heads, head_size,
+                                                    block_size, seq_lens):
+    """Queries of 8 significant bits (a bf16 model), 16 and 24 (float32), over a bf16 cache, against
+    float64 attention over the cache's values: avx512_bf16 takes a float32 query exactly, as one, two
+    or three bf16 terms."""
+    gen = torch.Generator().manual_seed(len(seq_lens) * 7 + head_size)
+    query_dtype = torch.bfloat16 if query_bits == 8 else torch.float32
+    kernel = paged_decode_kernel(query_dtype, torch.bfloat16, head_size)
+    backend = CpuAttentionBackend(AttentionSpec(heads, kv_heads, head_size, block_size, torch.bfloat16))
+    batch, num_blocks = _decode_batch(seq_lens, block_size, gen)
+    cache = (torch.randn(backend.kv_cache_shape(num_blocks), generator=gen) * 2).to(torch.bfloat16)
+    query = (torch.randn(len(seq_lens), heads, head_size, generator=gen) * 2).to(query_dtype)
+    if query_bits == 16:  # drop the low 8 bits of each significand
+        query = (query.view(torch.int32) & -256).view(torch.float32)
+    decode = backend.build_metadata(batch).decode
+    scale = head_size**-0.5  # not a power of two for 80 and 8: the scale cannot be folded into bf16 queries
+    out = kernel(query, cache, decode.block_table, decode.seq_lens, scale)
+    expected = _reference(query, cache, batch, scale)
+    torch.testing.assert_close(out.double(), expected, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_paths_agree_under_a_sliding_window(pinned_isa, dtype):
+    """A window that starts inside a block and one wider than some requests: each path against the
+    generic one (test_cpu_sliding_window checks that one against float64)."""
+    gen = torch.Generator().manual_seed(3)
+    kernel = paged_decode_kernel(dtype, dtype, 64)
+    backend = CpuAttentionBackend(AttentionSpec(9, 3, 64, 16, dtype))
+    batch, num_blocks = _decode_batch([5, 40, 77, 200], 16, gen)
+    cache = torch.randn(backend.kv_cache_shape(num_blocks), generator=gen).to(dtype)
+    query = torch.randn(4, 9, 64, generator=gen).to(dtype)
+    decode = backend.build_metadata(batch).decode
+    out = kernel(query, cache, decode.block_table, decode.seq_lens, 0.125, window=37)
+    paged_decode.use_isa("generic")
+    expected = kernel(query, cache, decode.block_table, decode.seq_lens, 0.125, window=37)
+    torch.testing.assert_close(out, expected, atol=2e-5, rtol=2e-5)
+    full = kernel(query, cache, decode.block_table, decode.seq_lens, 0.125)
+    assert (full - expected).abs().max() > 1e-2  # the window changed the result
+
+
+def test_pinning_a_path_the_cpu_lacks_is_refused():
+    if paged_decode_kernel(torch.float32, 64) is None:
+        pytest.skip("no C++ compiler: the kernel falls back to torch")
+    with pytest.raises(ValueError, match="cannot run the nonexistent path"):
+        paged_decode.use_isa("nonexistent")
+    assert paged_decode.use_isa() in paged_decode.available_isas()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("seq_lens", [[40, 7, 129], [33, 1, 200, 16, 17, 90, 64, 5, 48, 120]])
+def test_every_path_splits_work_over_threads(pinned_isa, threads, seq_lens):
+    """Items per KV head (few requests) and per whole request (B >= 4 threads), dealt to 1 or 2
+    threads: each thread's next-item prefetch and its share of the rows are right."""
+    gen = torch.Generator().manual_seed(threads * 100 + len(seq_lens))
+    kernel = paged_decode_kernel(torch.bfloat16, torch.bfloat16, 64)
+    backend = CpuAttentionBackend(AttentionSpec(9, 3, 64, 16, torch.bfloat16))
+    batch, num_blocks = _decode_batch(seq_lens, 16, gen)
+    cache = torch.randn(backend.kv_cache_shape(num_blocks), generator=gen).to(torch.bfloat16)
+    query = torch.randn(len(seq_lens), 9, 64, generator=gen).to(torch.bfloat16)
+    decode = backend.build_metadata(batch).decode
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = kernel(query, cache, decode.block_table, decode.seq_lens, 0.125)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(out.double(), _reference(query, cache, batch, 0.125), atol=2e-5, rtol=2e-5)
