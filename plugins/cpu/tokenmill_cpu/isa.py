@@ -67,32 +67,16 @@ class HostIsa:
         if dtype == torch.bfloat16:
             return 16 if self.bf16 and self.vnni512 else (24 if self.bf16 else None)
         if dtype == torch.float32:
-            if self.vnni512:
-                return 16 if self.wide_gemm_dtype(dtype) == torch.bfloat16 else None
-            return 32
+            return None if self.vnni512 else 32
         return None
-
-    def wide_gemm_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        """The dtype a `dtype` model's packed layers keep their dense weight in, for steps past the crossover.
-
-        bfloat16 for float32 models too where the CPU has bf16 dot products and oneDNN prepacks
-        (AVX512-BF16/AMX): the activations stay float32 and are rounded to bf16 only as the GEMM's
-        input, which kept greedy agreement with transformers at 1.000 on the SmolLM2 check (the
-        bfloat16 model, which rounds between every op, gives 0.986), at the bf16 GEMM's speed (a 64-row
-        decode step: 98.5 ms one thread, against 96.9 as bf16 and 144 on float32's blocks).
-        """
-        if dtype == torch.float32 and self.bf16 and self.vnni512 and prepacking_available():
-            return torch.bfloat16
-        return dtype
 
     def describe(self) -> str:
         """One line for `tokenmill plugins`: the extensions in use and the paths they choose."""
         parts = []
         for dtype in (torch.bfloat16, torch.float32):
             rows = self.max_block_rows(dtype)
-            wide = self.wide_gemm_dtype(dtype)
-            packed = " (oneDNN, prepacked)" if wide == torch.bfloat16 and prepacking_available() else ""
-            gemm = "" if rows is None else f", above {rows} rows the {str(wide)[6:]} GEMM{packed}"
+            packed = " (oneDNN, prepacked)" if dtype == torch.bfloat16 and prepacking_available() else ""
+            gemm = "" if rows is None else f", above {rows} rows the {str(dtype)[6:]} GEMM{packed}"
             parts.append(f"{str(dtype)[6:]} models: blocks{gemm}")
         amx = ", AMX" if self.amx else ""
         return f"block matmul {self.blocks}{amx}; " + "; ".join(parts) + f"; paged decode {self.paged_decode}"

@@ -29,7 +29,7 @@ from tokenmill_cpu.quant_matmul import QuantBlocks, QuantMatmul, quant_matmul
 
 GROUP = 32  # inputs per int4 scale/offset group
 MAX_PACKED_ROWS = 24  # torch's kernels: above this many rows float32 is faster (measured crossover: 24-32)
-MAX_BLOCK_ROWS = 16  # the fewest rows a float32 model runs on the native blocks, on any host (isa.py)
+MAX_BLOCK_ROWS = 32  # the fewest rows a float32 model runs on the native blocks, on any host (isa.py)
 _COMPUTE = torch.bfloat16  # the activation dtype torch's packed kernels are vectorised for
 BLOCK_LAYOUTS = {"int4": ("q4_1", pack_q4_1), "int8": ("q8_0", pack_q8_0),  # scheme -> GGUF block layout
                  "int4_groups": ("q4_1", pack_q4_1)}
@@ -70,17 +70,13 @@ class _PackedMethod:
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _wide_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        """The dense weight's dtype (DenseGemm casts the activations to it and back)."""
-        return dtype
-
     def _crossover(self, dtype: torch.dtype) -> int | None:
         """Rows above which a `dtype` model's layer runs dense; None keeps no dense weight."""
         return MAX_PACKED_ROWS if dtype == torch.float32 else None
 
     def _packed(self, codes, scales, weight: torch.Tensor) -> PackedWeight:
         rows = self._crossover(weight.dtype)
-        dense = None if rows is None else DenseGemm(weight.to(self._wide_dtype(weight.dtype)))
+        dense = None if rows is None else DenseGemm(weight)
         return PackedWeight(codes, scales, dense, MAX_PACKED_ROWS if rows is None else rows)
 
 
@@ -176,9 +172,6 @@ class BlockLinearMethod(_PackedMethod):
 
     def _crossover(self, dtype: torch.dtype) -> int | None:
         return self._crossovers.get(dtype, host_isa().max_block_rows(dtype))
-
-    def _wide_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        return host_isa().wide_gemm_dtype(dtype)
 
     def _kernel(self, packed: PackedWeight, x: torch.Tensor) -> torch.Tensor:
         return self._matmul(x, packed.codes)

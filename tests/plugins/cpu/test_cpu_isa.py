@@ -20,24 +20,13 @@ def probe(tmp_path, flags: str):
     return host_isa(str(path))
 
 
-def test_a_bf16_cpu_hands_wide_steps_of_both_dtypes_to_the_bf16_gemm(tmp_path):
+def test_a_bf16_cpu_hands_wide_bf16_steps_to_the_gemm_and_keeps_float32_on_vnni(tmp_path):
     isa = probe(tmp_path, AMX)
     assert isa.bf16 and isa.amx and isa.vnni512 and isa.blocks == "avx512_vnni"
-    assert isa.max_block_rows(torch.bfloat16) == 16
-    if prepacking_available():  # this torch and the real CPU decide whether oneDNN runs bf16
-        assert isa.max_block_rows(torch.float32) == 16 and isa.wide_gemm_dtype(torch.float32) == torch.bfloat16
-        assert isa.describe() == ("block matmul avx512_vnni, AMX; bfloat16 models: blocks, above 16 rows the "
-                                  "bfloat16 GEMM (oneDNN, prepacked); float32 models: blocks, above 16 rows the "
-                                  "bfloat16 GEMM (oneDNN, prepacked); paged decode avx512_bf16")
-    else:
-        assert isa.max_block_rows(torch.float32) is None and isa.wide_gemm_dtype(torch.float32) == torch.float32
-        assert isa.describe() == ("block matmul avx512_vnni, AMX; bfloat16 models: blocks, above 16 rows the "
-                                  "bfloat16 GEMM; float32 models: blocks; paged decode avx512_bf16")
-
-
-def test_vnni_without_bf16_keeps_float32_on_the_blocks(tmp_path):
-    isa = probe(tmp_path, "avx2 fma avx512f avx512bw avx512vl avx512_vnni")  # Cascade Lake
-    assert isa.max_block_rows(torch.float32) is None and isa.wide_gemm_dtype(torch.float32) == torch.float32
+    assert isa.max_block_rows(torch.bfloat16) == 16 and isa.max_block_rows(torch.float32) is None
+    packed = " (oneDNN, prepacked)" if prepacking_available() else ""  # this torch and the real CPU decide
+    assert isa.describe() == ("block matmul avx512_vnni, AMX; bfloat16 models: blocks, above 16 rows the "
+                              f"bfloat16 GEMM{packed}; float32 models: blocks; paged decode avx512_bf16")
 
 
 def test_avx512_bf16_without_amx(tmp_path):
