@@ -120,7 +120,7 @@ def test_slow_trusted_template_does_not_delay_a_concurrent_stream(live_server, t
                                                          "{{ '' }}{% endfor %}{% endfor %}"}}
     answers = []
     threads = [threading.Thread(target=lambda: answers.append(_post(live_server, CHAT, hostile))) for _ in range(2)]
-    body = {"model": live_server.model, "prompt": "Write about the sea.", "max_tokens": 120, "ignore_eos": True,
+    body = {"model": live_server.model, "prompt": "Write about the sea.", "max_tokens": 480, "ignore_eos": True,
             "stream": True}
     arrivals = []
     with httpx.stream("POST", live_server.url + "/v1/completions", json=body, headers=live_server.headers,
