@@ -23,11 +23,6 @@ def sse_event(payload: BaseModel | dict[str, Any], exclude: set[str] | None = No
     return f"data: {json.dumps(payload)}\n\n"
 
 
-async def _indexed(stream: AsyncIterator[T]) -> AsyncIterator[tuple[int, T]]:
-    async for item in stream:
-        yield 0, item
-
-
 async def merge_streams(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
     """Yield (stream index, item) from every stream as items arrive; the first error is raised.
 
@@ -35,12 +30,10 @@ async def merge_streams(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[
     One stream (the usual request) is passed through as it is, without a pump task and queue.
     """
     if len(streams) == 1:
-        only = _indexed(streams[0])
         try:
-            async for pair in only:
-                yield pair
+            async for item in streams[0]:
+                yield 0, item
         finally:
-            await only.aclose()
             await streams[0].aclose()
         return
     queue: asyncio.Queue[tuple[int, Any, Any]] = asyncio.Queue()
