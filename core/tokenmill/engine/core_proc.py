@@ -13,7 +13,6 @@ process detokenizes, matches stop strings and adds logprob token texts.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import pickle
@@ -27,6 +26,7 @@ import zmq
 
 from tokenmill.engine import wire
 from tokenmill.errors import RequestError
+from tokenmill.startup_heap import freeze_startup_heap
 
 log = logging.getLogger("tokenmill.engine_core")
 
@@ -57,8 +57,7 @@ def main(argv: list[str]) -> int:
         ctx.term()
         return 1
     replies.send(pickle.dumps(_handshake(core)))
-    gc.collect()
-    gc.freeze()  # the model and engine stay out of the collector's full scans while serving (as serve_cmd)
+    freeze_startup_heap()
     # Built on the main thread, stepped on a second one, exactly as AsyncEngine does in process: on
     # the loaded 2-core box, stepping the CPU kernels on the thread that built the core measured
     # 20-70x slower per step than stepping them on another thread (cause not pinned down).
