@@ -89,8 +89,7 @@ def instrument(engine: EngineCore) -> PhaseTimer:
     timer.wrap(engine.scheduler, "schedule", "schedule")
     timer.wrap(runner_module, "build_step_inputs", "inputs")
     timer.wrap(engine.runner.attn_backend, "build_metadata", "metadata")
-    timer.wrap(engine.runner, "_forward", "model")
-    timer.wrap(engine.runner.model, "compute_logits", "model")
+    timer.wrap(engine.runner, "_step", "model")  # ids to logits: the layers and the output head
     timer.wrap(engine, "_sample", "sample")
     return timer
 

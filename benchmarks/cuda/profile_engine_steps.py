@@ -12,34 +12,14 @@ import argparse
 import json
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 import bench_e2e  # noqa: E402
-
-
-class PhaseTimer:
-    """Accumulates host seconds per named phase by wrapping bound methods in place."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
-
-    def wrap(self, owner: object, attr: str, name: str) -> None:
-        inner = getattr(owner, attr)
-
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                self.seconds[name] += time.perf_counter() - start
-                self.calls[name] += 1
-
-        setattr(owner, attr, timed)
+from bench_engine_overhead import PhaseTimer  # noqa: E402
 
 
 def instrument(engine, timer: PhaseTimer) -> list[tuple[torch.cuda.Event, torch.cuda.Event]]:
@@ -51,6 +31,7 @@ def instrument(engine, timer: PhaseTimer) -> list[tuple[torch.cuda.Event, torch.
     timer.wrap(engine, "_emit", "emit")
     timer.wrap(engine, "_sample", "sample+sync")
     timer.wrap(model_runner, "build_step_inputs", "build_inputs")
+    timer.wrap(engine.runner, "forward_batch", "launch")
     events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
     runner = engine.runner
     forward = runner.forward_batch
@@ -58,9 +39,7 @@ def instrument(engine, timer: PhaseTimer) -> list[tuple[torch.cuda.Event, torch.
     def bracketed(*args, **kwargs):
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         begin.record()
-        start = time.perf_counter()
         out = forward(*args, **kwargs)
-        timer.seconds["launch"] += time.perf_counter() - start
         end.record()
         events.append((begin, end))
         return out
@@ -86,15 +65,17 @@ def main() -> None:
     bench_e2e._generate(llm, [bench_e2e._tokens(rng, 64, 128256) for _ in range(8)], 8, temperature=0.0)
     bench_e2e.bench_throughput(llm, rng, 0.0)  # warm: every batch size met once
     timer = PhaseTimer()
+    timer.clock = time.perf_counter  # wall time: the device sync inside sampling is part of the story
     events = instrument(llm.engine, timer)
+    steps_before = llm.engine.stats().num_steps
     wall = bench_e2e.bench_throughput(llm, rng, 0.0)["throughput_s"]
     torch.cuda.synchronize()
     device_s = sum(b.elapsed_time(e) for b, e in events) / 1e3
-    steps = timer.calls["step"]
+    steps = llm.engine.stats().num_steps - steps_before
     result = {"device": torch.cuda.get_device_name(), "max_num_seqs": llm.engine.args.max_num_seqs,
               "max_num_batched_tokens": llm.engine.args.max_num_batched_tokens, "wall_s": wall, "req_s": 500 / wall, "steps": steps,
               "forward_device_s": device_s, "device_busy_share": device_s / wall,
-              "per_step_ms": {k: 1e3 * v / max(steps, 1) for k, v in sorted(timer.seconds.items())}}
+              "per_step_ms": {k: 1e3 * v / max(steps, 1) for k, v in sorted(timer.current.items())}}
     print(json.dumps(result, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

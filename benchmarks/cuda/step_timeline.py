@@ -12,7 +12,10 @@ import os
 import sys
 import threading
 import time
-from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_engine_overhead import PhaseTimer  # noqa: E402
 
 
 def _engine_loop_class():
@@ -29,19 +32,10 @@ def install(path: str, flush_s: float = 3.0) -> None:
 
 
 def _install(path: str, flush_s: float) -> None:
-    seconds: dict[str, float] = defaultdict(float)
+    timer = PhaseTimer()
+    timer.clock = time.perf_counter
     steps: list[tuple[float, float, int]] = []
     loop = _engine_loop_class()  # methods are looked up per call, so patching the class reaches the running loop
-
-    def timed(name, inner):
-        def wrapper(self, *args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return inner(self, *args, **kwargs)
-            finally:
-                seconds[name] += time.perf_counter() - start
-        return wrapper
-
     step = loop._step
 
     def timed_step(self):
@@ -51,11 +45,11 @@ def _install(path: str, flush_s: float) -> None:
         steps.append((round(wall, 4), round(time.perf_counter() - start, 5), self.core._counters["computed"] - before))
 
     loop._step = timed_step
-    loop._drain = timed("drain", loop._drain)
-    loop._send = timed("send", loop._send)
+    timer.wrap(loop, "_drain", "drain")
+    timer.wrap(loop, "_send", "send")
 
     while True:
         time.sleep(flush_s)
         with open(path + ".tmp", "w") as out:
-            json.dump({"seconds": dict(seconds), "steps": steps}, out)
+            json.dump({"seconds": dict(timer.current), "steps": steps}, out)
         os.replace(path + ".tmp", path)
