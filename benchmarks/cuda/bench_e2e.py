@@ -158,6 +158,8 @@ def main() -> None:
     parser.add_argument("--throughput-runs", type=int, default=1, help="times the 500 requests are sent (median kept)")
     parser.add_argument("--max-num-seqs", type=int, default=None, help="engine setting (default: the engine's)")
     parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="engine setting (default: the engine's)")
+    parser.add_argument("--no-gemv-tuning", action="store_true",
+                        help="keep the GEMV's default tile for every batch-1 linear (to compare with the tuned tiles)")
     parser.add_argument("--processes", type=int, default=1,
                         help="run the phases in this many fresh processes, one after the other, and report each "
                              "process's figures in order plus their median (figures vary by ~15%% per process)")
@@ -167,7 +169,11 @@ def main() -> None:
         return
     phases = args.phases.split(",")
     folder = Path(args.model_dir)
-    result: dict = {"device": torch.cuda.get_device_name()}
+    result: dict = {"device": torch.cuda.get_device_name(), "gemv_tuning": not args.no_gemv_tuning}
+    if args.no_gemv_tuning:
+        from tokenmill_triton import gemv_tuning
+
+        gemv_tuning.ENABLED = False
     if not (folder / "config.json").exists():
         start = time.perf_counter()
         random_llama.write_model(folder, random_llama.LLAMA3_8B, device="cuda")
@@ -180,6 +186,9 @@ def main() -> None:
     llm, startup = start_llm(folder, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens)
     result.update(startup, max_num_seqs=llm.engine.args.max_num_seqs,
                   max_num_batched_tokens=llm.engine.args.max_num_batched_tokens)
+    from tokenmill_triton import gemv_tuning
+
+    result["gemv_tiles"] = {k: "x".join(map(str, v)) for k, v in gemv_tuning.choices().items()}
     print(json.dumps(result), flush=True)
     _generate(llm, [_tokens(rng, 64, 128256) for _ in range(8)], 8, temperature=0.0)  # warm-up
     for name, fn in (("single", lambda: bench_single(llm, rng, bandwidth)),
@@ -209,6 +218,7 @@ def over_processes(args: argparse.Namespace) -> None:
                    "--temperature", str(args.temperature), "--throughput-runs", str(args.throughput_runs)]
             for flag, value in (("--max-num-seqs", args.max_num_seqs), ("--max-num-batched-tokens", args.max_num_batched_tokens)):
                 cmd += [flag, str(value)] if value is not None else []
+            cmd += ["--no-gemv-tuning"] if args.no_gemv_tuning else []
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             runs.append(json.loads(Path(out.name).read_text()))
         print(json.dumps({"process": i, **{k: v for k, v in runs[-1].items() if isinstance(v, (int, float))}}),

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from tokenmill_triton.gemv import gemv
+from tokenmill_triton.gemv_tuning import ShapeRecorder
 
 MAX_ROWS = 1  # graphs of at most this many rows capture their linears as GEMVs
 _DTYPES = (torch.bfloat16, torch.float16)
@@ -25,16 +26,23 @@ def fits(x: torch.Tensor, weight: torch.Tensor, max_rows: int) -> bool:
 
 
 class GemvCapture(TorchFunctionMode):
-    """While active, F.linear on inputs of at most `max_rows` rows runs the Triton GEMV."""
+    """While active, F.linear on inputs of at most `max_rows` rows runs the Triton GEMV.
 
-    def __init__(self, max_rows: int = MAX_ROWS) -> None:
+    With a `recorder` (gemv_tuning.ShapeRecorder), each such call's weight is also recorded, so
+    that a warm-up step tells the tuner every shape and weight the graph will use.
+    """
+
+    def __init__(self, max_rows: int = MAX_ROWS, recorder: ShapeRecorder | None = None) -> None:
         super().__init__()
         self.max_rows = max_rows
+        self.recorder = recorder
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear:
             x, weight = args[0], args[1] if len(args) > 1 else kwargs["weight"]
             if fits(x, weight, self.max_rows):
+                if self.recorder is not None:
+                    self.recorder.record(x, weight)
                 return gemv(x, weight, args[2] if len(args) > 2 else kwargs.get("bias"))
         return func(*args, **kwargs)

@@ -9,7 +9,8 @@ rows [:B] of its output are returned as a view, valid until the next call. Every
 (prefill chunks, mixed steps, batches above the largest size, other metadata types) runs `step`
 eagerly. `extra` arguments (e.g. the KV cache list) are baked into the graphs: when their tensors
 change, the graphs are recaptured. Graphs of at most `gemv_rows` rows record their linears as
-Triton GEMVs (gemv_capture.py), and the Triton kernels launch with PDL (tokenmill_triton.pdl).
+Triton GEMVs (gemv_capture.py), each shape's tile timed on the model's weights first
+(tokenmill_triton.gemv_tuning), and the Triton kernels launch with PDL (tokenmill_triton.pdl).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any, Callable
 
 import torch
 
+from tokenmill_triton import gemv_tuning
+from tokenmill_triton.gemv import gemv
 from tokenmill_triton.metadata import TritonAttentionMetadata, fill_static, static_decode_metadata
 
 from tokenmill_cuda import gemv_capture
@@ -111,9 +114,12 @@ class CudaGraphStep:
         pos = torch.zeros(size, dtype=positions.dtype, device=positions.device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), self._linears(size):
+        recorder = gemv_tuning.ShapeRecorder() if size <= self.gemv_rows and gemv_tuning.ENABLED else None
+        with torch.cuda.stream(side), self._linears(size, recorder):
             self.step(ids, pos, static, *extra)  # compiles Triton kernels outside the capture
         torch.cuda.current_stream().wait_stream(side)
+        if recorder is not None:
+            recorder.tune(gemv)  # each GEMV shape's tile, timed on these weights before the capture
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool), self._linears(size):
             output = self.step(ids, pos, static, *extra)
@@ -123,8 +129,10 @@ class CudaGraphStep:
         self.capture_seconds += time.perf_counter() - start
         return entry
 
-    def _linears(self, size: int) -> contextlib.AbstractContextManager:
-        return gemv_capture.GemvCapture(self.gemv_rows) if size <= self.gemv_rows else contextlib.nullcontext()
+    def _linears(self, size: int, recorder: gemv_tuning.ShapeRecorder | None = None) -> contextlib.AbstractContextManager:
+        if size > self.gemv_rows:
+            return contextlib.nullcontext()
+        return gemv_capture.GemvCapture(self.gemv_rows, recorder)
 
     def capture_all(self, example_metadata: TritonAttentionMetadata, *extra: Any,
                     input_dtype: torch.dtype = torch.int64) -> float:

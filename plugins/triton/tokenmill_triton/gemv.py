@@ -11,11 +11,13 @@ import torch
 import triton
 import triton.language as tl
 
+from tokenmill_triton.gemv_tuning import chosen_config
 from tokenmill_triton.pdl import launch_options, wait_for_previous
 
-# (BLOCK_N, BLOCK_K, num_warps): the best of eight configurations for every Llama-3-8B linear in
-# benchmarks/cuda/bench_gemv.py on an H100 (2.88-3.20 TB/s); two rows a program gives 2,048 or
-# more programs, so every SM keeps several weight streams in flight.
+# (BLOCK_N, BLOCK_K, num_warps) before a shape is tuned (gemv_tuning.py): the best of eight
+# configurations for every Llama-3-8B linear in benchmarks/cuda/bench_gemv.py on an H100
+# (2.88-3.20 TB/s); two rows a program gives 2,048 or more programs, so every SM keeps several
+# weight streams in flight.
 DEFAULT_CONFIG = (2, 2048, 8)
 
 
@@ -68,13 +70,14 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     """x [1, K], weight [N, K] contiguous, bias [N] -> x @ weight.T (+ bias), [1, N] in x's dtype.
 
     One row only: the weight is streamed once, and at two rows cuBLAS is already as fast.
-    Accumulates in float32 and rounds once, like cuBLAS.
+    Accumulates in float32 and rounds once, like cuBLAS. `config` defaults to the one tuned for
+    this shape (gemv_tuning.py), else DEFAULT_CONFIG.
     """
     if x.shape[0] != 1:
         raise ValueError(f"gemv takes one row, got {x.shape[0]}; use torch's linear for more")
     k = x.shape[1]
     n = weight.shape[0]
-    block_n, block_k, warps = config or DEFAULT_CONFIG
+    block_n, block_k, warps = config or chosen_config(x, weight) or DEFAULT_CONFIG
     block_k = min(block_k, triton.next_power_of_2(k))  # a short K needs no masked half-empty tile
     x = x.contiguous()
     out = torch.empty((1, n), dtype=x.dtype, device=x.device)

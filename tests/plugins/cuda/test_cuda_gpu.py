@@ -129,3 +129,26 @@ def test_engine_bf16_matches_transformers_greedy(random_llama, tmp_path):
         ref = hf.generate(torch.tensor([prompt], device="cuda"), max_new_tokens=12, do_sample=False)[0, len(prompt):]
         agree += int(got[:4] == ref[:4].tolist())  # bf16 vs fp32 may drift late in a random model
     assert agree >= 6, f"only {agree}/8 prompts agree with transformers on their first 4 greedy tokens"
+
+
+def test_gemv_tuner_picks_a_candidate_per_shape_and_keeps_results_exact():
+    import torch.nn.functional as F
+    from tokenmill_triton import gemv_tuning
+    from tokenmill_triton.gemv import gemv
+
+    gemv_tuning.forget()
+    recorder = gemv_tuning.ShapeRecorder()
+    x = torch.randn(1, 1024, device="cuda", dtype=torch.bfloat16)
+    shapes = [(3072, 1024), (1024, 4096)]
+    weights = {s: [torch.randn(*s, device="cuda", dtype=torch.bfloat16) for _ in range(3)] for s in shapes}
+    for s, ws in weights.items():
+        for w in ws + ws[:1]:  # a weight seen twice is timed once
+            recorder.record(torch.randn(1, s[1], device="cuda", dtype=torch.bfloat16), w)
+    assert [len(v[1]) for v in recorder.groups.values()] == [3, 3]
+    picked = recorder.tune(gemv)
+    assert set(picked) == {(n, k, torch.bfloat16, 0) for n, k in shapes}
+    assert all(cfg in gemv_tuning.CANDIDATES for cfg in picked.values())
+    w = weights[(3072, 1024)][0]
+    assert gemv_tuning.chosen_config(x, w) == picked[(3072, 1024, torch.bfloat16, 0)]
+    torch.testing.assert_close(gemv(x, w).float(), F.linear(x.float(), w.float()), rtol=2e-2, atol=2e-2)
+    gemv_tuning.forget()
