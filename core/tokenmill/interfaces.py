@@ -51,7 +51,9 @@ class Platform(Protocol):
     # samples with the static-shape sampler; False: exact ragged sizes, nothing padded.
     static_shapes: bool
     graph_capture: str | None  # "cuda_graphs", "hpu_graphs", "xla", or None: informative, for listings
-    # Optional, not part of the Protocol check: `scheduler_defaults`, a dict of max_num_seqs and/or
+    # Optional, not part of the Protocol check: `quantized_dtypes`, a tuple of dtype names that
+    # --dtype auto takes first for a model stored quantized under --quantization auto (the loader
+    # then uses each LinearMethod's optional `auto_variant()`; loaders/dtype.py). And `scheduler_defaults`, a dict of max_num_seqs and/or
     # max_num_batched_tokens the engine takes when the user sets none (engine/scheduler_limits.py).
 
     def is_available(self) -> Availability:
@@ -365,6 +367,9 @@ class LinearMethod(Protocol):
     # runs dense). `stored` is a StoredInt4 or StoredFp8 on the device; `weight` [N, K] is the
     # same weight dequantized to the model dtype (in the stored input order), for methods that
     # keep a dense copy for wide steps. Default: the core keeps stored layers dense.
+    # optional: auto_variant() -> LinearMethod, the method to use when --dtype auto took the model
+    # dtype from the platform's quantized_dtypes (it may run wide steps in a rounder dtype, as the
+    # CPU's bf16 GEMMs under float32 activations). Default: the method itself.
 
     def apply(self, packed: Any, x: "torch.Tensor") -> "torch.Tensor":
         """x [T, K] in the model dtype -> x @ W^T, [T, N] in the model dtype (bias is added by the core)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,12 +17,13 @@ from tokenmill.errors import ModelLoadError
 from tokenmill.interfaces import AttentionSpec
 from tokenmill.loaders.chat_template_source import read_chat_template
 from tokenmill.loaders.default_model import default_model_path
-from tokenmill.loaders.dtype import resolve_dtype, resolve_kv_cache_dtype
+from tokenmill.loaders.dtype import auto_quantized, resolve_dtype, resolve_kv_cache_dtype
 from tokenmill.loaders.gguf_checkpoint import GGUFCheckpoint
 from tokenmill.loaders.hub import model_path
 from tokenmill.loaders.quant_config import quant_format
 from tokenmill.loaders.layer_attention import plan_layer_attention
-from tokenmill.loaders.quantization import linear_schemes, pack_model
+from tokenmill.loaders.layer_packing import LayerPacker
+from tokenmill.loaders.quantization import linear_schemes, pack_layers, packing_methods, stores_quantized
 from tokenmill.loaders.quantized_checkpoint import QuantizedCheckpoint
 from tokenmill.loaders.safetensors_checkpoint import PICKLE_SUFFIXES, SafetensorsCheckpoint, refuse_pickle
 from tokenmill.loaders.weights import Checkpoint, load_weights
@@ -27,6 +31,8 @@ from tokenmill.models import ArchConfig, arch_config, checkpoint_layout
 from tokenmill.models.rotary import cos_sin_cache
 from tokenmill.ops import OpRegistry
 from tokenmill.tokenizer import load_tokenizer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -91,9 +97,14 @@ def load_model_bundle(
     id, and `chat_template` (inline or a file) replaces the tokenizer's chat template.
     """
     check_quantization(quantization)
-    torch_dtype = resolve_dtype(dtype, platform)
-    device = torch.device(platform.device_type)
     checkpoint = open_checkpoint(model, revision)
+    quantized = quantization == "auto" and stores_quantized(checkpoint)
+    torch_dtype = resolve_dtype(dtype, platform, quantized)
+    auto_dtype = dtype == "auto" and quantized and auto_quantized(platform) is not None
+    if auto_dtype:
+        log.info("--dtype auto: %s activations for this quantized model (the platform's quantized_dtypes)",
+                 str(torch_dtype).removeprefix("torch."))
+    device = torch.device(platform.device_type)
     arch, entry = arch_config(checkpoint.config, source=checkpoint.source)
     source = Path(checkpoint.source) if tokenizer is None else model_path(tokenizer, None, tokenizer_only=True)
     tokenizer = load_tokenizer(source)  # before the weights: fail fast, cheaply
@@ -109,15 +120,19 @@ def load_model_bundle(
     with torch.device("meta"):  # no memory or random init for weights the checkpoint overwrites
         net = entry.model_class(arch, ops, attention.layer_backends, cos_sin)
     layout = checkpoint_layout(net, arch)
-    load_weights(net, layout, checkpoint, torch_dtype, device)
-    net.tie_weights()
-    net.eval()
-    num_params = sum(p.numel() for p in net.parameters())
-    if shard is not None:
+    num_params = sum(math.prod(shape) for parts in layout.values() for _, shape in parts)
+    choose = partial(packing_methods, platform=platform, plugins=plugins, quantization=quantization,
+                     auto_dtype=auto_dtype)
+    if shard is None:  # each layer packed as soon as its weights are in (layer_packing.py)
+        schemes = linear_schemes(net, layout, checkpoint, quantization)
+        packer = LayerPacker(net, layout, schemes, choose(schemes), checkpoint)
+        _load(net, layout, checkpoint, torch_dtype, device, packer.loaded)
+        packed = packer.finish()
+    else:  # tensor parallelism: the whole weights are split first, then packed
+        _load(net, layout, checkpoint, torch_dtype, device, None)
         backend, spec = shard(net, spec)
-    schemes = linear_schemes(net, layout, checkpoint, quantization)
-    packed = pack_model(net, schemes, platform=platform, plugins=plugins, quantization=quantization,
-                        stored=(checkpoint, layout))
+        schemes = linear_schemes(net, layout, checkpoint, quantization)
+        packed = pack_layers(net, schemes, choose(schemes), (checkpoint, layout))
     return ModelBundle(
         model=net,
         arch=arch,
@@ -133,6 +148,13 @@ def load_model_bundle(
         packed_layers=packed,
         kv_window=attention.kv_window,
     )
+
+
+def _load(net: nn.Module, layout: Any, checkpoint: Checkpoint, dtype: torch.dtype, device: torch.device,
+          loaded: Callable[[str], None] | None) -> None:
+    load_weights(net, layout, checkpoint, dtype, device, loaded)
+    net.tie_weights()
+    net.eval()
 
 
 def _eos_ids(arch: ArchConfig, tokenizer: Any) -> list[int]:

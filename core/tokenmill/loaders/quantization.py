@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import fields, replace
 from typing import Any
 
@@ -72,14 +73,38 @@ def _source_names(model: nn.Module, layout: Layout) -> dict[int, list[str]]:
             if name in layout}
 
 
+def stores_quantized(checkpoint: Checkpoint) -> bool:
+    """Whether most of the checkpoint's weights (by count) are stored in a block type or as GPTQ/AWQ
+    codes that a packed scheme takes (the embedded default's Q4_1/Q8_0 GGUF is; a BF16 GGUF or a
+    float safetensors model is not)."""
+    packable = _INT4_SOURCES | _INT8_SOURCES | {t for t, s in STORED_SCHEMES.items() if s == "int4_groups"}
+    stored = total = 0
+    for name in checkpoint.names():
+        size = math.prod(checkpoint.shape(name) or (0,))
+        total += size
+        stored += size if checkpoint.quant_type(name) in packable else 0
+    return total > 0 and 2 * stored > total
+
+
 def pack_model(model: nn.Module, schemes: dict[str, str], *, platform: Any, plugins: Any,
-               quantization: str, stored: tuple[Checkpoint, Layout] | None = None) -> dict[str, int]:
-    """Swap the layers in `schemes` for the platform's packed kernels; returns layers per scheme.
+               quantization: str, stored: tuple[Checkpoint, Layout] | None = None,
+               auto_dtype: bool = False) -> dict[str, int]:
+    """Swap the layers in `schemes` for the platform's packed kernels; returns layers per scheme
+    (packing_methods says which kernels, pack_layers how)."""
+    methods = packing_methods(schemes, platform=platform, plugins=plugins, quantization=quantization,
+                              auto_dtype=auto_dtype)
+    return pack_layers(model, schemes, methods, stored)
+
+
+def packing_methods(schemes: dict[str, str], *, platform: Any, plugins: Any, quantization: str,
+                    auto_dtype: bool = False) -> dict[str, Any]:
+    """Scheme -> the platform's LinearMethod for every scheme in `schemes` that it has one for.
 
     A scheme the platform has no kernel for keeps its layers dense under auto, and is refused
-    when asked for by name. Layers of the stored schemes (int4_groups, fp8) are packed from
-    `stored`'s checkpoint codes; where the platform lacks those kernels they stay dense (the
-    loader has dequantized them), whatever --quantization says.
+    when asked for by name. Layers of the stored schemes (int4_groups, fp8) stay dense where the
+    platform lacks those kernels (the loader has dequantized them), whatever --quantization says.
+    `auto_dtype`: --dtype auto chose the model dtype from the platform's quantized_dtypes; a
+    method's optional `auto_variant()` then replaces it (e.g. the CPU's bf16 wide-step GEMMs).
     """
     methods = {}
     for scheme in sorted(set(schemes.values())):
@@ -94,7 +119,15 @@ def pack_model(model: nn.Module, schemes: dict[str, str], *, platform: Any, plug
         if method is None:
             log.info("platform %s has no %s kernels: those layers stay dense", platform.name, scheme)
             continue
-        methods[scheme] = method
+        variant = getattr(method, "auto_variant", None) if auto_dtype else None
+        methods[scheme] = variant() if variant is not None else method
+    return methods
+
+
+def pack_layers(model: nn.Module, schemes: dict[str, str], methods: dict[str, Any],
+                stored: tuple[Checkpoint, Layout] | None = None) -> dict[str, int]:
+    """Swap the layers in `schemes` whose scheme `methods` has; returns layers per scheme. Layers of
+    the stored schemes are packed from `stored`'s checkpoint codes."""
     chosen = {n: s for n, s in schemes.items() if s in methods}
     codes = {} if stored is None else _stored_layers(model, chosen, *stored)
     return swap_linears(model, chosen, methods, codes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
@@ -102,9 +102,11 @@ def _check_unused(checkpoint: Checkpoint, needed: set[str]) -> None:
 
 
 def load_weights(
-    model: nn.Module, layout: Layout, checkpoint: Checkpoint, dtype: torch.dtype, device: torch.device
+    model: nn.Module, layout: Layout, checkpoint: Checkpoint, dtype: torch.dtype, device: torch.device,
+    loaded: Callable[[str], None] | None = None,
 ) -> None:
-    """Replace every (meta) parameter of `model` with its checkpoint tensors, concatenated on dim 0."""
+    """Replace every (meta) parameter of `model` with its checkpoint tensors, concatenated on dim 0;
+    `loaded(name)` is called after each (the LayerPacker packs a layer once its weights are in)."""
     check_layout(checkpoint, layout)
     for param_name, parts in layout.items():
         tensors = [checkpoint.tensor(name).to(dtype=dtype) for name, _ in parts]
@@ -112,3 +114,6 @@ def load_weights(
         module_path, _, leaf = param_name.rpartition(".")
         module = model.get_submodule(module_path)
         setattr(module, leaf, nn.Parameter(value.to(device), requires_grad=False))
+        del tensors, value
+        if loaded is not None:
+            loaded(param_name)

@@ -7,6 +7,9 @@ ran 2.2-2.4x faster at 17-64 rows and 1.5x at 256, and 0.96x at 1024 (one thread
 host; benchmarks/bench_cpu_linear.py's `dense` rows measure it on any host). The packed copy
 replaces the plain weight, so it costs no memory, except for a tied head, whose embedding stays.
 float32 weights stay on F.linear: packing them won only 1.1-1.3x and lost 10% at 1024 rows.
+`gemm_dtype=torch.bfloat16` under a float32 weight (--dtype auto's mode for quantized models,
+linear_methods.py) keeps the weight rounded to bf16 and prepacked, and rounds each float32 input
+to bf16 for the GEMM only: oneDNN accumulates in float32 and the output is float32 again.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ def prepacking_available() -> bool:
 class DenseGemm:
     """x [T, K] -> x @ weight.T [T, N], with the weight [N, K] prepacked where that runs faster."""
 
-    def __init__(self, weight: torch.Tensor, prepack: bool | None = None) -> None:
+    def __init__(self, weight: torch.Tensor, prepack: bool | None = None, gemm_dtype: torch.dtype | None = None) -> None:
+        if gemm_dtype is not None and gemm_dtype != weight.dtype:
+            weight = weight.to(gemm_dtype)  # [N, K]
         self.shape, self.dtype = weight.shape, weight.dtype
         if prepack is None:
             prepack = weight.dtype == torch.bfloat16 and prepacking_available()

@@ -29,6 +29,8 @@ import torch
 from tokenmill_cpu.dense_gemm import prepacking_available
 
 CPUINFO = "/proc/cpuinfo"
+# --dtype auto's mode for quantized models where HostIsa.auto_mode holds (named in logs and `tokenmill plugins`)
+AUTO_MODE = "float32 activations, packed layers' wide steps on bf16 GEMMs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,13 @@ class HostIsa:
         needs = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"}
         return "avx512_bf16" if needs <= self.flags else "generic"
 
+    @property
+    def auto_mode(self) -> bool:
+        """Whether --dtype auto runs quantized models in AUTO_MODE here: float32 activations, narrow
+        steps on the blocks, steps wider than bf16's crossover on a bf16 prepacked dense copy. Needs
+        bf16 dot products in hardware and oneDNN's prepacked bf16 GEMM (dense_gemm.py)."""
+        return self.bf16 and self.max_block_rows(torch.bfloat16) is not None and prepacking_available()
+
     def max_block_rows(self, dtype: torch.dtype) -> int | None:
         """Up to this many rows a `dtype` model's packed layer runs on the block kernels, above it on
         its dense weight; None: always the blocks (no dense copy is kept)."""
@@ -78,6 +87,9 @@ class HostIsa:
             packed = " (oneDNN, prepacked)" if dtype == torch.bfloat16 and prepacking_available() else ""
             gemm = "" if rows is None else f", above {rows} rows the {str(dtype)[6:]} GEMM{packed}"
             parts.append(f"{str(dtype)[6:]} models: blocks{gemm}")
+        if self.auto_mode:
+            rows = self.max_block_rows(torch.bfloat16)
+            parts.append(f"quantized models under --dtype auto: {AUTO_MODE} (blocks up to {rows} rows)")
         amx = ", AMX" if self.amx else ""
         return f"block matmul {self.blocks}{amx}; " + "; ".join(parts) + f"; paged decode {self.paged_decode}"
 

@@ -14,6 +14,7 @@ while dequantizing 106 M weights per step would cost more than the 64-row bf16 G
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -23,9 +24,11 @@ from tokenmill.interfaces import StoredInt4
 
 from tokenmill_cpu.casts import Casts, casts
 from tokenmill_cpu.dense_gemm import DenseGemm
-from tokenmill_cpu.isa import host_isa
+from tokenmill_cpu.isa import AUTO_MODE, host_isa
 from tokenmill_cpu.quant_blocks import BLOCK, pack_q4_1, pack_q8_0, q4_1_from_codes
 from tokenmill_cpu.quant_matmul import QuantBlocks, QuantMatmul, quant_matmul
+
+log = logging.getLogger(__name__)
 
 GROUP = 32  # inputs per int4 scale/offset group
 MAX_PACKED_ROWS = 24  # torch's kernels: above this many rows float32 is faster (measured crossover: 24-32)
@@ -83,6 +86,12 @@ class _PackedMethod:
 @lru_cache(maxsize=1)
 def _casts() -> Casts:
     return casts()
+
+
+@lru_cache(maxsize=1)
+def _log_auto_mode(rows: int) -> None:
+    log.info("--dtype auto on a quantized model: %s (steps up to %d rows on the float32 blocks); "
+             "--dtype float32 runs float32 everywhere", AUTO_MODE, rows)
 
 
 class Int4LinearMethod(_PackedMethod):
@@ -150,13 +159,31 @@ class BlockLinearMethod(_PackedMethod):
     compute_dtype = torch.float32
 
     def __init__(self, scheme: str, kernel: QuantMatmul,
-                 crossover: dict[torch.dtype, int | None] | None = None) -> None:
+                 crossover: dict[torch.dtype, int | None] | None = None, gemm_dtype: torch.dtype | None = None) -> None:
         """`crossover` (model dtype -> rows above which the dense weight runs, None for never)
-        defaults to the host's measured choices (isa.py)."""
+        defaults to the host's measured choices (isa.py); `gemm_dtype` rounds the dense weight
+        (None: the model's dtype)."""
         self.scheme = scheme
         self._pack = BLOCK_LAYOUTS[scheme][1]
         self._matmul = kernel
         self._crossovers = crossover or {}
+        self.gemm_dtype = gemm_dtype
+
+    def auto_variant(self) -> BlockLinearMethod:
+        """The method for a model whose dtype --dtype auto chose (the platform's quantized_dtypes:
+        float32 on a CPU with bf16 dot products and oneDNN prepacking, platform.py): narrow steps
+        on the blocks in float32 as ever, wide ones on a bf16 prepacked GEMM (AUTO_MODE)."""
+        host = host_isa()
+        if not host.auto_mode:
+            return self
+        rows = host.max_block_rows(torch.bfloat16)
+        _log_auto_mode(rows)
+        return BlockLinearMethod(self.scheme, self._matmul, {torch.float32: rows}, torch.bfloat16)
+
+    def _packed(self, codes, scales, weight: torch.Tensor) -> PackedWeight:
+        rows = self._crossover(weight.dtype)
+        dense = None if rows is None else DenseGemm(weight, gemm_dtype=self.gemm_dtype)
+        return PackedWeight(codes, scales, dense, MAX_PACKED_ROWS if rows is None else rows)
 
     def pack(self, weight: torch.Tensor) -> PackedWeight:
         """weight [N, K], K a multiple of 32 -> GGUF blocks in the kernel's layout (GGUF-born weights

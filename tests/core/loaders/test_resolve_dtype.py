@@ -60,3 +60,26 @@ def test_the_cpu_plugin_prefers_bf16_only_where_native(cpu, tmp_path):
     amx.write_text("flags : fpu avx2 avx512f avx512_bf16 amx_bf16\n")
     assert dtypes_by_preference(str(avx2))[0] == "float32"
     assert dtypes_by_preference(str(amx))[0] == "bfloat16"
+
+
+@dataclass
+class ListsQuantized(Listed):
+    """A platform that runs quantized models in another dtype under auto."""
+
+    quantized_dtypes: tuple[str, ...] = ("float32",)
+
+
+def test_auto_takes_quantized_dtypes_for_a_quantized_model_only():
+    platform = ListsQuantized(("bfloat16", "float32"))
+    assert resolve_dtype("auto", platform, quantized=True) is torch.float32
+    assert resolve_dtype("auto", platform, quantized=False) is torch.bfloat16
+    assert resolve_dtype("auto", Listed(("bfloat16", "float32")), quantized=True) is torch.bfloat16
+
+
+def test_explicit_dtypes_ignore_quantized_dtypes():
+    platform = ListsQuantized(("bfloat16", "float32"))
+    assert resolve_dtype("bfloat16", platform, quantized=True) is torch.bfloat16
+
+
+def test_a_quantized_dtype_the_platform_does_not_support_is_skipped():
+    assert resolve_dtype("auto", ListsQuantized(("bfloat16",)), quantized=True) is torch.bfloat16

@@ -25,8 +25,11 @@ def test_a_bf16_cpu_hands_wide_bf16_steps_to_the_gemm_and_keeps_float32_on_vnni(
     assert isa.bf16 and isa.amx and isa.vnni512 and isa.blocks == "avx512_vnni"
     assert isa.max_block_rows(torch.bfloat16) == 16 and isa.max_block_rows(torch.float32) is None
     packed = " (oneDNN, prepacked)" if prepacking_available() else ""  # this torch and the real CPU decide
+    auto = ("; quantized models under --dtype auto: float32 activations, packed layers' wide steps on bf16 "
+            "GEMMs (blocks up to 16 rows)") if prepacking_available() else ""
+    assert isa.auto_mode == prepacking_available()
     assert isa.describe() == ("block matmul avx512_vnni, AMX; bfloat16 models: blocks, above 16 rows the "
-                              f"bfloat16 GEMM{packed}; float32 models: blocks; paged decode avx512_bf16")
+                              f"bfloat16 GEMM{packed}; float32 models: blocks{auto}; paged decode avx512_bf16")
 
 
 def test_avx512_bf16_without_amx(tmp_path):
