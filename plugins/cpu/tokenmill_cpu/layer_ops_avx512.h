@@ -31,23 +31,27 @@ inline __m512 load(const bf16* p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-// Each lane's bf16 bits (low 16 bits of the lane), rounded as bf16_vec.h's bf16_bits8 rounds.
-inline __m512i bf16_bits(__m512 v) {
+// Each lane rounded to bf16 as bf16_vec.h's bf16_bits8 rounds (nearest even, NaN kept quiet), left in
+// the lane's high 16 bits with zeros below: the float a bf16 tensor holds. NaN lanes, rare, take a branch.
+inline __m512i bf16_high(__m512 v) {
     const __m512i u = _mm512_castps_si512(v);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb), 16);
-    const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)),
-                                                  _mm512_set1_epi32(0x7F800000));
+    const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+    const __m512i rounded = _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb), high);
+    const __mmask16 nan = _mm512_fpclass_ps_mask(v, 0x81);  // quiet or signalling NaN
+    if (nan == 0) return rounded;
+    const __m512i quiet = _mm512_or_si512(_mm512_and_si512(u, high), _mm512_set1_epi32(0x00400000));
     return _mm512_mask_blend_epi32(nan, rounded, quiet);
 }
 
 inline void store(float* p, __m512 v, __mmask16 m) { _mm512_mask_storeu_ps(p, m, v); }
-inline void store(bf16* p, __m512 v, __mmask16 m) { _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(bf16_bits(v))); }
+inline void store(bf16* p, __m512 v, __mmask16 m) {
+    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(bf16_high(v), 16)));
+}
 
 // The value a T tensor holds for v.
 inline __m512 held(__m512 v, const float*) { return v; }
-inline __m512 held(__m512 v, const bf16*) { return _mm512_castsi512_ps(_mm512_slli_epi32(bf16_bits(v), 16)); }
+inline __m512 held(__m512 v, const bf16*) { return _mm512_castsi512_ps(bf16_high(v)); }
 
 // e^x for x <= 0: vec_math.h's exp8, 16 lanes wide (same reduction and polynomial).
 inline __m512 exp16(__m512 x) {
@@ -58,8 +62,7 @@ inline __m512 exp16(__m512 x) {
     __m512 p = _mm512_set1_ps(1.0f / 720);
     static constexpr float kTaylor[] = {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
     for (const float c : kTaylor) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+    return _mm512_scalef_ps(p, n);  // p * 2^n, as exp8's exponent bits make it (n >= -126: 2^n is normal)
 }
 
 // out = (x / rms(x)) * w over one row of H values; the normalised x is held as T first.
