@@ -89,9 +89,7 @@ class CpuAttentionBackend:
         decode = metadata.decode
         if metadata.pure_decode and self._kernel_fits(kv_cache) and self._kernel.can_write(key, value, kv_cache):
             return self._decode(query, kv_cache, decode, scale, (key, value, metadata.slot_mapping))  # writes too
-        slots = kv_cache.view(2, -1, *kv_cache.shape[3:])  # [2, N * S, Hkv, D]
-        slots[0].index_copy_(0, metadata.slot_mapping, key)
-        slots[1].index_copy_(0, metadata.slot_mapping, value)
+        self._write(key, value, kv_cache, metadata.slot_mapping)
         if metadata.pure_decode:
             return self._decode(query, kv_cache, decode, scale, None, metadata)  # pure decode: no output scatter
         out = torch.empty_like(query)
@@ -104,6 +102,16 @@ class CpuAttentionBackend:
             else:
                 out[plan.start : plan.end] = self._prefill(query, key, value, kv_cache, plan, scale)
         return out
+
+    def _write(self, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+        """key, value [T, Hkv, D] into their slots: natively where the kernel can, else two index_copy_."""
+        if (self._kernel_fits(kv_cache) and self._kernel.can_write(key, value, kv_cache)
+                and slot_mapping.dtype == torch.int64 and slot_mapping.is_contiguous()):
+            self._kernel.write(key, value, kv_cache, slot_mapping)
+            return
+        slots = kv_cache.view(2, -1, *kv_cache.shape[3:])  # [2, N * S, Hkv, D]
+        slots[0].index_copy_(0, slot_mapping, key)
+        slots[1].index_copy_(0, slot_mapping, value)
 
     def _kernel_fits(self, kv_cache: torch.Tensor) -> bool:
         return self._kernel is not None and kv_cache.stride(-1) == 1

@@ -11,16 +11,34 @@
 // column slices of a wider tensor, such as q and k of the merged qkv output); outputs contiguous.
 // bf16 rows are computed in float32 and rounded where the core's reference ops (ops/reference.py)
 // hold a bf16 tensor, so the two agree to the last bit but for the order of float32 operations.
+//
+// Paths, chosen at run time (best_isa): "avx512" (layer_ops_avx512.h, 16 lanes with masked tails) on
+// CPUs with AVX-512 F/BW/VL/DQ, else "generic" (8-lane GCC vectors, whatever -march gives).
+// tm_layer_ops_use_isa pins one (tests, benchmarks).
 
 #include <cmath>
 #include <cstdint>
 
 #include "bf16_vec.h"
+#include "layer_ops_avx512.h"
 #include "vec_math.h"
 
 namespace {
 
-constexpr int64_t kParallelFloats = 1 << 16;  // below this many floats, one thread beats a fork
+constexpr int64_t kParallelFloats = 1 << 15;  // below this many floats, one thread beats a fork
+enum Isa { kGeneric = 0, kAvx512 = 1 };
+
+int best_isa() {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return kAvx512;
+#endif
+    return kGeneric;
+}
+
+int g_isa = best_isa();  // the path in use; tests pin another through tm_layer_ops_use_isa
 
 // The value a T tensor holds for v: v itself for float, v rounded for bf16.
 inline f32x8 held(f32x8 v, const float*) { return v; }
@@ -70,6 +88,11 @@ void rms_norm(const T* x, int64_t ldx, const T* residual, const T* w, T* out, T*
 #pragma omp parallel for num_threads(threads) schedule(static) if (T_ * H >= kParallelFloats)
     for (int64_t t = 0; t < T_; ++t) {
         const T* row = x + t * ldx;
+        if (g_isa == kAvx512) {
+            lo_avx512::rms_norm_row(row, residual == nullptr ? nullptr : residual + t * H, w, out + t * H,
+                                    sum_out == nullptr ? nullptr : sum_out + t * H, H, eps);
+            continue;
+        }
         if (residual != nullptr) {
             T* sum = sum_out + t * H;
             for (int64_t i = 0; i < H; i += 8) store8(sum + i, load8(row + i) + load8(residual + t * H + i));
@@ -84,6 +107,10 @@ void silu_and_mul(const T* x, int64_t ldx, T* out, int64_t T_, int64_t I, int th
 #pragma omp parallel for num_threads(threads) schedule(static) if (T_ * I >= kParallelFloats)
     for (int64_t t = 0; t < T_; ++t) {
         const T* g = x + t * ldx;
+        if (g_isa == kAvx512) {
+            lo_avx512::silu_mul_row(g, g + I, out + t * I, I);
+            continue;
+        }
         for (int64_t i = 0; i < I; i += 8) store8(out + t * I + i, silu_mul8(load8(g + i), load8(g + I + i), g));
     }
 }
@@ -94,6 +121,11 @@ void rotary(const int64_t* positions, const T* q, int64_t ldq, const T* k, int64
 #pragma omp parallel for num_threads(threads) schedule(static) if (T_ * (Hq + Hkv) * D >= kParallelFloats)
     for (int64_t t = 0; t < T_; ++t) {
         const float* cos = cos_sin + positions[t] * D;
+        if (g_isa == kAvx512) {
+            lo_avx512::rotate_row(q + t * ldq, q_out + t * Hq * D, Hq, D, cos, cos + D / 2);
+            lo_avx512::rotate_row(k + t * ldk, k_out + t * Hkv * D, Hkv, D, cos, cos + D / 2);
+            continue;
+        }
         std::memcpy(q_out + t * Hq * D, q + t * ldq, Hq * D * sizeof(T));
         std::memcpy(k_out + t * Hkv * D, k + t * ldk, Hkv * D * sizeof(T));
         rotate_row(q_out + t * Hq * D, Hq, D, cos, cos + D / 2);
@@ -126,3 +158,12 @@ void rotary(const int64_t* positions, const T* q, int64_t ldq, const T* k, int64
 
 TM_LAYER_OPS(, float)
 TM_LAYER_OPS(_bf16, bf16)
+
+// The path this CPU runs fastest (0 generic, 1 avx512).
+extern "C" int tm_layer_ops_best_isa() { return best_isa(); }
+
+// Pins path `isa` (no faster than best_isa; a negative value only asks) and returns the one in use.
+extern "C" int tm_layer_ops_use_isa(int isa) {
+    if (isa >= 0 && isa <= best_isa()) g_isa = isa;
+    return g_isa;
+}

@@ -3,6 +3,8 @@
 Each override takes the native path for float32 or bfloat16 rows whose size suits its 8-lane
 vectors (weights and residuals in the same dtype), and hands anything else to the op it replaces
 (the plugin's fewer-op torch versions, or the core's references).
+The library picks its path at run time: "avx512" (16 lanes, layer_ops_avx512.h) on CPUs with
+AVX-512 F/BW/VL/DQ, else "generic" (8-lane vectors); `use_isa` pins one (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from tokenmill_cpu.native_build import load_kernel
 
 _I64, _PTR, _F32, _INT = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
+ISAS = ("generic", "avx512")  # the library's path numbers, in order
 _SUFFIXES = {torch.float32: "", torch.bfloat16: "_bf16"}  # row dtype -> the library's entry point suffix
 _SIGNATURES = {
     "tm_rms_norm": [_PTR, _I64, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _F32, _INT],
@@ -95,3 +98,20 @@ def layer_ops(fallback: dict[str, Callable[..., Any]]) -> dict[str, Callable[...
     """Native overrides over `fallback` (op name -> the op each replaces), or {} where none can build."""
     lib = load_kernel("layer_ops.cpp")
     return LayerOps(lib, fallback).overrides() if lib is not None else {}
+
+
+def available_isas() -> tuple[str, ...]:
+    """The library's paths this CPU runs, slowest first (empty without the library)."""
+    lib = load_kernel("layer_ops.cpp")
+    return () if lib is None else ISAS[: lib.tm_layer_ops_best_isa() + 1]
+
+
+def use_isa(isa: str | None = None) -> str:
+    """Pins the layer ops' path to `isa` for this process (None: only ask) and returns the path in use;
+    for tests and benchmarks. A path this CPU cannot run raises ValueError."""
+    lib = load_kernel("layer_ops.cpp")
+    if lib is None:
+        raise RuntimeError("the native layer ops are not available")
+    if isa is not None and isa not in available_isas():
+        raise ValueError(f"this CPU cannot run the {isa} path of the layer ops (it runs {available_isas()})")
+    return ISAS[lib.tm_layer_ops_use_isa(-1 if isa is None else ISAS.index(isa))]

@@ -29,6 +29,7 @@ _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _ARGTYPES = [_PTR] * 3 + [_I64] * 3 + [_PTR] * 3 + [_I64] * 6 + [ctypes.c_float, ctypes.c_int]  # cache, shapes
 _ARGTYPES += [_PTR] * 2 + [_I64] * 2 + [_PTR]  # new keys/values, their row strides, their slots
 _ARGTYPES += [_I64]  # the sliding window (0: none)
+_WRITE_ARGTYPES = [_PTR] * 2 + [_I64] * 7 + [_PTR] * 2 + [_I64] * 2 + [_PTR, ctypes.c_int]  # tm_paged_write_*
 
 
 class PagedDecodeKernel:
@@ -36,11 +37,13 @@ class PagedDecodeKernel:
 
     def __init__(self, lib: ctypes.CDLL, cache_dtype: torch.dtype, query_dtype: torch.dtype | None = None) -> None:
         self.cache_dtype, self.query_dtype = cache_dtype, query_dtype or cache_dtype
-        self._fns = {}  # new rows' dtype -> entry point
+        self._fns, self._writes = {}, {}  # new rows' dtype -> the decode entry point, its write-only twin
         for (cache, rows), name in _ENTRY_POINTS.items():
             if cache == cache_dtype:
                 self._fns[rows] = getattr(lib, name)
                 self._fns[rows].argtypes, self._fns[rows].restype = _ARGTYPES, None
+                self._writes[rows] = getattr(lib, name.replace("_decode_", "_write_"))
+                self._writes[rows].argtypes, self._writes[rows].restype = _WRITE_ARGTYPES, None
 
     def __call__(
         self,
@@ -70,6 +73,14 @@ class PagedDecodeKernel:
             None if slots is None else slots.data_ptr(), window or 0,
         )  # fmt: skip
         return out
+
+    def write(self, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, slots: torch.Tensor) -> None:
+        """key, value [T, Hkv, D] (as can_write takes them) into the cache rows at slots (int64 [T], contiguous)."""
+        _, _, block_size, num_kv_heads, head_size = kv_cache.shape
+        _, block_stride, row_stride, head_stride, _ = kv_cache.stride()
+        self._writes[key.dtype](kv_cache[0].data_ptr(), kv_cache[1].data_ptr(), block_stride, head_stride, row_stride,
+                                key.shape[0], num_kv_heads, head_size, block_size, key.data_ptr(), value.data_ptr(),
+                                key.stride(0), value.stride(0), slots.data_ptr(), torch.get_num_threads())
 
     @staticmethod
     def can_write(key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor) -> bool:

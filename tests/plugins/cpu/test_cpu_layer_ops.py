@@ -1,4 +1,5 @@
-"""The native layer ops (norms, rotary, silu_and_mul) against the core's reference ops."""
+"""The native layer ops (norms, rotary, silu_and_mul) against the core's reference ops, on every path this
+CPU runs (layer_ops.cpp's runtime choice, pinned)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,24 @@ import torch
 from tokenmill.ops import reference
 from tokenmill.plugin_manager import load_plugins
 from tokenmill_cpu import native_build
-from tokenmill_cpu.layer_ops import layer_ops
+from tokenmill_cpu.layer_ops import ISAS, available_isas, layer_ops, use_isa
 
 HEAD = 64
 REFERENCES = {name: getattr(reference, name) for name in ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "rotary")}
 
 
-@pytest.fixture
-def ops() -> dict:
+@pytest.fixture(params=ISAS)
+def ops(request) -> dict:
+    """The native ops with each path of the library in turn pinned, then the default back."""
     built = layer_ops(REFERENCES)
     if not built:
         pytest.fail("the native layer ops did not build (CI has g++; see the log for the compiler error)")
-    return built
+    if request.param not in available_isas():
+        pytest.skip(f"this CPU cannot run the {request.param} path")
+    default = use_isa()
+    assert use_isa(request.param) == request.param
+    yield built
+    use_isa(default)
 
 
 @pytest.fixture
@@ -127,3 +134,28 @@ def test_the_cpu_platform_serves_the_native_ops():
     overrides = plugins.op_overrides(plugins.select("cpu"))
     assert {"rms_norm", "fused_add_rms_norm", "rotary", "silu_and_mul"} <= overrides.keys()
     assert overrides["silu_and_mul"].__qualname__ == "LayerOps.silu_and_mul"
+
+
+def test_the_paths_agree_at_model_widths(ops):
+    """A prefill-wide bf16 and float32 step's ops, with row sizes off the 16-lane vectors (tails), agree
+    with the generic path: sums exactly, the rest within one bf16 step (float32 summation order)."""
+    path = use_isa()
+    for dtype in (torch.float32, torch.bfloat16):
+        for hidden in (576, 72):  # 72: a masked tail of 8 on the 16-lane path
+            x, res, w = (torch.randn(300, hidden) * 3).to(dtype), torch.randn(300, hidden).to(dtype), torch.rand(hidden).to(dtype)
+            gate_up = (torch.randn(300, 2 * (hidden + 8)) * 5).to(dtype)
+            qkv = torch.randn(300, 15 * 8).to(dtype)
+            positions = torch.randint(0, 512, (300,))
+            half = torch.arange(4) / 4
+            angles = torch.arange(512)[:, None] * (10000.0**-half)[None]
+            cos_sin = torch.cat((angles.cos(), angles.sin()), dim=-1)
+            runs = {}
+            for isa in ("generic", path):
+                use_isa(isa)
+                normed, summed = ops["fused_add_rms_norm"](x, res, w, 1e-5)
+                runs[isa] = (normed, summed, ops["silu_and_mul"](gate_up),
+                             *ops["rotary"](positions, qkv[:, : 9 * 8], qkv[:, 9 * 8 : 12 * 8], cos_sin, 8))
+            assert torch.equal(runs["generic"][1], runs[path][1])
+            for ours, theirs in zip(runs[path], runs["generic"]):
+                torch.testing.assert_close(ours.float(), theirs.float(), rtol=2.0**-7, atol=1e-6)
+    use_isa(path)

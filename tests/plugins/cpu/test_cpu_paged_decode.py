@@ -250,3 +250,31 @@ def test_every_path_splits_work_over_threads(pinned_isa, threads, seq_lens):
     finally:
         torch.set_num_threads(before)
     torch.testing.assert_close(out.double(), _reference(query, cache, batch, 0.125), atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize(("cache_dtype", "rows_dtype"), [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                                         (torch.float16, torch.float16), (torch.bfloat16, torch.float32)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_write_only_entry_matches_index_copy(cache_dtype, rows_dtype, threads):
+    """A prefill chunk's cache write (300 rows, some strided as the model's v slice is) lands where
+    index_copy_ puts it, converted as .to() converts, and touches no other slot."""
+    kernel = paged_decode_kernel(rows_dtype, cache_dtype, 64)
+    if kernel is None:
+        pytest.skip("no C++ compiler: the kernel falls back to torch")
+    cache = torch.randn(2, 40, 16, 3, 64).to(cache_dtype)  # [2, N, S, Hkv, D]
+    qkv = torch.randn(300, 15 * 64).to(rows_dtype)
+    key = qkv[:, 9 * 64 : 12 * 64].contiguous().view(300, 3, 64)
+    value = qkv[:, 12 * 64 :].view(300, 3, 64)  # row stride 15 * 64
+    slots = torch.randperm(40 * 16)[:300]
+    expected = cache.clone()
+    flat = expected.view(2, -1, 3, 64)
+    flat[0].index_copy_(0, slots, key.to(cache_dtype))
+    flat[1].index_copy_(0, slots, value.to(cache_dtype))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert kernel.can_write(key, value, cache)
+        kernel.write(key, value, cache, slots)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(cache, expected)
