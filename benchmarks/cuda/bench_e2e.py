@@ -158,6 +158,8 @@ def main() -> None:
     parser.add_argument("--throughput-runs", type=int, default=1, help="times the 500 requests are sent (median kept)")
     parser.add_argument("--max-num-seqs", type=int, default=None, help="engine setting (default: the engine's)")
     parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="engine setting (default: the engine's)")
+    parser.add_argument("--async-scheduling", choices=("on", "off"), default=None,
+                        help="engine setting: schedule step n+1 while step n runs (default: the platform's; on for CUDA)")
     parser.add_argument("--processes", type=int, default=1,
                         help="run the phases in this many fresh processes, one after the other, and report each "
                              "process's figures in order plus their median (figures vary by ~15%% per process)")
@@ -177,9 +179,11 @@ def main() -> None:
     if "hf" in phases:
         result.update(bench_hf(folder, rng))
         print(json.dumps(result), flush=True)
-    llm, startup = start_llm(folder, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens)
+    llm, startup = start_llm(folder, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+                             async_scheduling=on_off(args.async_scheduling))
     result.update(startup, max_num_seqs=llm.engine.args.max_num_seqs,
-                  max_num_batched_tokens=llm.engine.args.max_num_batched_tokens)
+                  max_num_batched_tokens=llm.engine.args.max_num_batched_tokens,
+                  async_scheduling=llm.engine.async_scheduling)
     print(json.dumps(result), flush=True)
     _generate(llm, [_tokens(rng, 64, 128256) for _ in range(8)], 8, temperature=0.0)  # warm-up
     for name, fn in (("single", lambda: bench_single(llm, rng, bandwidth)),
@@ -196,6 +200,11 @@ def main() -> None:
     os._exit(0)  # skip interpreter teardown of the engine's threads and CUDA state
 
 
+def on_off(value: str | None) -> bool | None:
+    """--async-scheduling on/off as the engine's True/False; None leaves the platform's choice."""
+    return None if value is None else value == "on"
+
+
 def over_processes(args: argparse.Namespace) -> None:
     """Run this script `args.processes` times in fresh processes; print each one's figures and the medians."""
     import statistics
@@ -207,7 +216,8 @@ def over_processes(args: argparse.Namespace) -> None:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             cmd = [sys.executable, __file__, "--model-dir", args.model_dir, "--phases", args.phases, "--json", out.name,
                    "--temperature", str(args.temperature), "--throughput-runs", str(args.throughput_runs)]
-            for flag, value in (("--max-num-seqs", args.max_num_seqs), ("--max-num-batched-tokens", args.max_num_batched_tokens)):
+            for flag, value in (("--max-num-seqs", args.max_num_seqs), ("--max-num-batched-tokens", args.max_num_batched_tokens),
+                                ("--async-scheduling", args.async_scheduling)):
                 cmd += [flag, str(value)] if value is not None else []
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             runs.append(json.loads(Path(out.name).read_text()))
