@@ -160,6 +160,8 @@ def main() -> None:
     parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="engine setting (default: the engine's)")
     parser.add_argument("--no-gemv-tuning", action="store_true",
                         help="keep the GEMV's default tile for every batch-1 linear (to compare with the tuned tiles)")
+    parser.add_argument("--async-scheduling", choices=("on", "off"), default=None,
+                        help="engine setting: schedule step n+1 while step n runs (default: the platform's; on for CUDA)")
     parser.add_argument("--processes", type=int, default=1,
                         help="run the phases in this many fresh processes, one after the other, and report each "
                              "process's figures in order plus their median (figures vary by ~15%% per process)")
@@ -183,9 +185,11 @@ def main() -> None:
     if "hf" in phases:
         result.update(bench_hf(folder, rng))
         print(json.dumps(result), flush=True)
-    llm, startup = start_llm(folder, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens)
+    llm, startup = start_llm(folder, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+                             async_scheduling=on_off(args.async_scheduling))
     result.update(startup, max_num_seqs=llm.engine.args.max_num_seqs,
-                  max_num_batched_tokens=llm.engine.args.max_num_batched_tokens)
+                  max_num_batched_tokens=llm.engine.args.max_num_batched_tokens,
+                  async_scheduling=llm.engine.async_scheduling)
     from tokenmill_triton import gemv_tuning
 
     result["gemv_tiles"] = {k: "x".join(map(str, v)) for k, v in gemv_tuning.choices().items()}
@@ -205,6 +209,11 @@ def main() -> None:
     os._exit(0)  # skip interpreter teardown of the engine's threads and CUDA state
 
 
+def on_off(value: str | None) -> bool | None:
+    """--async-scheduling on/off as the engine's True/False; None leaves the platform's choice."""
+    return None if value is None else value == "on"
+
+
 def over_processes(args: argparse.Namespace) -> None:
     """Run this script `args.processes` times in fresh processes; print each one's figures and the medians."""
     import statistics
@@ -216,7 +225,8 @@ def over_processes(args: argparse.Namespace) -> None:
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             cmd = [sys.executable, __file__, "--model-dir", args.model_dir, "--phases", args.phases, "--json", out.name,
                    "--temperature", str(args.temperature), "--throughput-runs", str(args.throughput_runs)]
-            for flag, value in (("--max-num-seqs", args.max_num_seqs), ("--max-num-batched-tokens", args.max_num_batched_tokens)):
+            for flag, value in (("--max-num-seqs", args.max_num_seqs), ("--max-num-batched-tokens", args.max_num_batched_tokens),
+                                ("--async-scheduling", args.async_scheduling)):
                 cmd += [flag, str(value)] if value is not None else []
             cmd += ["--no-gemv-tuning"] if args.no_gemv_tuning else []
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)

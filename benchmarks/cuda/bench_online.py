@@ -62,7 +62,11 @@ def _port() -> int:
 def _engine_flags(engine_options: dict) -> list[str]:
     flags = []
     for name, value in engine_options.items():
-        flags += [f"--{name.replace('_', '-')}", str(value)] if value is not None else []
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):  # --async-scheduling / --no-async-scheduling
+            flags.append(flag if value else flag.replace("--", "--no-", 1))
+        elif value is not None:
+            flags += [flag, str(value)]
     return flags
 
 
@@ -187,6 +191,8 @@ def main() -> None:
                         help="client processes sharing the rate-inf run (one Python client saturates first)")
     parser.add_argument("--max-num-seqs", type=int, default=None, help="engine setting, offline and served")
     parser.add_argument("--max-num-batched-tokens", type=int, default=None, help="engine setting, offline and served")
+    parser.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                        help="engine setting, offline and served (default: the platform's; on for CUDA)")
     parser.add_argument("--sample-stacks", action="store_true",
                         help="sample the server processes' Python stacks (stacks-*.json in --out-dir); slows them a little")
     parser.add_argument("--role", default="driver", choices=("driver", "offline", "client"), help=argparse.SUPPRESS)
@@ -198,7 +204,8 @@ def main() -> None:
     SAMPLE_STACKS = args.sample_stacks
     config = Path(args.model_dir) / "config.json"
     VOCAB = args.vocab or (json.loads(config.read_text())["vocab_size"] if config.exists() else VOCAB)
-    engine_options = {"max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens}
+    engine_options = {"max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens,
+                      "async_scheduling": args.async_scheduling}
     if args.role == "client":
         client_role(args)
         os._exit(0)

@@ -25,7 +25,7 @@ import bench_e2e  # noqa: E402
 import random_llama  # noqa: E402
 
 PHASES = (("engine", "step"), ("scheduler", "schedule"), ("runner", "execute"), ("engine", "_sample"),
-          ("scheduler", "update_from_output"), ("engine", "_process_samples"), ("engine", "_emit"),
+          ("scheduler", "mark_scheduled"), ("engine", "_read_tokens"), ("engine", "_process_samples"), ("engine", "_emit"),
           ("backend", "build_metadata"), ("runner", "_logits_step"), ("model", "compute_logits"))
 
 

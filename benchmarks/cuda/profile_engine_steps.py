@@ -1,7 +1,7 @@
 """Where the 500-request run's wall time goes, per engine phase, on one GPU (host vs device).
 
-Wraps the engine's phases with host timers (schedule, build inputs, launch, sample incl. the
-device sync, update, emit) and brackets each forward with CUDA events, then runs bench_e2e's
+Wraps the engine's phases with host timers (schedule, build inputs, launch, sample, the read-back
+that waits for the device, update, emit) and brackets each forward with CUDA events, then runs bench_e2e's
 500-request workload once. Prints per-step milliseconds of each phase and the share of the wall
 time the device spent in forwards: the host time the issue's async scheduling could hide.
 """
@@ -26,10 +26,11 @@ def instrument(engine, timer: PhaseTimer) -> list[tuple[torch.cuda.Event, torch.
     import tokenmill.worker.model_runner as model_runner
 
     timer.wrap(engine.scheduler, "schedule", "schedule")
-    timer.wrap(engine.scheduler, "update_from_output", "update")
+    timer.wrap(engine.scheduler, "mark_scheduled", "update")
     timer.wrap(engine, "_process_samples", "process_samples")
     timer.wrap(engine, "_emit", "emit")
-    timer.wrap(engine, "_sample", "sample+sync")
+    timer.wrap(engine, "_sample", "sample")
+    timer.wrap(engine, "_read_tokens", "read back (waits for the device)")
     timer.wrap(model_runner, "build_step_inputs", "build_inputs")
     timer.wrap(engine.runner, "forward_batch", "launch")
     events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []

@@ -43,6 +43,9 @@ class EngineArgs:
     # None: the platform's suggestion (Platform.scheduler_defaults), else 2048 tokens and 256 sequences
     max_num_batched_tokens: int | None = None  # token budget of one step
     max_num_seqs: int | None = None
+    # schedule step n+1 while step n runs on the device (engine/inflight.py); None: the platform's
+    # choice (Platform.async_scheduling: on for CUDA, off elsewhere)
+    async_scheduling: bool | None = None
     max_model_len: int | None = None  # None: the model's own context length
     seed: int = 0
     enforce_eager: bool = False
@@ -148,6 +151,9 @@ def _add_scheduler_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-seqs", type=int, default=None,
                         help="most sequences running at once (default: the platform's; 512 on GPUs of 70 GiB "
                              "or more, else 256)")
+    parser.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                        help="schedule and prepare step n+1 while step n runs on the device, reading tokens "
+                             "back without stalling the next launch (default: the platform's; on for CUDA)")
     parser.add_argument("--max-model-len", type=int, default=None,
                         help="context length, prompt plus output (default: the model's own)")
     parser.add_argument("--seed", type=int, default=0, help="engine random seed")

@@ -327,6 +327,13 @@ class ExecutionContext(Protocol):
 
     The core's default (tokenmill.plugin_base.DefaultExecution) is torch.inference_mode() and no
     sync. XLA wants no_grad (inference tensors cannot be traced) and mark_step; HPU mark_step.
+
+    Optional, not part of the Protocol check (contexts built on DefaultExecution inherit the
+    default): `to_host(tensor) -> HostCopy`, which starts copying a small device tensor (the
+    sampled token ids, int64 [B]) to the host without waiting for the device; its `wait()` returns
+    the host tensor once the copy is done. Async scheduling calls `wait()` only after the next
+    step is launched, so a non-blocking copy (pinned memory and an event on CUDA) lets the host
+    read step n's tokens while step n+1 runs. The default copies when `wait()` is called.
     """
 
     def guard(self) -> AbstractContextManager:

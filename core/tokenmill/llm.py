@@ -38,6 +38,8 @@ class LLM:
     :param enable_prefix_caching: reuse KV blocks of shared prompt prefixes.
     :param max_num_batched_tokens: the token budget of one engine step (None: the platform's default).
     :param max_num_seqs: the most sequences running at once (None: the platform's default).
+    :param async_scheduling: schedule step n+1 while step n runs on the device (None: the
+        platform's choice, on for CUDA; requests that need host state run synchronous steps).
     :param max_model_len: the context length (default: the model's own).
     :param seed: the engine's random seed.
     :param enforce_eager: never capture graphs or compile the model step.
@@ -55,6 +57,7 @@ class LLM:
                  device: str | None = None, block_size: int = 16, kv_cache_memory: int | str | None = None,
                  kv_cache_dtype: str = "auto", gpu_memory_utilization: float | None = None, enable_prefix_caching: bool = True,
                  max_num_batched_tokens: int | None = None, max_num_seqs: int | None = None, max_model_len: int | None = None,
+                 async_scheduling: bool | None = None,
                  seed: int = 0, enforce_eager: bool = False, num_threads: int | None = None,
                  tensor_parallel_size: int = 1, distributed_executor_backend: str | None = None,
                  trust_remote_code: bool = False, **unsupported: Any) -> None:

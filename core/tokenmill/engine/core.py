@@ -12,6 +12,7 @@ import torch
 from tokenmill.config import EngineArgs
 from tokenmill.detokenizer import IncrementalDetokenizer
 from tokenmill.engine.deltas import StepDeltas, collect_deltas
+from tokenmill.engine.inflight import InflightStep, needs_sync, resolve_async_scheduling, start_host_copy
 from tokenmill.engine.kv_setup import allocate_pool
 from tokenmill.engine.profile_run import profile_peak_activations
 from tokenmill.engine.request_state import ParentState, SampleState, stop_reason_for
@@ -96,6 +97,8 @@ class EngineCore:
         self._token_text: dict[int, str] = {}  # token id -> its text alone, for logprob entries
         self._grammars = None  # the GrammarCompiler, made when the first constraint arrives
         self._grammar_lock = threading.Lock()
+        self.async_scheduling = resolve_async_scheduling(args, self.platform)  # engine/inflight.py
+        self._inflight: InflightStep | None = None  # the step launched but not yet read (async scheduling)
         self._counters = {"prompt": 0, "generated": 0, "computed": 0, "aborted": 0, "steps": 0, "preempted": 0}
         log.info("engine ready: model %s on %s, dtype %s, quantization %s; %d KV blocks of %d tokens "
                  "(%d tokens), max_model_len %d, max concurrency %.2fx at max_model_len",
@@ -271,22 +274,76 @@ class EngineCore:
             self._forget(parent)
 
     def _advance(self) -> set[str]:
-        """Schedule, run, sample and update one step; the ids of the user requests it touched."""
+        """Schedule, run, sample and update one step; the ids of the user requests it touched.
+
+        With async scheduling (engine/inflight.py) the step is launched before the previous one's
+        tokens are read, and is itself read by the next call; otherwise it completes here.
+        """
         self.check_health()
-        out = self.scheduler.schedule()
-        ended = self._ended_by_scheduler(out.finished_ids)
+        out = self.scheduler.schedule()  # counts the in-flight step's pending tokens
+        touched = self._ended_by_scheduler(out.finished_ids)
         if not out.scheduled:
-            return ended
+            return touched | self._drain()
         self._count_scheduled(out)
-        with self.execution.guard():  # the platform's grad mode; its sync runs inside the sampler
+        step = self._launch(out)
+        touched |= self._drain()  # the previous step's tokens, read while this one runs
+        step.marked = self.scheduler.mark_scheduled(out)
+        for request in step.marked:
+            self._samples[request.request_id][1].row.num_pending = 1
+        if step.sync:
+            return touched | self._complete(step)
+        self._inflight = step
+        return touched
+
+    def _launch(self, out: SchedulerOutput) -> InflightStep:
+        """Run the model and issue the sampler; the sampled ids start their way to the host."""
+        prev = self._inflight
+        with self.execution.guard():  # the platform's grad mode
             if out.blocks_to_copy:  # copy-on-write blocks the scheduler asked for, before they are read
                 self.allocator.copy_blocks(self.runner.kv_caches, out.blocks_to_copy)
-            result = self.runner.execute(out, self._prompt_logprob_ids(out))
-            sampled, logprobs = self._sample(result)
-            touched = self._record_prompt_logprobs(result)
-        self.scheduler.update_from_output(out, sampled)
-        touched |= self._process_samples(sampled, logprobs)
-        return touched | ended
+            result = self.runner.execute(out, self._prompt_logprob_ids(out),
+                                         prev.pending_tokens() if prev is not None else None)
+            return self._sample(out, result)
+
+    def _sample(self, out: SchedulerOutput, result: RunnerOutput) -> InflightStep:
+        """Issue the sampler on the step's logits, then the platform's sync, then the copy to the host."""
+        rows = [self._samples[child_id][1].row for child_id in result.sample_ids]
+        sync = not self.async_scheduling or needs_sync(rows, bool(result.prompt_logits))
+        step = InflightStep(out, result, sync)
+        if rows:
+            sampler_out = self.sampler.launch(result.sample_logits, rows)
+            step.token_ids = sampler_out.token_ids  # int64 [B_s] on the device
+            step.logprobs = list(zip(sampler_out.logprobs, sampler_out.sampled_logprobs))
+        self.execution.sync()  # once a step, after the forward and sampling are issued
+        if rows:
+            step.copy = start_host_copy(self.execution, step.token_ids)
+        return step
+
+    def _drain(self) -> set[str]:
+        """Complete the step in flight, if any."""
+        step, self._inflight = self._inflight, None
+        return set() if step is None else self._complete(step)
+
+    def _complete(self, step: InflightStep) -> set[str]:
+        """Read a launched step's tokens and process them: logprobs, stop conditions, outputs.
+
+        Rows of requests that finished or were aborted since the launch are discarded.
+        """
+        with self.execution.guard():
+            touched = self._record_prompt_logprobs(step.result)
+        if step.copy is None:
+            return touched
+        tokens = self._read_tokens(step)
+        row_of = {child_id: i for i, child_id in enumerate(step.result.sample_ids)}
+        sampled, logprobs = {}, {}
+        for request in step.marked:
+            if request.is_finished():
+                continue  # stopped by the step before, aborted, or ended by the API process
+            child_id, row = request.request_id, row_of[request.request_id]
+            request.resolve_pending_token(tokens[row])
+            self._samples[child_id][1].row.num_pending = 0
+            sampled[child_id], logprobs[child_id] = tokens[row], step.logprobs[row]
+        return touched | self._process_samples(sampled, logprobs)
 
     def _ended_by_scheduler(self, request_ids: list[str]) -> set[str]:
         # The scheduler ends a request that outgrew the whole pool (only possible when
@@ -310,16 +367,9 @@ class EngineCore:
         return {s.request.request_id for s in out.scheduled
                 if s.request.request_id in self._prompt_lp_ids and s.start < s.request.num_prompt_tokens}
 
-    def _sample(self, result: RunnerOutput) -> tuple[dict[str, int], dict[str, tuple[dict | None, float | None]]]:
-        """Sampled token and (top logprobs, sampled token's logprob) for each sampling request."""
-        if not result.sample_ids:
-            self.execution.sync()  # a step of prefill chunks alone still ends with the platform's sync
-            return {}, {}
-        samples = self._samples
-        rows = [samples[child_id][1].row for child_id in result.sample_ids]
-        sampler_out = self.sampler(result.sample_logits, rows)
-        logprobs = dict(zip(result.sample_ids, zip(sampler_out.logprobs, sampler_out.sampled_logprobs)))
-        return dict(zip(result.sample_ids, sampler_out.token_ids)), logprobs
+    def _read_tokens(self, step: InflightStep) -> list[int]:
+        """The step's sampled ids on the host: waits for the copy (and so for the step's sampling)."""
+        return step.copy.wait().tolist()
 
     def _record_prompt_logprobs(self, result: RunnerOutput) -> set[str]:
         touched = set()

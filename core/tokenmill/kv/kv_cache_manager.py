@@ -30,7 +30,8 @@ class KVCacheManager:
     - `free(request)` when it finishes, is aborted or is preempted.
     A block is registered in the prefix cache as soon as `allocate_slots` has a step compute its
     last token (the step that writes it is the one being scheduled), so prompt blocks and blocks
-    filled by generated tokens alike become hittable. A block's hash chains over its parent's, so a
+    filled by generated tokens alike become hittable (one allocation later when its last token is
+    still pending on the device, with async scheduling). A block's hash chains over its parent's, so a
     hit on block i implies the whole prefix up to block i matches.
 
     With `sliding_window` W (every layer of the model attends only its last W keys), each
@@ -203,8 +204,13 @@ class KVCacheManager:
             extend_block_hashes(request.block_hashes, request.all_token_ids, self.block_size, num_blocks)
 
     def _register_full_blocks(self, request: Request, table: list[int], num_tokens: int) -> None:
-        """Register the table's blocks that are full once `num_tokens` tokens are computed."""
-        num_full = min(num_tokens // self.block_size, len(table))
+        """Register the table's blocks that are full once `num_tokens` tokens are computed.
+
+        A block holding a pending token (its value still on the device, async scheduling) waits for
+        the request's next allocation: only the known tokens in all_token_ids are hashed.
+        """
+        num_full = min(num_tokens, len(request.all_token_ids)) // self.block_size
+        num_full = min(num_full, len(table))
         start = self._num_registered.get(request.request_id, 0)
         if num_full <= start:
             return

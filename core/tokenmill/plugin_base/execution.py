@@ -7,6 +7,19 @@ from contextlib import AbstractContextManager
 import torch
 
 
+class CopyOnWait:
+    """A HostCopy that copies when asked: free for host tensors, a blocking read for device ones."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def wait(self) -> torch.Tensor:
+        """The tensor on the host."""
+        return self.tensor.cpu()
+
+
 class DefaultExecution:
     """torch.inference_mode() around device work, no per-step sync: what the core uses by default."""
 
@@ -16,6 +29,10 @@ class DefaultExecution:
 
     def sync(self) -> None:
         """Nothing to flush: eager kernels were launched as they were called."""
+
+    def to_host(self, tensor: torch.Tensor) -> CopyOnWait:
+        """A copy of `tensor` to the host, made when its wait() is called (interfaces.ExecutionContext)."""
+        return CopyOnWait(tensor)
 
 
 class NoGradExecution(DefaultExecution):

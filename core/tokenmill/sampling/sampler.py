@@ -38,11 +38,24 @@ class SamplingRow:
     generator: torch.Generator | None = None
     grammar: GrammarState | None = None
     filters: TokenFilters | None = None
+    num_pending: int = 0  # tokens sampled by a step still on the device (async scheduling); counted for min_tokens
     plain_greedy: bool = field(init=False)  # argmax with no penalties or logprobs (once past min_tokens)
 
     def __post_init__(self) -> None:
         p = self.params
         self.plain_greedy = p.is_greedy and p.logprobs is None and not p.has_penalties
+
+    @property
+    def num_outputs(self) -> int:
+        """Tokens generated before this step, a pending one included."""
+        return len(self.output_token_ids) + self.num_pending
+
+    @property
+    def reads_outputs(self) -> bool:
+        """Its sampling reads the values of earlier outputs on the host (penalties, a grammar,
+        multi-token bad words), so it cannot be sampled while its last token is pending."""
+        sequences = self.filters is not None and bool(self.filters.sequences)
+        return self.grammar is not None or self.params.has_penalties or sequences
 
 
 @dataclass(slots=True)
@@ -94,16 +107,25 @@ class Sampler:
         Grammar masks go on first (through the "apply_token_bitmask" op), so whatever implements
         "sample" sees only the tokens each row's grammar allows, and logprobs are of that distribution.
         """
+        out = self.launch(logits, rows)
+        self._sync()
+        out.token_ids = out.token_ids.tolist()
+        return out
+
+    def launch(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
+        """As calling the sampler, but token_ids stays an int64 device tensor [len(rows)], not read back.
+
+        Logprobs, where rows ask for them, are still read on the host here.
+        """
         self._mask.apply(logits, rows, self.ops)
         out = self.ops.sample(self, logits, rows)
-        self._sync()
-        out.token_ids = out.token_ids[: len(rows)].tolist()
+        out.token_ids = out.token_ids[: len(rows)]
         return out
 
     def choose(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SamplerOutput:
         """The core's sampling step (the "sample" op's reference); token_ids stays on the device."""
         num_rows = len(rows)
-        simple = all(len(row.output_token_ids) >= row.params.min_tokens for row in rows)
+        simple = all(row.num_outputs >= row.params.min_tokens for row in rows)
         if simple and all(row.plain_greedy for row in rows):
             apply_filters(logits, rows)
             return SamplerOutput(self.ops.argmax(logits), [None] * num_rows, [None] * num_rows)
@@ -148,7 +170,7 @@ class Sampler:
         tok_idx: list[int] = []
         for i, row in enumerate(rows):
             p = row.params
-            if len(row.output_token_ids) < p.min_tokens:
+            if row.num_outputs < p.min_tokens:
                 stops = p.stop_token_ids + ([] if p.ignore_eos else self.eos_token_ids)
                 stops = [t for t in stops if t < logits.shape[1]]
                 row_idx += [i] * len(stops)

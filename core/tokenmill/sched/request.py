@@ -27,6 +27,9 @@ class Request:
     `num_computed_tokens` counts the leading tokens whose KV is in the cache (or being written in
     the current step); the tokens after it are what the next step has to compute. After a
     preemption it drops to 0 and the outputs so far are recomputed as part of the "prompt".
+    `num_pending_tokens` (0 or 1) counts a token sampled by a step still on the device (async
+    scheduling): it is counted in `num_tokens` but not yet in the id lists, and
+    `resolve_pending_token` appends it once its value is read back.
     The engine may set extra attributes (sampling parameters, detokenizer state) on a Request.
     """
 
@@ -52,10 +55,12 @@ class Request:
         self.num_cached_tokens = 0  # prefix-cache hit tokens at first admission
         self.num_preemptions = 0
         self.block_hashes: list[bytes] = []  # content hash of each full block, kept by the KV manager
+        self.num_pending_tokens = 0  # sampled on the device, value not read back yet (async scheduling)
 
     @property
     def num_tokens(self) -> int:
-        return len(self.all_token_ids)
+        """Every token the request has, a pending one included (all_token_ids holds the known ones)."""
+        return len(self.all_token_ids) + self.num_pending_tokens
 
     @property
     def num_output_tokens(self) -> int:
@@ -65,6 +70,17 @@ class Request:
         """Record one sampled token; its KV is computed by the next step that serves this request."""
         self.output_token_ids.append(token_id)
         self.all_token_ids.append(token_id)
+
+    def add_pending_token(self) -> None:
+        """A step now running samples this request's next token; its value comes later."""
+        self.num_pending_tokens += 1
+
+    def resolve_pending_token(self, token_id: int) -> None:
+        """The pending token's value arrived: record it as an output."""
+        if self.num_pending_tokens < 1:
+            raise ValueError(f"request {self.request_id!r} has no pending token to resolve")
+        self.num_pending_tokens -= 1
+        self.append_output_token(token_id)
 
     def is_finished(self) -> bool:
         return self.status.is_finished()

@@ -126,14 +126,27 @@ class Scheduler:
         `sampled` maps the id of every scheduled request with samples=True to its new token.
         Requests finished or aborted since `schedule()` are skipped.
         """
-        running, live = RequestStatus.RUNNING, self._requests
+        for request in self.mark_scheduled(output):
+            request.resolve_pending_token(sampled[request.request_id])
+
+    def mark_scheduled(self, output: SchedulerOutput) -> list[Request]:
+        """A step was launched: advance computed tokens and give each sampling request a pending token.
+
+        Returns the requests that got one, in `output` order; requests finished or aborted since
+        `schedule()` are skipped. Each pending token is resolved (Request.resolve_pending_token)
+        once its value is read back. Until then the scheduler counts it: the next `schedule()` can
+        plan its computation (async scheduling), but the KV manager never hashes a block holding it.
+        """
+        running, live, marked = RequestStatus.RUNNING, self._requests, []
         for item in output.scheduled:
             request = item.request
             if request.status is not running or live.get(request.request_id) is not request:
                 continue
             request.num_computed_tokens += item.num_new_tokens
             if item.samples:
-                request.append_output_token(sampled[request.request_id])
+                request.add_pending_token()
+                marked.append(request)
+        return marked
 
     def _schedule_running(self, step: _Step) -> None:
         running = RequestStatus.RUNNING
@@ -142,9 +155,8 @@ class Scheduler:
                 break
             if request.status is not running:
                 continue  # preempted earlier in this step
-            num_tokens = len(request.all_token_ids)
-            num_new = min(num_tokens - request.num_computed_tokens, step.budget)
-            if num_new <= 0 or self._finish_if_outgrown(request, step):
+            num_new = min(request.num_tokens - request.num_computed_tokens, step.budget)
+            if num_new <= 0 or self._ends_at_pending(request) or self._finish_if_outgrown(request, step):
                 continue
             block_ids = self._allocate_or_preempt(request, num_new, step)
             if block_ids is not None:
@@ -153,6 +165,8 @@ class Scheduler:
     def _schedule_waiting(self, step: _Step) -> None:
         while self.waiting and step.budget > 0 and len(self.running) < self.max_num_seqs:
             request = self.waiting[0]
+            if request.num_pending_tokens:
+                break  # preempted while its last token was on the device: admitted once it is known
             if self._finish_if_outgrown(request, step):
                 continue
             prefix = self.kv.find_prefix(request)
@@ -198,6 +212,13 @@ class Scheduler:
         self._admission_order.pop(victim.request_id, None)
         self._push_waiting(victim)
         step.preempted.append(victim.request_id)
+
+    def _ends_at_pending(self, request: Request) -> bool:
+        """Its pending token is its last (max_tokens or max_model_len): the engine ends it once known."""
+        if not request.num_pending_tokens:
+            return False
+        num_out = request.num_output_tokens + request.num_pending_tokens
+        return num_out >= request.max_tokens or request.num_tokens >= self.max_model_len
 
     def _finish_if_outgrown(self, request: Request, step: _Step) -> bool:
         """End, as a length finish, a request whose tokens alone need more blocks than the pool has.

@@ -37,6 +37,11 @@ def test_execution_context(tokenmill_manager, tokenmill_platform, kv_allocator):
     with first:
         assert not (weight * 2).requires_grad, "the guard must turn autograd off (inference_mode or no_grad)"
         context.sync()
+    to_host = getattr(context, "to_host", None)  # optional: async scheduling's read-back of sampled ids
+    if to_host is not None:
+        tokens = torch.arange(5, dtype=torch.int64, device=kv_allocator.device) * 7  # [5]
+        host = to_host(tokens).wait()
+        assert host.device.type == "cpu" and host.tolist() == [0, 7, 14, 21, 28], f"to_host gave {host!r}"
 
 
 def test_shape_buckets(tokenmill_manager, tokenmill_platform):

@@ -40,3 +40,9 @@ def test_scheduler_defaults_if_any_are_positive_limits(tokenmill_platform):
     from tokenmill.engine.scheduler_limits import platform_suggestions
 
     platform_suggestions(tokenmill_platform)  # raises PluginError naming a bad name or value
+
+
+def test_async_scheduling_if_set_is_a_bool(tokenmill_platform):
+    """The optional Platform.async_scheduling: True or False (None-like values are refused)."""
+    value = getattr(tokenmill_platform, "async_scheduling", False)
+    assert isinstance(value, bool), f"async_scheduling={value!r} must be True or False"

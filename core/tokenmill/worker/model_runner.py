@@ -25,6 +25,19 @@ class RunnerOutput:
     prompt_logits: dict[str, tuple[int, torch.Tensor]] = field(default_factory=dict)  # id -> (first position, [n, V])
 
 
+@dataclass(slots=True)
+class PendingTokens:
+    """The previous step's sampled tokens while their values are still on the device (async scheduling)."""
+
+    token_ids: torch.Tensor  # int64 [P] on the device, as the sampler returned them
+    rows: dict[str, int]  # request id -> its row of token_ids
+
+
+def fill_pending(input_ids: torch.Tensor, inputs: StepInputs, token_ids: torch.Tensor) -> None:
+    """input_ids int64 [T] in place: the pending rows take their tokens from token_ids [P], on the device."""
+    input_ids.index_copy_(0, inputs.pending_rows, token_ids.index_select(0, inputs.pending_src))  # [N_p]
+
+
 class ModelRunner:
     """Owns the model, its KV caches and the attention backend for the life of an engine.
 
@@ -51,12 +64,18 @@ class ModelRunner:
             hidden = hidden.index_select(0, logits_indices)  # [R, H]
         return self.model.compute_logits(hidden)
 
-    def execute(self, out: SchedulerOutput, want_prompt_logits: set[str] = frozenset()) -> RunnerOutput:
+    def execute(self, out: SchedulerOutput, want_prompt_logits: set[str] = frozenset(),
+                pending: PendingTokens | None = None) -> RunnerOutput:
         """Run one step; `want_prompt_logits` names requests whose prompt rows need logits too.
 
-        The caller enters the platform's execution context (grad mode) around this call.
+        `pending` (async scheduling) holds the previous step's sampled tokens, still on the device,
+        for the requests scheduled over them. The caller enters the platform's execution context
+        (grad mode) around this call.
         """
-        inputs = build_step_inputs(out, self.block_size, self.device, self.padding)
+        inputs = build_step_inputs(out, self.block_size, self.device, self.padding,
+                                   pending.rows if pending is not None else None)
+        if pending is not None and inputs.pending_rows.numel():
+            fill_pending(inputs.input_ids, inputs, pending.token_ids)
         prompt_ids = want_prompt_logits & inputs.query_ranges.keys()
         indices = None if prompt_ids or inputs.all_rows_sample else inputs.sample_rows
         logits = self.forward_batch(inputs.input_ids, inputs.positions, inputs.batch, indices)  # [T or B_s, V]

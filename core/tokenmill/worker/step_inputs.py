@@ -27,6 +27,10 @@ class StepInputs:
     sample_ids: list[str]  # request ids in sample_rows order
     query_ranges: dict[str, tuple[int, int]]  # request id -> [begin, end) rows of T this step
     all_rows_sample: bool  # every row of T is a sampled row, in order (unpadded decode)
+    # rows of T whose token is pending (async scheduling), and where each is in the previous
+    # step's sampled-token tensor: the runner fills input_ids[pending_rows] on the device
+    pending_rows: torch.Tensor  # int64 [N_p]
+    pending_src: torch.Tensor  # int64 [N_p]
 
 
 @dataclass(slots=True)
@@ -42,11 +46,16 @@ class _Lists:
     sample_rows: list[int] = field(default_factory=list)
     sample_ids: list[str] = field(default_factory=list)
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    pending_rows: list[int] = field(default_factory=list)
+    pending_src: list[int] = field(default_factory=list)
 
-    def add(self, s: ScheduledRequest, block_size: int) -> None:
+    def add(self, s: ScheduledRequest, block_size: int, pending: dict[str, int]) -> None:
         begin, end = s.start, s.start + s.num_new_tokens
         row0, blocks = len(self.tokens), s.block_ids
-        self.tokens.extend(s.request.all_token_ids[begin:end])
+        known = s.request.all_token_ids[begin:end]
+        self.tokens.extend(known)
+        if len(known) < end - begin:  # the range ends at the request's pending token
+            self._add_pending(s.request.request_id, pending)
         self.positions.extend(range(begin, end))
         self.slots.extend(blocks[p // block_size] * block_size + p % block_size for p in range(begin, end))
         self.query_lens.append(end - begin)
@@ -57,13 +66,22 @@ class _Lists:
             self.sample_rows.append(len(self.tokens) - 1)
             self.sample_ids.append(s.request.request_id)
 
+    def _add_pending(self, request_id: str, pending: dict[str, int]) -> None:
+        """A placeholder row for a token still on the device; the runner fills it from `pending`'s row."""
+        source = pending.get(request_id)
+        if source is None:
+            raise ValueError(f"request {request_id!r} is scheduled over a pending token, but the previous "
+                             f"step sampled no token for it")
+        self.pending_rows.append(len(self.tokens))
+        self.pending_src.append(source)
+        self.tokens.append(0)
+
     @classmethod
-    def of_decodes(cls, scheduled: list[ScheduledRequest], block_size: int) -> _Lists:
+    def of_decodes(cls, scheduled: list[ScheduledRequest], block_size: int, pending: dict[str, int]) -> _Lists:
         """The same lists when every request computes exactly one token (and samples it)."""
         positions = [s.start for s in scheduled]
         ids = [s.request.request_id for s in scheduled]
-        return cls(
-            tokens=[s.request.all_token_ids[s.start] for s in scheduled],
+        lists = cls(
             positions=positions,
             slots=[s.block_ids[p // block_size] * block_size + p % block_size for s, p in zip(scheduled, positions)],
             query_lens=[1] * len(scheduled),
@@ -73,11 +91,22 @@ class _Lists:
             sample_ids=ids,
             ranges={request_id: (row, row + 1) for row, request_id in enumerate(ids)},
         )
+        for s in scheduled:
+            known = s.request.all_token_ids
+            if s.start < len(known):
+                lists.tokens.append(known[s.start])
+            else:
+                lists._add_pending(s.request.request_id, pending)
+        return lists
 
 
 def build_step_inputs(out: SchedulerOutput, block_size: int, device: torch.device,
-                      padding: StepPadding | None = None) -> StepInputs:
+                      padding: StepPadding | None = None, pending: dict[str, int] | None = None) -> StepInputs:
     """Flatten the scheduled requests end to end; the only place sequences become tensors.
+
+    `pending` maps each request whose last token is still on the device (async scheduling) to
+    that token's row in the previous step's sampled-token tensor; its input row is left for the
+    runner to fill there (StepInputs.pending_rows / pending_src).
 
     With `padding` (static-shape platforms) the lists are padded to the buckets first, and the
     sampled rows are padded to the padded batch size. The int64 arrays travel as one tensor and
@@ -85,20 +114,22 @@ def build_step_inputs(out: SchedulerOutput, block_size: int, device: torch.devic
     and at most two host-to-device copies.
     """
     decode = out.num_batched_tokens == len(out.scheduled) and all(s.samples for s in out.scheduled)
+    pending = pending or {}
     if decode:
-        lists = _Lists.of_decodes(out.scheduled, block_size)  # the steady state: pure decode
+        lists = _Lists.of_decodes(out.scheduled, block_size, pending)  # the steady state: pure decode
     else:
         lists = _Lists()
         for s in out.scheduled:
-            lists.add(s, block_size)
+            lists.add(s, block_size, pending)
     pad_tokens = pad_reqs = 0
     if padding is not None:
         pad_tokens, pad_reqs = padding.pad(lists)
         have, want = len(lists.sample_rows), len(lists.query_lens)
         # padded decode: padding request i's row is row i; otherwise padding rows read row 0
         lists.sample_rows.extend(range(have, want) if decode else [0] * (want - have))
-    tokens, positions, slots, sample_rows = _packed(
-        [lists.tokens, lists.positions, lists.slots, lists.sample_rows], torch.int64, device)
+    tokens, positions, slots, sample_rows, pending_rows, pending_src = _packed(
+        [lists.tokens, lists.positions, lists.slots, lists.sample_rows, lists.pending_rows, lists.pending_src],
+        torch.int64, device)
     batch = _attention_batch(lists, slots, device)
     batch.num_padded_tokens, batch.num_padded_reqs = pad_tokens, pad_reqs
     batch.null_block = padding.null_block if padding is not None else 0
@@ -110,6 +141,8 @@ def build_step_inputs(out: SchedulerOutput, block_size: int, device: torch.devic
         sample_ids=lists.sample_ids,
         query_ranges=lists.ranges,
         all_rows_sample=decode,
+        pending_rows=pending_rows,
+        pending_src=pending_src,
     )
 
 

@@ -61,6 +61,14 @@ def tokenmill_op_overrides(platform: Any) -> OpOverrides | None:
 
 
 @hookimpl
+def tokenmill_execution_context(platform: Any) -> Any:
+    """Inference mode, no per-step sync, and sampled ids read back via pinned memory and an event."""
+    from tokenmill_cuda.execution import CudaExecution
+
+    return CudaExecution()
+
+
+@hookimpl
 def tokenmill_step_runner(platform: Any, options: dict[str, Any]) -> Any:
     """CUDA graphs for decode batches; `enforce_eager` in options turns them off."""
     from tokenmill_cuda.graph_runner import CudaGraphRunner

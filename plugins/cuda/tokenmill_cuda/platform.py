@@ -40,6 +40,8 @@ class CudaPlatform:
     static_shapes: bool = False
     graph_capture: str | None = "cuda_graphs"
     scheduler_defaults: dict[str, int] = field(default_factory=dict)  # optional: unset --max-num-* take these
+    # optional: schedule step n+1 while step n runs (engine/inflight.py); --no-async-scheduling turns it off
+    async_scheduling: bool = True
 
     def is_available(self) -> Availability:
         """The probe's result: available with the GPU's name, or the reason it cannot run."""
