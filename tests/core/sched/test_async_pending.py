@@ -10,7 +10,7 @@ known yet, fails the read.
 
 from __future__ import annotations
 
-import sys
+from types import SimpleNamespace
 
 from tokenmill.sched import Request, RequestStatus
 
@@ -24,7 +24,7 @@ class AsyncSim:
 
     def __init__(self, sim) -> None:
         self.sim = sim
-        self.helpers = sys.modules[type(sim).__module__]  # conftest: fingerprints, next_token
+        self.helpers = SimpleNamespace(**type(sim).step.__globals__)  # this directory's conftest: fingerprints, next_token
         self.inflight: list[tuple[Request, int]] = []  # (request, its pending token's value)
         self.wasted = 0  # rows computed for requests found stopped while their step ran
 
