@@ -14,6 +14,7 @@ from tokenmill.worker.padding import StepPadding
 
 
 _TYPECODES = {torch.int64: "q", torch.int32: "i"}  # array typecodes of the packed dtypes
+_NO_ROWS = torch.empty(0, dtype=torch.int64)  # StepInputs.pending_rows / pending_src of a step with none
 
 
 @dataclass(slots=True)
@@ -127,9 +128,11 @@ def build_step_inputs(out: SchedulerOutput, block_size: int, device: torch.devic
         have, want = len(lists.sample_rows), len(lists.query_lens)
         # padded decode: padding request i's row is row i; otherwise padding rows read row 0
         lists.sample_rows.extend(range(have, want) if decode else [0] * (want - have))
-    tokens, positions, slots, sample_rows, pending_rows, pending_src = _packed(
-        [lists.tokens, lists.positions, lists.slots, lists.sample_rows, lists.pending_rows, lists.pending_src],
-        torch.int64, device)
+    int64_lists = [lists.tokens, lists.positions, lists.slots, lists.sample_rows]
+    if lists.pending_rows:  # async scheduling only: otherwise no device tensor (a lazy device traces none)
+        int64_lists += [lists.pending_rows, lists.pending_src]
+    tokens, positions, slots, sample_rows, *pending = _packed(int64_lists, torch.int64, device)
+    pending_rows, pending_src = pending or (_NO_ROWS, _NO_ROWS)
     batch = _attention_batch(lists, slots, device)
     batch.num_padded_tokens, batch.num_padded_reqs = pad_tokens, pad_reqs
     batch.null_block = padding.null_block if padding is not None else 0

@@ -6,6 +6,7 @@ overrides written here: the reference itself (must pass) and a broken variant (m
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -36,9 +37,8 @@ def _first_token(sampler, logits, rows):
 
 
 def _unseeded(sampler, logits, rows):
-    return reference.sample(sampler, logits, [SimpleNamespace(params=r.params, generator=None, output_token_ids=[],
-                                                              prompt_token_ids=[], plain_greedy=r.plain_greedy)
-                                              for r in rows])
+    unseeded = [dataclasses.replace(r, generator=None, output_token_ids=[], prompt_token_ids=[]) for r in rows]
+    return reference.sample(sampler, logits, unseeded)
 
 
 def test_a_sample_op_drawing_disallowed_tokens_fails():
