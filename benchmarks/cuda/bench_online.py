@@ -97,17 +97,22 @@ def _start_server(model_dir: str, mode: str, port: int, log: Path, engine_option
     raise RuntimeError("the server did not come up in 300 s")
 
 
-async def _client_share(port: int, rate: float, requests: list, start_at: float | None) -> tuple[list, float, float]:
-    """Send `requests` (after sleeping until `start_at`, a time.time()); results and the client's CPU seconds."""
-    from tokenmill.bench.serve_runner import ServeBenchConfig, new_client, run_requests
+async def _client_share(port: int, rate: float, requests: list, together: bool) -> tuple[list, float, float]:
+    """Send `requests`; results and the client's CPU seconds. `together`: once probed, print "ready" and
+    read the common start (a time.time()) from stdin, so that every client process sends from the same moment."""
+    from tokenmill.bench.serve_runner import ServeBenchConfig, new_client, probe_server, run_requests
 
     cfg = ServeBenchConfig(base_url=f"http://127.0.0.1:{port}", request_rate=rate, ignore_eos=True, temperature=0.0)
     async with new_client() as client:
-        await client.get(cfg.base_url + "/v1/models")  # the connection pool's first connect, outside the timing
-        if start_at is not None:
+        # the probe (and the pool's first connect) before the common start: a probe sent after it
+        # waited ~1.3 s behind the other clients' prefills, and held this client's requests back
+        model = await probe_server(cfg, requests[0], client)
+        if together:
+            print("ready", flush=True)
+            start_at = float(await asyncio.to_thread(sys.stdin.readline))
             await asyncio.sleep(max(start_at - time.time(), 0.0))
         cpu = time.process_time()
-        results, seconds = await run_requests(cfg, requests, client)
+        results, seconds = await run_requests(cfg, requests, client, model)
     return results, seconds, time.process_time() - cpu
 
 
@@ -115,11 +120,18 @@ def _run_clients(port: int, rate: float, num: int, seed: int, processes: int) ->
     """All `num` requests, split round-robin over `processes` client processes that start together, so the
     Python client (httpx parses every SSE chunk) is not what is measured; merged results, wall, client CPU s."""
     if processes == 1:
-        return asyncio.run(_client_share(port, rate, _requests(num, seed), None))
-    start_at = time.time() + 3.0
+        return asyncio.run(_client_share(port, rate, _requests(num, seed), False))
     cmd = [sys.executable, __file__, "--role", "client", "--vocab", str(VOCAB), "--port", str(port), "--rate", str(rate),
-           "--num", str(num), "--seed", str(seed), "--start-at", str(start_at), "--client-processes", str(processes)]
-    procs = [subprocess.Popen([*cmd, "--share", str(i)], stdout=subprocess.PIPE, text=True) for i in range(processes)]
+           "--num", str(num), "--seed", str(seed), "--client-processes", str(processes)]
+    procs = [subprocess.Popen([*cmd, "--share", str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for i in range(processes)]
+    for p in procs:  # every client has started and probed (a fixed delay left some starting 0.7-1.2 s late)
+        if p.stdout.readline().strip() != "ready":
+            raise RuntimeError("a client process failed before its start")
+    start_at = time.time() + 0.2
+    for p in procs:
+        p.stdin.write(f"{start_at}\n")
+        p.stdin.flush()
     shares = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     from tokenmill.bench.serve_client import RequestResult
 
@@ -132,7 +144,7 @@ def client_role(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
     mine = _requests(args.num, args.seed)[args.share::args.client_processes]
-    results, _, cpu = asyncio.run(_client_share(args.port, args.rate / args.client_processes, mine, args.start_at))
+    results, _, cpu = asyncio.run(_client_share(args.port, args.rate / args.client_processes, mine, True))
     print(json.dumps({"results": [asdict(r) for r in results], "end": time.time(), "cpu_s": cpu}), flush=True)
 
 
@@ -158,6 +170,10 @@ def _online(port: int, pid: int, rate: float, num: int, warm_full: bool, process
     figures = summarize(results, seconds)
     figures["wall_window"] = [t0, t1]  # time.time() around the measured run (the step timeline's clock)
     figures["client_cpu_share"] = client_cpu / seconds / processes
+    # per request, in the order sent: seconds after the first send, to the status line, to the first token
+    first = min(r.sent_at for r in results)
+    figures["sent_headers_ttft_s"] = sorted((round(r.sent_at - first, 4), round(r.headers, 4), round(r.ttft, 4))
+                                            for r in results)
     if processes == 1:  # results are in arrival order: where in the run the slow first tokens were
         figures["ttft_ms_in_arrival_order"] = [round(r.ttft * 1e3, 1) for r in results]
     for name in after:
@@ -177,6 +193,7 @@ def online(model_dir: str, mode: str, rate20_num: int, out_dir: Path, engine_opt
     keep = ("request_throughput", "output_throughput", "failed_requests", "median_ttft_ms", "p99_ttft_ms",
             "median_tpot_ms", "p99_itl_ms", "client_cpu_share", "api_cpu_share", "engine_cpu_share", "wall_window")
     (out_dir / f"ttft-rate20-{mode}.json").write_text(json.dumps(r20.get("ttft_ms_in_arrival_order")))
+    (out_dir / f"sent-headers-ttft-inf-{mode}.json").write_text(json.dumps(inf.get("sent_headers_ttft_s")))
     return {f"{mode}_inf_{k}": inf.get(k) for k in keep} | {f"{mode}_rate20_{k}": r20.get(k) for k in keep}
 
 
@@ -196,7 +213,7 @@ def main() -> None:
     parser.add_argument("--sample-stacks", action="store_true",
                         help="sample the server processes' Python stacks (stacks-*.json in --out-dir); slows them a little")
     parser.add_argument("--role", default="driver", choices=("driver", "offline", "client"), help=argparse.SUPPRESS)
-    for name, kind in (("--port", int), ("--rate", float), ("--num", int), ("--seed", int), ("--start-at", float),
+    for name, kind in (("--port", int), ("--rate", float), ("--num", int), ("--seed", int),
                        ("--share", int), ("--vocab", int)):
         parser.add_argument(name, type=kind, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

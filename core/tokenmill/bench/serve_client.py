@@ -21,6 +21,8 @@ class RequestResult:
     ttft: float = 0.0
     latency: float = 0.0
     itl: list[float] = field(default_factory=list)  # gaps between successive content chunks
+    sent_at: float = 0.0  # time.time() when the request was sent
+    headers: float = 0.0  # from sending to the response's status line (the server admitted it)
     generated_text: str = ""
 
 
@@ -49,9 +51,11 @@ async def send_request(client: Any, url: str, payload: dict[str, Any], request: 
                        headers: dict[str, str]) -> RequestResult:
     """POST one streamed request with an httpx.AsyncClient; never raises, failures are recorded."""
     result = RequestResult(prompt_len=request.prompt_len)
-    start = last = time.perf_counter()
+    result.sent_at, start = time.time(), time.perf_counter()
+    last = start
     try:
         async with client.stream("POST", url, json=payload, headers=headers) as response:
+            result.headers = time.perf_counter() - start
             if response.status_code != 200:
                 result.error = f"HTTP {response.status_code}: {(await response.aread()).decode()[:200]}"
                 return result

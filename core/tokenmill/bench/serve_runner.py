@@ -72,15 +72,26 @@ async def _arrivals(requests: list[ServeRequest], rate: float, seed: int) -> Asy
             await asyncio.sleep(rng.expovariate(rate))
 
 
-async def run_requests(cfg: ServeBenchConfig, requests: list[ServeRequest],
-                       client: Any) -> tuple[list[RequestResult], float]:
-    """Send every request as its arrival time comes; returns their results and the wall time."""
+async def probe_server(cfg: ServeBenchConfig, request: ServeRequest, client: Any) -> str:
+    """One short request of `request`'s prompt, which must succeed; returns the served model name."""
     model = await served_model(client, cfg)
     url = cfg.base_url + cfg.endpoint
-    probe = ServeRequest(requests[0].prompt, requests[0].prompt_len, min(requests[0].output_len, 4))
+    probe = ServeRequest(request.prompt, request.prompt_len, min(request.output_len, 4))
     check = await send_request(client, url, _payload(cfg, model, probe), probe, cfg.headers)
     if not check.success:
         raise TokenmillError(f"the test request to {url} failed: {check.error}")
+    return model
+
+
+async def run_requests(cfg: ServeBenchConfig, requests: list[ServeRequest], client: Any,
+                       model: str | None = None) -> tuple[list[RequestResult], float]:
+    """Send every request as its arrival time comes; returns their results and the wall time.
+
+    Without `model` (from probe_server) a probe request goes first. Clients that start together
+    probe before their common start: a probe sent after it waits behind the other clients' load.
+    """
+    model = model or await probe_server(cfg, requests[0], client)
+    url = cfg.base_url + cfg.endpoint
     limit = asyncio.Semaphore(cfg.max_concurrency) if cfg.max_concurrency else None
 
     async def one(request: ServeRequest) -> RequestResult:

@@ -51,3 +51,28 @@ def test_sharegpt_dataset_through_chat(live_server, tmp_path):
     tokenizer = live_server.core.tokenizer
     lens = sorted(len(tokenizer(d["conversations"][0]["value"]).input_ids) for d in data[:3])
     assert lens[0] * 2 <= result["total_input_tokens"] <= lens[-1] * 2
+
+
+def test_clients_probe_before_a_common_start_and_time_each_status_line(live_server):
+    import asyncio
+    import time
+
+    from tokenmill.bench.serve_dataset import ServeRequest
+    from tokenmill.bench.serve_runner import ServeBenchConfig, new_client, probe_server, run_requests
+
+    cfg = ServeBenchConfig(base_url=live_server.url, api_key=live_server.api_key,
+                           ignore_eos=True, temperature=0.0)
+    requests = [ServeRequest([5, 6, 7, 8 + i], 4, 3) for i in range(3)]
+
+    async def go():
+        async with new_client() as client:
+            model = await probe_server(cfg, requests[0], client)
+            before = time.time()
+            results, _ = await run_requests(cfg, requests, client, model)  # no second probe: only these three
+            return model, before, results, time.time()
+
+    model, before, results, after = asyncio.run(go())
+    assert model and len(results) == 3 and all(r.success and r.output_len == 3 for r in results)
+    for r in results:
+        assert before <= r.sent_at <= after
+        assert 0 < r.headers <= r.latency and r.ttft <= r.latency
