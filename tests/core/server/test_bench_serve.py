@@ -67,12 +67,16 @@ def test_clients_probe_before_a_common_start_and_time_each_status_line(live_serv
     async def go():
         async with new_client() as client:
             model = await probe_server(cfg, requests[0], client)
+            counters = live_server.wait_idle()
             before = time.time()
-            results, _ = await run_requests(cfg, requests, client, model)  # no second probe: only these three
-            return model, before, results, time.time()
+            results, _ = await run_requests(cfg, requests, client, model)
+            return model, counters, before, results, time.time()
 
-    model, before, results, after = asyncio.run(go())
+    model, counters, before, results, after = asyncio.run(go())
     assert model and len(results) == 3 and all(r.success and r.output_len == 3 for r in results)
+    name = "tokenmill:generation_tokens_total"
+    generated = live_server.wait_idle()[name] - counters[name]
+    assert generated == 3 * 3, "given the probed model, run_requests sends only its requests (no second probe)"
     for r in results:
         assert before <= r.sent_at <= after
         assert 0 < r.headers <= r.latency and r.ttft <= r.latency
