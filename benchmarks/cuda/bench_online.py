@@ -162,7 +162,8 @@ def _cpu_seconds(pid: int) -> dict[str, float]:
 def _online(port: int, pid: int, rate: float, num: int, warm_full: bool, processes: int) -> dict:
     from tokenmill.bench.serve_metrics import summarize
 
-    # warm-up: the server captures its graphs lazily, so the whole workload runs once first
+    # warm-up: the server captures its graphs at start-up; the whole workload runs once first anyway,
+    # as the offline figure's process does, so both measure warm caches (cuBLAS, allocator)
     _run_clients(port, rate, num if warm_full else 16, 9, processes if warm_full else 1)
     before, t0 = _cpu_seconds(pid), time.time()
     results, seconds, client_cpu = _run_clients(port, rate, num, 1, processes)

@@ -86,7 +86,7 @@ class EngineCore:
         self.scheduler = Scheduler(self.kv, max_num_batched_tokens=args.max_num_batched_tokens,
                                    max_num_seqs=args.max_num_seqs, max_model_len=self.max_model_len)
         runner_class = ModelRunner if self.executor is None else self.executor.runner_class
-        self.runner = build_runner(runner_class, self.plugins, self.platform, args, self.bundle, pool,
+        self.runner = build_runner(runner_class, self.plugins, self.platform, args, self.bundle, pool, self.execution,
                                    api_server_process=not detokenize)  # the engine-core process
         self.eos_ids = set(self.bundle.eos_token_ids)
         self.sampler = Sampler(list(self.eos_ids), ops=OpRegistry(self.plugins.op_overrides(self.platform)),

@@ -31,7 +31,8 @@ def run_worker(state: RankState, args: EngineArgs) -> int:
     options and any warm-up), and each step ends with the platform's sync, as the driver's does.
     """
     bundle = state.bundle
-    runner = build_runner(ModelRunner, state.plugins, state.platform, args, bundle, state.pool)  # as the driver's
+    runner = build_runner(ModelRunner, state.plugins, state.platform, args, bundle, state.pool,
+                          state.execution)  # as the driver's
     receiver = StepReceiver(state.control, bundle.device)
     steps = 0
     while True:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from tokenmill.interfaces import AttentionBatch
 from tokenmill.sched.output import SchedulerOutput
 from tokenmill.worker.padding import StepPadding
 from tokenmill.worker.step_inputs import StepInputs, build_step_inputs
@@ -91,6 +92,31 @@ class ModelRunner:
         with what they received.
         """
         return self._step(input_ids, positions, self.attn_backend.build_metadata(batch), logits_indices)
+
+    def warm_up(self, execution: Any) -> None:
+        """One pure-decode step of one token through the wrapped step, before the first request.
+
+        A step runner that captures or compiles on its first steps (the CUDA plugin's graphs, the
+        Triton kernels' variants) then does so at start-up rather than inside a request's first
+        token. Static-shape platforms are left alone: their step runners warm up every bucket as
+        they wrap the step. The dummy token's key and value land in slot 0, which no request has
+        written yet, and every request writes a position before it reads it. Each rank of tensor
+        parallelism runs this itself, in the same order, so no broadcast is needed.
+        """
+        if self.padding is not None:
+            return
+        device = self.device
+        batch = AttentionBatch(
+            query_start_loc=torch.tensor([0, 1], dtype=torch.int32, device=device),
+            seq_lens=torch.ones(1, dtype=torch.int32, device=device),
+            block_tables=torch.zeros((1, 1), dtype=torch.int32, device=device),  # [1, 1]: block 0
+            slot_mapping=torch.zeros(1, dtype=torch.int64, device=device),
+            query_lens_cpu=[1], seq_lens_cpu=[1], max_query_len=1, max_seq_len=1,
+        )
+        ids = torch.zeros(1, dtype=torch.int64, device=device)  # [1]
+        with execution.guard():
+            self._step(ids, torch.zeros_like(ids), self.attn_backend.build_metadata(batch), None)  # [1, V]
+            execution.sync()
 
     def _with_prompt_rows(self, logits: torch.Tensor, inputs: StepInputs, out: SchedulerOutput,
                           prompt_ids: set[str]) -> RunnerOutput:

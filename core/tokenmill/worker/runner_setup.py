@@ -41,11 +41,14 @@ def step_runner_options(args: EngineArgs, max_model_len: int, padding: StepPaddi
 
 
 def build_runner(runner_class: Callable[..., ModelRunner], plugins: Any, platform: Any, args: EngineArgs,
-                 bundle: Any, pool: Any, api_server_process: bool = False) -> ModelRunner:
-    """A runner over `bundle`'s model and `pool` (engine.kv_setup.KVPool), padded and wrapped as the platform asks;
+                 bundle: Any, pool: Any, execution: Any, api_server_process: bool = False) -> ModelRunner:
+    """A runner over `bundle`'s model and `pool` (engine.kv_setup.KVPool), padded, wrapped and warmed up
+    (ModelRunner.warm_up, under the platform's `execution` context) as the platform asks;
     `api_server_process`: this engine serves an API server process on the same host (the engine-core process)."""
     padding = step_padding(plugins, platform, args, pool.max_model_len, pool.num_blocks)
     options = step_runner_options(args, pool.max_model_len, padding, api_server_process)
     step_runner = None if args.enforce_eager else plugins.step_runner(platform, options)
-    return runner_class(bundle.model, bundle.attn_backend, pool.kv_caches, args.block_size, bundle.device,
-                        step_runner, padding)
+    runner = runner_class(bundle.model, bundle.attn_backend, pool.kv_caches, args.block_size, bundle.device,
+                          step_runner, padding)
+    runner.warm_up(execution)
+    return runner

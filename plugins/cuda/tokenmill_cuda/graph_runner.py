@@ -1,16 +1,18 @@
 """CUDA graphs for decode steps: capture per padded batch size, replay through static buffers.
 
 The wrapped step is `step(input_ids [T], positions [T], attn_metadata, *extra) -> [T, ...]`, one
-output row per token (the model runner wraps ids -> logits [T, V], the output head included).
-A pure-decode step of B requests (T == B) is padded to the smallest captured size >= B: its ids,
-positions and Triton metadata are copied into that graph's static buffers (padding rows get
-seq_len 0 and slot -1, so they write no cache and read no keys), the graph is replayed, and
-rows [:B] of its output are returned as a view, valid until the next call. Every other step
-(prefill chunks, mixed steps, batches above the largest size, other metadata types) runs `step`
-eagerly. `extra` arguments (e.g. the KV cache list) are baked into the graphs: when their tensors
-change, the graphs are recaptured. Graphs of at most `gemv_rows` rows record their linears as
-Triton GEMVs (gemv_capture.py), each shape's tile timed on the model's weights first
-(tokenmill_triton.gemv_tuning), and the Triton kernels launch with PDL (tokenmill_triton.pdl).
+output row per token (the model runner wraps ids -> logits [T, V], the output head included). The
+first pure-decode step (the engine's start-up warm-up, ModelRunner.warm_up) captures every size, so
+no request waits for a capture. A pure-decode step of B requests (T == B) is padded to the smallest
+captured size >= B: its ids, positions and Triton metadata are copied into that graph's static
+buffers (padding rows get seq_len 0 and slot -1, so they write no cache and read no keys), the
+graph is replayed, and rows [:B] of its output are returned as a view, valid until the next call.
+Every other step (prefill chunks, mixed steps, batches above the largest size, other metadata
+types) runs `step` eagerly. `extra` arguments (e.g. the KV cache list) are baked into the graphs:
+when their tensors change, the graphs are recaptured. Graphs of at most `gemv_rows` rows record
+their linears as Triton GEMVs (gemv_capture.py), each shape's tile timed on the model's weights
+first (tokenmill_triton.gemv_tuning), and the Triton kernels launch with PDL
+(tokenmill_triton.pdl).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class CudaGraphStep:
         self.pool = None
         self.fingerprint: Any = None
         self.capture_seconds = 0.0
+        self.captured_all = False  # later recaptures (the baked-in tensors moved) go one size at a time
         self.gemv_rows = gemv_capture.MAX_ROWS  # 0 keeps cuBLAS in every graph
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, attn_metadata: Any, *extra: Any) -> torch.Tensor:
@@ -78,6 +81,8 @@ class CudaGraphStep:
         if not self._replayable(num, attn_metadata):
             return self.step(input_ids, positions, attn_metadata, *extra)
         self._check_reuse(attn_metadata, extra)
+        if not self.captured_all:  # the first pure-decode step (the engine's warm-up): every size at once
+            self.capture_all(attn_metadata, *extra, input_dtype=input_ids.dtype)
         size = self.sizes[bisect.bisect_left(self.sizes, num)]
         entry = self.graphs.get(size) or self._capture(size, input_ids, positions, attn_metadata, extra)
         entry.input_ids[:num].copy_(input_ids, non_blocking=True)
@@ -142,6 +147,7 @@ class CudaGraphStep:
         are read); `extra` are the arguments later calls will pass after the metadata.
         """
         start = time.perf_counter()
+        self.captured_all = True
         self._check_reuse(example_metadata, extra)
         device = example_metadata.seq_lens.device
         with torch.inference_mode():
@@ -150,7 +156,10 @@ class CudaGraphStep:
                     ids = torch.zeros(size, dtype=input_dtype, device=device)
                     self._capture(size, ids, ids, example_metadata, extra)
         torch.cuda.synchronize()
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        log.info("captured %d CUDA graphs (decode batches %d to %d) in %.1f s", len(self.sizes), self.sizes[0],
+                 self.sizes[-1], seconds)
+        return seconds
 
 
 class CudaGraphRunner:

@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from tokenmill_triton.metadata import MAX_SPLITS
 from tokenmill_triton.paged_tile import NEG_BIG, dot_precision, interpreting, kv_tile_offsets, softmax_step
 from tokenmill_triton.pdl import launch_options, wait_for_previous
 
@@ -125,14 +126,39 @@ def decode_attention(
     block_n = tiles.block_n if tiles else decode_block_n(head_size)
     launch = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages, **tiles.launch) if tiles else \
         dict(num_warps=4, num_stages=2)
-    _decode_kernel[(num_kv_heads, splits, md.num_decodes)](
+    args = (
         query, kv_cache, out, md.partial_acc, md.partial_ml, md.split_counts,
         md.decode_reqs, md.query_start_loc, md.seq_lens, md.block_tables,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1), md.block_tables.stride(0),
         kv_cache[0].numel(), scale * 1.4426950408889634, window or 0,
         (soft_cap or 0.0) * 1.4426950408889634,
-        HKV=num_kv_heads, G=group, G_PAD=max(16, triton.next_power_of_2(group)), D=head_size,
-        S=block_size, BLOCK_N=block_n, NUM_SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits),
-        PURE_DECODE=md.is_pure_decode, DOT_PREC=dot_precision(query.dtype), UPCAST=interpreting(),
-        WINDOWED=bool(window), SOFT_CAP=bool(soft_cap), **launch, **launch_options(),
     )
+    fixed = dict(HKV=num_kv_heads, G=group, G_PAD=max(16, triton.next_power_of_2(group)), D=head_size,
+                 S=block_size, BLOCK_N=block_n, DOT_PREC=dot_precision(query.dtype), UPCAST=interpreting(),
+                 WINDOWED=bool(window), SOFT_CAP=bool(soft_cap), **launch, **launch_options())
+    _compile_variants(args, fixed)
+    _decode_kernel[(num_kv_heads, splits, md.num_decodes)](
+        *args, NUM_SPLITS=splits, SPLITS_PAD=triton.next_power_of_2(splits), PURE_DECODE=md.is_pure_decode, **fixed,
+    )
+
+
+_COMPILED: set[tuple] = set()  # the configurations whose variants _compile_variants has compiled
+
+
+def _compile_variants(args: tuple, fixed: dict) -> None:
+    """Compile every split count (1 to MAX_SPLITS, powers of two) of both step kinds for this
+    configuration the first time it is met, without launching them.
+
+    The split count and the step kind are compile-time constants, and which ones a step needs
+    depends on its batch: compiled on first use, each variant cost a request ~0.3-1 s of its first
+    token while serving (the rate-20 TTFT p99 bursts in benchmarks/cuda/RESULTS.md). The engine's
+    start-up warm-up step meets the first configuration, so they all compile before serving.
+    """
+    key = (args[0].dtype, args[1].dtype, args[0].device, tuple(sorted((k, str(v)) for k, v in fixed.items())))
+    if key in _COMPILED or interpreting():
+        return
+    _COMPILED.add(key)
+    for pure in (True, False):
+        for splits in (1 << i for i in range(MAX_SPLITS.bit_length())):
+            _decode_kernel.warmup(*args, grid=(1, 1, 1), NUM_SPLITS=splits, SPLITS_PAD=splits, PURE_DECODE=pure,
+                                  **fixed)

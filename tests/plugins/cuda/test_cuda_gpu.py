@@ -86,8 +86,31 @@ def test_cuda_graph_replay_matches_eager_with_padding(random_llama, tmp_path, ge
             else:
                 torch.testing.assert_close(g.float(), e.float(), atol=3e-2, rtol=3e-2)
                 g.copy_(e)  # later batches compare exactly again
-    assert sorted(graphed.graphs) == [1, 4, 8, 16]
+    assert sorted(graphed.graphs) == [1, 2, 4, 8, 16], "the first replay captures every size"
     assert graphed.capture_seconds < 10
+
+
+def _compiled_variants(kernel) -> int:
+    """How many specializations of a Triton kernel this process has compiled (triton 3.x's caches)."""
+    return sum(len(caches[0]) for caches in kernel.device_caches.values())
+
+
+def test_engine_start_captures_every_graph_and_compiles_every_decode_variant(random_llama, tmp_path):
+    """Nothing compiles or captures while serving: mixed steps at any split count meet compiled kernels."""
+    from tokenmill import LLM, SamplingParams
+    from tokenmill_triton import decode_attention
+
+    folder = random_llama.write_model(tmp_path / "tiny", random_llama.TINY, device="cpu")
+    llm = LLM(model=str(folder), device="cuda", dtype="bfloat16", max_num_seqs=16, max_model_len=1024)
+    step = llm.engine.runner._step
+    assert sorted(step.graphs) == step.sizes, "the start-up warm-up step captures every graph size"
+    compiled = _compiled_variants(decode_attention._decode_kernel)
+    assert compiled >= 12, "six split counts of both step kinds"
+    prompts = [[5] * n for n in (3, 40, 200, 700, 9, 300)]  # prefills beside decodes of many lengths
+    lens = [60, 5, 30, 12, 80, 2]
+    llm.generate(prompts, [SamplingParams(max_tokens=n, ignore_eos=True) for n in lens], use_tqdm=False)
+    assert _compiled_variants(decode_attention._decode_kernel) == compiled, "serving compiled a decode variant"
+    assert sorted(step.graphs) == step.sizes
 
 
 def _greedy(model_dir: str, device: str, dtype: str, **kw) -> list[list[int]]:

@@ -21,6 +21,10 @@ class DriverRunner(ModelRunner):
         self._executor = executor
         executor.guarded(lambda: ModelRunner.__init__(self, *args, **kwargs))
 
+    def warm_up(self, execution: Any) -> None:
+        """Rank 0's own warm-up step; every worker runs the same one, so its collectives meet theirs."""
+        self._executor.guarded(lambda: ModelRunner.warm_up(self, execution))
+
     def forward_batch(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: Any,
                       logits_indices: torch.Tensor | None) -> torch.Tensor:
         """Broadcast the step, then run rank 0's shard (its collectives meet the workers')."""
