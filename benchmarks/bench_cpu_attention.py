@@ -5,7 +5,9 @@ Shapes follow SmolLM2-135M (Hq=9, Hkv=3, D=64, 30 layers): decode batches of 1, 
 whole step (metadata once, then 30 layers, each with its own cache) of both decode paths, measured
 in the same process. For bfloat16 on a CPU with AVX-512 BF16, "native" is the kernel's
 avx512_bf16 path and "native generic" its generic path pinned (paged_decode.use_isa).
-Run: python benchmarks/bench_cpu_attention.py [--dtypes float32] [--threads 1]
+`--cache-dtypes` instead times float32 activations over float32, float16 and bfloat16 caches (the
+CPU's `--dtype auto` takes float16 on AVX-512 BF16), each pinned path the CPU has, decode steps only.
+Run: python benchmarks/bench_cpu_attention.py [--dtypes float32] [--threads 1] [--cache-dtypes]
 """
 
 from __future__ import annotations
@@ -86,15 +88,52 @@ def time_case(name: str, query_lens: list[int], seq_lens: list[int], dtype: torc
     print(f"{name:<46} {str(dtype).removeprefix('torch.'):<9} step ({NUM_LAYERS} layers): {parts}  x{speedup:4.2f}{generic}")
 
 
+def time_caches(name: str, query_lens: list[int], seq_lens: list[int], repeats: int) -> None:
+    """Print the median step of float32 queries over each cache dtype, on each kernel path here."""
+    gen = torch.Generator().manual_seed(0)
+    batch, num_blocks = make_batch(query_lens, seq_lens, 16, gen)
+    tokens = sum(query_lens)
+    q, k, v = (torch.randn(tokens, heads, 64, generator=gen) for heads in (9, 3, 3))
+    default, step = paged_decode.use_isa(), {}
+    for cache_dtype in (torch.float32, torch.float16, torch.bfloat16):
+        backend = CpuAttentionBackend(AttentionSpec(9, 3, 64, 16, torch.float32, cache_dtype))
+        caches = [torch.randn(backend.kv_cache_shape(num_blocks), generator=gen).to(cache_dtype) for _ in range(NUM_LAYERS)]
+        for isa in paged_decode.available_isas():
+            paged_decode.use_isa(isa)
+            times = []
+            for _ in range(repeats + 1):
+                t0 = time.perf_counter()
+                meta = backend.build_metadata(batch)
+                for cache in caches:
+                    backend.forward(q, k, v, cache, meta, 0.125)
+                times.append(time.perf_counter() - t0)
+            step[f"{str(cache_dtype)[6:]}/{isa}"] = sorted(times[1:])[repeats // 2] * 1e3
+        paged_decode.use_isa(default)
+    base = step[f"float32/{default_isa()}"]
+    parts = "  ".join(f"{label} {ms:7.2f} ms (x{base / ms:4.2f})" for label, ms in step.items())
+    print(f"{name:<30} float32 queries, cache/path: {parts}")
+
+
+def default_isa() -> str:
+    return paged_decode.available_isas()[-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--cache-dtypes", action="store_true", help="float32 queries over each cache dtype instead")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.cache_dtypes:
+        if not paged_decode.available_isas():
+            raise SystemExit("the native paged decode kernel did not build here (no C++ compiler)")
+        for batch, ctx in ((1, 350), (16, 250), (64, 250), (64, 400)):
+            time_caches(f"decode B={batch} ctx {ctx}", [1] * batch, [ctx] * batch, args.repeats)
+        return
     for dtype in (getattr(torch, d) for d in args.dtypes.split(",")):
         for batch in (1, 16, 64):
             for ctx in (100, 250, 400):

@@ -33,7 +33,7 @@ class EngineArgs:
     chat_template: str | None = None  # a Jinja template, or a file holding one; None: the model's own
     dtype: str = "auto"  # auto: the platform's preferred dtype (bfloat16 on GPUs, float32 on AVX2 CPUs)
     quantization: str = "auto"  # auto: keep a GGUF's 4/8-bit layers packed where the platform can; none: dense
-    kv_cache_dtype: str = "auto"  # the KV cache's dtype; auto: the model's (bfloat16 halves attention's traffic)
+    kv_cache_dtype: str = "auto"  # the KV cache's dtype; auto: the model's, or under --dtype auto the platform's pick
     device: str | None = None  # plugin name; None: $TOKENMILL_DEVICE or the best available
     block_size: int = 16
     kv_cache_memory: int | str | None = None  # bytes (or "2GiB") for the KV pool; None: the allocator's default
@@ -133,8 +133,9 @@ def _add_memory_args(parser: argparse.ArgumentParser) -> None:
                         help="KV pool size, e.g. 2GiB or 500MB (default: the plugin's choice; CPU: min(4 GiB, "
                              "25%% of free RAM), GPU: what --gpu-memory-utilization leaves)")
     parser.add_argument("--kv-cache-dtype", default="auto", choices=KV_CACHE_DTYPES,
-                        help="dtype of the KV cache (default: auto, the model's dtype; bfloat16 halves "
-                             "the cache's memory and attention's traffic)")
+                        help="dtype of the KV cache (default: auto, the model's dtype; under --dtype auto "
+                             "the plugin may pick a narrower one: the CPU's float16 for float32 models on "
+                             "AVX-512 BF16; bfloat16 and float16 halve the cache's memory and attention's traffic)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=None,
                         help="share of an accelerator's memory for weights, activations and the KV cache "
                              f"(default: ${ENV_GPU_MEMORY_UTILIZATION} or 0.9)")

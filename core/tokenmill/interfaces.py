@@ -53,7 +53,9 @@ class Platform(Protocol):
     graph_capture: str | None  # "cuda_graphs", "hpu_graphs", "xla", or None: informative, for listings
     # Optional, not part of the Protocol check: `quantized_dtypes`, a tuple of dtype names that
     # --dtype auto takes first for a model stored quantized under --quantization auto (the loader
-    # then uses each LinearMethod's optional `auto_variant()`; loaders/dtype.py). And `scheduler_defaults`, a dict of max_num_seqs and/or
+    # then uses each LinearMethod's optional `auto_variant()`; loaders/dtype.py). `kv_cache_dtypes`, a
+    # dict of model dtype name -> the cache dtype name --kv-cache-dtype auto takes for it under --dtype
+    # auto (default, and always under an explicit --dtype: the model dtype; loaders/dtype.py). And `scheduler_defaults`, a dict of max_num_seqs and/or
     # max_num_batched_tokens the engine takes when the user sets none (engine/scheduler_limits.py).
 
     def is_available(self) -> Availability:

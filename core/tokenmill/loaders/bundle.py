@@ -19,6 +19,7 @@ from tokenmill.loaders.chat_template_source import read_chat_template
 from tokenmill.loaders.default_model import default_model_path
 from tokenmill.loaders.dtype import auto_quantized, resolve_dtype, resolve_kv_cache_dtype
 from tokenmill.loaders.gguf_checkpoint import GGUFCheckpoint
+from tokenmill.loaders.heap_trim import trim_heap
 from tokenmill.loaders.hub import model_path
 from tokenmill.loaders.quant_config import quant_format
 from tokenmill.loaders.layer_attention import plan_layer_attention
@@ -111,7 +112,7 @@ def load_model_bundle(
     if chat_template is not None:
         tokenizer.chat_template = read_chat_template(chat_template)
     spec = AttentionSpec(arch.num_heads, arch.num_kv_heads, arch.head_size, block_size, torch_dtype,
-                         resolve_kv_cache_dtype(kv_cache_dtype, torch_dtype, platform),
+                         resolve_kv_cache_dtype(kv_cache_dtype, torch_dtype, platform, dtype == "auto"),
                          logits_soft_cap=arch.attn_logit_softcap)
     attention = plan_layer_attention(arch, spec, plugins, platform, max_model_len)
     backend, max_len = attention.base_backend, attention.max_model_len
@@ -133,6 +134,7 @@ def load_model_bundle(
         backend, spec = shard(net, spec)
         schemes = linear_schemes(net, layout, checkpoint, quantization)
         packed = pack_layers(net, schemes, choose(schemes), (checkpoint, layout))
+    trim_heap()  # the dequantized and packing temporaries' pages (heap_trim.py)
     return ModelBundle(
         model=net,
         arch=arch,

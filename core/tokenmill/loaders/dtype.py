@@ -50,15 +50,18 @@ def auto_quantized(platform: Any) -> str | None:
     return next((name for name in listed if name in _TORCH_DTYPES and name in platform.supported_dtypes), None)
 
 
-def resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: torch.dtype, platform: Any) -> torch.dtype:
-    """'auto' -> the model dtype; a named dtype needs a platform whose contract has a separate cache dtype.
+def resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: torch.dtype, platform: Any,
+                           dtype_auto: bool = False) -> torch.dtype:
+    """'auto' -> the model dtype, or, when `dtype_auto` (--dtype auto chose the model dtype too), the
+    platform's optional `kv_cache_dtypes` entry for it; a named dtype needs a platform whose contract
+    has a separate cache dtype. An explicit --dtype keeps vLLM's meaning of auto: the model's dtype.
 
     Contract-1 backends know only one dtype for q/k/v and the cache, so they are refused a
     different cache dtype rather than handed one they would silently ignore. Whether the backend
     supports the dtype is its own `unsupported_reasons` to say.
     """
     if kv_cache_dtype == "auto":
-        return model_dtype
+        return auto_kv_cache_dtype(model_dtype, platform) if dtype_auto else model_dtype
     if kv_cache_dtype not in _TORCH_DTYPES:
         raise TokenmillError(f"--kv-cache-dtype {kv_cache_dtype!r} is not one of auto, {', '.join(_TORCH_DTYPES)}")
     wanted = _TORCH_DTYPES[kv_cache_dtype]
@@ -70,3 +73,15 @@ def resolve_kv_cache_dtype(kv_cache_dtype: str, model_dtype: torch.dtype, platfo
             f"use --kv-cache-dtype auto or a plugin built for contract 2"
         )
     return wanted
+
+
+def auto_kv_cache_dtype(model_dtype: torch.dtype, platform: Any) -> torch.dtype:
+    """The cache dtype `--dtype auto --kv-cache-dtype auto` gives a `model_dtype` model: the platform's
+    optional `kv_cache_dtypes` (model dtype name -> cache dtype name) may name a narrower one, e.g.
+    the CPU's float16 cache under float32 activations (half the KV bytes, each half widened exactly)."""
+    name = str(model_dtype).removeprefix("torch.")
+    wanted = (getattr(platform, "kv_cache_dtypes", None) or {}).get(name)
+    if wanted not in _TORCH_DTYPES:
+        return model_dtype
+    version = contract_version.parse(platform.contract_version)
+    return model_dtype if version is not None and version[0] < 2 else _TORCH_DTYPES[wanted]

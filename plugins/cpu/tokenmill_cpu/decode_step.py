@@ -202,11 +202,12 @@ def _norm_weight(norm: Any, dtype: torch.dtype, eps: float | None) -> float:
 
 
 def _check_attention(attn: Any, cache: torch.Tensor, dtype: torch.dtype, first: torch.Tensor) -> None:
-    """The layer's backend is this plugin's, decoding natively over a `dtype` cache shaped as the first."""
+    """The layer's backend is this plugin's, decoding natively under `dtype` activations over a cache
+    shaped as the first (of the kernel's cache dtype: `dtype`, or a narrower one it converts into)."""
     backend = attn._backend
     if type(backend) is not CpuAttentionBackend or backend._kernel is None or backend.window or backend.soft_cap:
         raise Unsupported("a layer whose decode is not the native paged kernel (no window, no soft cap)")
-    if cache.dtype != dtype or backend._kernel.cache_dtype != dtype or dtype not in backend._kernel._fns:
+    if cache.dtype != backend._kernel.cache_dtype or dtype not in backend._kernel._fns:
         raise Unsupported(f"a {cache.dtype} cache under {dtype} activations")
     if cache.stride() != first.stride() or cache.shape != first.shape or cache.stride(-1) != 1:
         raise Unsupported("layers with differently laid out caches")

@@ -59,7 +59,7 @@ class HostIsa:
 
     @property
     def paged_decode(self) -> str:
-        """The paged decode kernel's path for bf16 and float32 caches (paged_decode.cpp picks the same at run time)."""
+        """The paged decode kernel's path for bf16, float32 and float16 caches (paged_decode.cpp picks the same at run time)."""
         needs = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"}
         return "avx512_bf16" if needs <= self.flags else "generic"
 
@@ -91,7 +91,8 @@ class HostIsa:
             rows = self.max_block_rows(torch.bfloat16)
             parts.append(f"quantized models under --dtype auto: {AUTO_MODE} (blocks up to {rows} rows)")
         amx = ", AMX" if self.amx else ""
-        return f"block matmul {self.blocks}{amx}; " + "; ".join(parts) + f"; paged decode {self.paged_decode}"
+        cache = " (float32 models: float16 KV cache under --kv-cache-dtype auto)" if self.paged_decode == "avx512_bf16" else ""
+        return f"block matmul {self.blocks}{amx}; " + "; ".join(parts) + f"; paged decode {self.paged_decode}{cache}"
 
 
 @lru_cache(maxsize=4)

@@ -18,9 +18,9 @@
 // leading rows get weight 0.
 // Measured and dropped: software prefetch of the next block, and register tiles over several query
 // heads; neither beat this simple form on the Zen3 reference machine (nor on an AVX-512 Xeon).
-// Paths, chosen at run time (best_isa): a bfloat16 or float32 cache on a CPU with AVX-512 BF16 takes
-// paged_decode_avx512.h (tiles of 16 keys; vdpbf16ps for bf16); everything else (float16 caches,
-// heads over 128, other CPUs) the generic code below,
+// Paths, chosen at run time (best_isa): a bfloat16, float32 or float16 cache on a CPU with AVX-512 BF16
+// takes paged_decode_avx512.h (tiles of 16 keys; vdpbf16ps for bf16); everything else (heads over
+// 128, other CPUs) the generic code below,
 // whose GCC vector extensions lower to AVX2, AVX-512, NEON or scalar code, whatever -march gives.
 
 #include <cstdint>
@@ -214,14 +214,14 @@ static Item make_item(int64_t item, int64_t per_req, int64_t nh, const int64_t* 
     return Item{tables + b * s.table_stride, L, h0, nh, s.num_heads / s.num_kv_heads, s.head_size, s.block_size, lo};
 }
 
-// The AVX-512 BF16 path (bf16 and float32 caches): items dealt round robin, so that each thread knows its next
+// The AVX-512 BF16 path (bf16, float32 and float16 caches): items dealt round robin, so that each thread knows its next
 // item and fetches that item's rows while it works on this one.
 template <typename T>
 static bool decode_avx512(const float* q, const Pool<T>& k, const Pool<T>& v, const int64_t* tables,
                           const int64_t* seq_lens, float* out, int64_t B, const Shape& s, float scale,
                           int num_threads, int64_t nh) {
 #ifdef TM_X86
-    if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, float>) {
+    if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, float> || std::is_same_v<T, _Float16>) {
         if (g_isa != kAvx512Bf16 || !pd_avx512::supports(s.head_size)) return false;
         const int64_t per_req = s.num_kv_heads / nh, n = B * per_req;
 #pragma omp parallel num_threads(num_threads)

@@ -3,8 +3,8 @@
 The cache dtype may differ from the activations' (a bfloat16 cache under a float32 model halves the
 KV bytes a decode step reads): queries are taken in any float dtype, and new keys/values in the
 cache's dtype or in float32, which the kernel converts as it writes them.
-The library picks its path at run time: "avx512_bf16" (paged_decode_avx512.h) for bfloat16 and
-float32 caches with heads up to 128 on a CPU with AVX-512 BF16, "generic" for everything else;
+The library picks its path at run time: "avx512_bf16" (paged_decode_avx512.h) for bfloat16, float32
+and float16 caches with heads up to 128 on a CPU with AVX-512 BF16, "generic" for everything else;
 `use_isa` pins one (tests, benchmarks).
 """
 
@@ -24,7 +24,7 @@ _ENTRY_POINTS = {  # (cache dtype, new rows' dtype) -> entry point
     (torch.float16, torch.float32): "tm_paged_decode_f16_from_f32",
 }
 CACHE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-ISAS = ("generic", "avx512_bf16")  # the library's path numbers, in order (avx512_bf16: bf16/f32 caches)
+ISAS = ("generic", "avx512_bf16")  # the library's path numbers, in order (avx512_bf16: bf16/f32/f16 caches)
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 _ARGTYPES = [_PTR] * 3 + [_I64] * 3 + [_PTR] * 3 + [_I64] * 6 + [ctypes.c_float, ctypes.c_int]  # cache, shapes
 _ARGTYPES += [_PTR] * 2 + [_I64] * 2 + [_PTR]  # new keys/values, their row strides, their slots

@@ -1,4 +1,4 @@
-// The AVX-512 BF16 path of paged_decode.cpp, for bfloat16 and float32 caches: tiles of 16 keys, one
+// The AVX-512 BF16 path of paged_decode.cpp, for bfloat16, float32 and float16 caches: tiles of 16 keys, one
 // score per lane. Compiled for AVX-512 F/BW/VL/DQ/BF16 by the target pragma below (so the file builds under
 // any -march), and called only where the CPU has them (paged_decode.cpp's best_isa).
 //
@@ -7,7 +7,8 @@
 // widening), 16 keys' partial sums are reduced together by one shuffle tree, the softmax is 16
 // lanes wide, and p . v widens each bf16 value row with one shift and one mask (even and odd
 // elements in separate accumulators), feeding all query heads of the KV head from one load. A float32
-// cache takes the same tiles with float32 FMAs. And the rows are prefetched (see Prefetch): with
+// cache takes the same tiles with float32 FMAs, and a float16 cache too, each 16 halves widened by
+// one vcvtph2ps (exact) as it is loaded. And the rows are prefetched (see Prefetch): with
 // compute 2x faster, one thread's reads of a request's scattered blocks became the limit.
 // Measured (bench_cpu_attention.py --threads 1, SmolLM2 shapes, AVX-512 BF16 + AMX Xeon): bf16 caches
 // 2.2-2.5x the generic path at 16-64 requests, 1.2-1.6x at one; float32 caches 1.25-1.4x at 16-64.
@@ -122,6 +123,13 @@ inline void widen(__m512i b, __m512* lo, __m512* hi) {
     *hi = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(b, 1)), 16));
 }
 
+// 16 float32 lanes of a float32 or float16 row's elements from p (those in `mask`; the rest 0).
+template <typename T>
+inline __m512 load16(const T* p, __mmask16 mask) {
+    if constexpr (std::is_same_v<T, float>) return _mm512_maskz_loadu_ps(mask, p);
+    else return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));
+}
+
 // One row group's shared state: R query rows of one KV head of one request over keys lo .. L - 1.
 struct Group {
     const float* q;  // [R, D] float32, unscaled
@@ -161,7 +169,7 @@ alignas(64) static const float kZeroRow[32 * kMaxChunks] = {};  // stands in for
 template <typename T, int C, int R, int P>
 void qk(const Group& g, Cursor keys, Prefetch& pf, float scale, float* scores, float* maxes) {
     __m512i qv[R][P][C];  // bf16 caches: the rows' bf16 terms, in registers
-    __m512 qf[R][2 * C];  // float32 caches: the rows, in registers
+    __m512 qf[R][2 * C];  // float32 and float16 caches: the rows, in registers
     __mmask32 mask[C];
     for (int c = 0; c < C; ++c) {
         mask[c] = g.mask[c];
@@ -185,9 +193,9 @@ void qk(const Group& g, Cursor keys, Prefetch& pf, float scale, float* scores, f
             __m512 acc[R];
             for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
             for (int c = 0; c < C; ++c) {
-                if constexpr (std::is_same_v<T, float>) {
-                    const __m512 k0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask[c]), k + 32 * c);
-                    const __m512 k1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask[c] >> 16), k + 32 * c + 16);
+                if constexpr (!std::is_same_v<T, bf16>) {  // float32 or float16 keys, widened to float32
+                    const __m512 k0 = load16(k + 32 * c, static_cast<__mmask16>(mask[c]));
+                    const __m512 k1 = load16(k + 32 * c + 16, static_cast<__mmask16>(mask[c] >> 16));
                     for (int r = 0; r < R; ++r)
                         acc[r] = _mm512_fmadd_ps(qf[r][2 * c + 1], k1, _mm512_fmadd_ps(qf[r][2 * c], k0, acc[r]));
                 } else {
@@ -242,10 +250,10 @@ void pv(const Group& g, Cursor values, Prefetch& pf, const float* weights, const
         __m512 p[R];
         for (int r = 0; r < R; ++r) p[r] = _mm512_set1_ps(weights[r * width + l]);
         for (int c = 0; c < C; ++c) {
-            __m512 ev, od;  // bf16: elements 2i and 2i + 1 of the chunk; float32: elements i and 16 + i
-            if constexpr (std::is_same_v<T, float>) {
-                ev = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask[c]), v + 32 * c);
-                od = _mm512_maskz_loadu_ps(static_cast<__mmask16>(mask[c] >> 16), v + 32 * c + 16);
+            __m512 ev, od;  // bf16: elements 2i and 2i + 1 of the chunk; float32/float16: elements i and 16 + i
+            if constexpr (!std::is_same_v<T, bf16>) {
+                ev = load16(v + 32 * c, static_cast<__mmask16>(mask[c]));
+                od = load16(v + 32 * c + 16, static_cast<__mmask16>(mask[c] >> 16));
             } else {
                 const __m512i x = _mm512_maskz_loadu_epi16(mask[c], v + 32 * c);
                 ev = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)), od = _mm512_castsi512_ps(_mm512_and_si512(x, high));
@@ -268,7 +276,7 @@ void pv(const Group& g, Cursor values, Prefetch& pf, const float* weights, const
             const __mmask16 m0 = left >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << left) - 1);
             const __mmask16 m1 = left >= 32 ? 0xFFFF : static_cast<__mmask16>(left > 16 ? (1u << (left - 16)) - 1 : 0);
             float* out = g.out + r * g.D + 32 * c;
-            if constexpr (std::is_same_v<T, float>) {
+            if constexpr (!std::is_same_v<T, bf16>) {
                 _mm512_mask_storeu_ps(out, m0, e), _mm512_mask_storeu_ps(out + 16, m1, o);
             } else {
                 _mm512_mask_storeu_ps(out, m0, _mm512_permutex2var_ps(e, first, o));

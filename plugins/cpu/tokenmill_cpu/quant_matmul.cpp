@@ -156,6 +156,8 @@ void gguf_matmul(const ActBlock* act, const Block* w, float* out, int64_t M, int
 
 }  // namespace
 
+#include "quant_pack.h"
+
 extern "C" {
 
 // The fastest path this CPU runs: 0 portable, 1 AVX2, 2 AVX-512 VNNI.
@@ -181,6 +183,16 @@ void tm_quant_repack(int layout, int isa, const void* gguf, void* out, int64_t N
     }
 #endif
     std::memcpy(out, gguf, tm_quant_packed_bytes(layout, isa, N, K));
+}
+
+// Float weights w [N, K] (K a multiple of 32) -> GGUF blocks [N, K/32] of `layout`, rows split over threads.
+void tm_quant_pack(int layout, const float* w, void* out, int64_t N, int64_t K, int threads) {
+    const int64_t nb = K / kBlock;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+        if (layout == kQ4_1) pack::row_q4_1(w + n * K, static_cast<BlockQ4*>(out) + n * nb, nb);
+        else pack::row_q8_0(w + n * K, static_cast<BlockQ8*>(out) + n * nb, nb);
+    }
 }
 
 // out [M, N] = x [M, K] @ w.T, w [N, K] repacked for `isa` by tm_quant_repack.

@@ -21,7 +21,9 @@ _SIGNATURES = {
     "tm_quant_packed_bytes": ([_INT, _INT, _I64, _I64], _I64),
     "tm_quant_repack": ([_INT, _INT, _PTR, _PTR, _I64, _I64], None),
     "tm_quant_matmul": ([_INT, _INT, _PTR, _PTR, _PTR, _I64, _I64, _I64, _INT], None),
+    "tm_quant_pack": ([_INT, _PTR, _PTR, _I64, _I64, _INT], None),
 }
+BLOCK_BYTES = {"q4_1": 20, "q8_0": 34}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,21 @@ def quant_matmul(layout: str, isa: str | None = None) -> QuantMatmul | None:
     (no compiler or a failed build). Raises ValueError for a path this CPU lacks."""
     lib = load_kernel("quant_matmul.cpp")
     return QuantMatmul(lib, layout, isa) if lib is not None else None
+
+
+def pack_native(layout: str, weight: torch.Tensor) -> torch.Tensor | None:
+    """weight [N, K] (K a multiple of 32) -> GGUF blocks uint8 [N, K/32, bytes] in one native pass
+    (quant_pack.h: the bytes of quant_blocks.py's torch reference); None without a build."""
+    lib = load_kernel("quant_matmul.cpp")
+    if lib is None:
+        return None
+    fn = lib.tm_quant_pack
+    fn.argtypes, fn.restype = _SIGNATURES["tm_quant_pack"]
+    weight = weight.detach().float().contiguous()
+    rows, cols = weight.shape
+    out = torch.empty(rows, cols // 32, BLOCK_BYTES[layout], dtype=torch.uint8)
+    fn(LAYOUTS.index(layout), weight.data_ptr(), out.data_ptr(), rows, cols, torch.get_num_threads())
+    return out
 
 
 def available_isas() -> tuple[str, ...]:

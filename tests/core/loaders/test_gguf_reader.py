@@ -6,11 +6,11 @@ import numpy as np
 from gguf import GGUFReader, GGUFWriter
 
 from tokenmill.loaders.default_model import default_model_path
-from tokenmill.loaders.gguf_checkpoint import _PlainArrayReader
+from tokenmill.loaders.gguf_reader import PlainArrayReader
 
 
 def assert_same_reading(path) -> None:
-    ours, theirs = _PlainArrayReader(path), GGUFReader(path)
+    ours, theirs = PlainArrayReader(path), GGUFReader(path)
     assert ours.fields.keys() == theirs.fields.keys()
     for key, field in theirs.fields.items():
         assert ours.fields[key].contents() == field.contents(), key

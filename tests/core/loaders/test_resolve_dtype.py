@@ -9,6 +9,7 @@ import torch
 
 from tokenmill.errors import TokenmillError
 from tokenmill.loaders import resolve_dtype
+from tokenmill.loaders.dtype import resolve_kv_cache_dtype
 
 
 @dataclass
@@ -83,3 +84,28 @@ def test_explicit_dtypes_ignore_quantized_dtypes():
 
 def test_a_quantized_dtype_the_platform_does_not_support_is_skipped():
     assert resolve_dtype("auto", ListsQuantized(("bfloat16",)), quantized=True) is torch.bfloat16
+
+
+@dataclass
+class CachePlatform:
+    """The Platform fields resolve_kv_cache_dtype reads."""
+
+    kv_cache_dtypes: dict
+    contract_version: str = "2.0"
+    name: str = "testchip"
+
+
+def test_auto_cache_under_auto_dtype_takes_the_platforms_kv_cache_dtypes_entry():
+    platform = CachePlatform({"float32": "float16"})
+    assert resolve_kv_cache_dtype("auto", torch.float32, platform, dtype_auto=True) is torch.float16
+    assert resolve_kv_cache_dtype("auto", torch.bfloat16, platform, dtype_auto=True) is torch.bfloat16  # no entry
+    assert resolve_kv_cache_dtype("float32", torch.float32, platform, dtype_auto=True) is torch.float32  # named wins
+    assert resolve_kv_cache_dtype("auto", torch.float32, platform) is torch.float32  # an explicit --dtype: the model's
+
+
+def test_auto_cache_is_the_model_dtype_without_the_member_or_for_a_contract_1_plugin():
+    assert resolve_kv_cache_dtype("auto", torch.float32, Listed(("float32",)), dtype_auto=True) is torch.float32
+    old = CachePlatform({"float32": "float16"}, contract_version="1")
+    assert resolve_kv_cache_dtype("auto", torch.float32, old, dtype_auto=True) is torch.float32  # one dtype in 1.x
+    unknown = CachePlatform({"float32": "int3"})
+    assert resolve_kv_cache_dtype("auto", torch.float32, unknown, dtype_auto=True) is torch.float32

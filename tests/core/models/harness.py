@@ -37,7 +37,8 @@ def run_greedy(
     tables = _block_tables(prompts, max_new_tokens, block_size)
     num_blocks = max(max(t) for t in tables) + 1
     allocator = plugins.kv_allocator(platform)
-    kv_caches = allocator.allocate(bundle.arch.num_layers, backend.kv_cache_shape(num_blocks), bundle.dtype)
+    kv_caches = allocator.allocate(bundle.arch.num_layers, backend.kv_cache_shape(num_blocks),
+                                 bundle.attn_spec.kv_cache_dtype)
     seqs = [list(p) for p in prompts]
     new_lens = [len(p) for p in prompts]
     logits: list[list[torch.Tensor]] = [[] for _ in prompts]

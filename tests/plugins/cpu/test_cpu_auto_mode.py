@@ -38,7 +38,8 @@ def packed_layers(bundle) -> list[PackedLinear]:
 def test_auto_runs_the_quantized_default_in_float32_with_bf16_wide_gemms(cpu):
     bundle = load(cpu, "auto")
     layers = packed_layers(bundle)
-    assert bundle.dtype == torch.float32 and bundle.attn_spec.kv_cache_dtype == torch.float32
+    cache = torch.float16 if host_isa().paged_decode == "avx512_bf16" else torch.float32  # platform.kv_cache_dtypes
+    assert bundle.dtype == torch.float32 and bundle.attn_spec.kv_cache_dtype == cache
     assert len(layers) == sum(bundle.packed_layers.values()) == 30 * 4 + 1  # qkv, o, gate_up, down; the head
     rows = host_isa().max_block_rows(torch.bfloat16)
     for layer in layers:

@@ -8,6 +8,7 @@ import torch
 from tokenmill_cpu import native_build, paged_decode
 from tokenmill_cpu.dense_gemm import prepacking_available
 from tokenmill_cpu.isa import host_isa
+from tokenmill_cpu.platform import kv_cache_dtypes
 
 AMX = "avx2 fma f16c avx512f avx512bw avx512dq avx512vl avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8"
 ZEN5 = "avx2 fma f16c avx512f avx512bw avx512dq avx512vl avx512_vnni avx512_bf16"
@@ -29,7 +30,8 @@ def test_a_bf16_cpu_hands_wide_bf16_steps_to_the_gemm_and_keeps_float32_on_vnni(
             "GEMMs (blocks up to 16 rows)") if prepacking_available() else ""
     assert isa.auto_mode == prepacking_available()
     assert isa.describe() == ("block matmul avx512_vnni, AMX; bfloat16 models: blocks, above 16 rows the "
-                              f"bfloat16 GEMM{packed}; float32 models: blocks{auto}; paged decode avx512_bf16")
+                              f"bfloat16 GEMM{packed}; float32 models: blocks{auto}; paged decode avx512_bf16 "
+                              "(float32 models: float16 KV cache under --kv-cache-dtype auto)")
 
 
 def test_avx512_bf16_without_amx(tmp_path):
@@ -59,3 +61,13 @@ def test_the_probe_names_the_paged_decode_path_the_kernel_takes():
     if not paths:
         pytest.skip("no C++ compiler: the kernel falls back to torch")
     assert host_isa().paged_decode == paths[-1]
+
+
+def test_float32_models_get_a_float16_cache_only_where_the_avx512_decode_path_runs(tmp_path):
+    """--kv-cache-dtype auto's choice under --dtype auto (platform.kv_cache_dtypes): float16 for float32 models
+    on the avx512_bf16 path (with a compiler for the kernel), nothing on AVX2, where the generic
+    path's float16 cache is slower than its float32 one."""
+    expected = {"float32": "float16"} if native_build.compiler() is not None else {}
+    (tmp_path / "zen5").mkdir(), (tmp_path / "avx2").mkdir()  # host_isa caches by path
+    assert kv_cache_dtypes(probe(tmp_path / "zen5", ZEN5)) == expected
+    assert kv_cache_dtypes(probe(tmp_path / "avx2", AVX2)) == {}

@@ -182,6 +182,23 @@ def test_every_path_on_a_float32_cache_matches_float64(pinned_isa, heads, kv_hea
 
 
 @PATH_SHAPES
+def test_every_path_on_a_float16_cache_matches_float64(pinned_isa, heads, kv_heads, head_size, block_size, seq_lens):
+    """float32 queries over a float16 cache (the CPU's default cache under a float32 model where the
+    avx512_bf16 path runs), against float64 attention over the cache's values: every half widens
+    exactly, so the bar is the float32 cache's."""
+    gen = torch.Generator().manual_seed(len(seq_lens) * 11 + head_size)
+    kernel = paged_decode_kernel(torch.float32, torch.float16, head_size)
+    backend = CpuAttentionBackend(AttentionSpec(heads, kv_heads, head_size, block_size, torch.float32, torch.float16))
+    batch, num_blocks = _decode_batch(seq_lens, block_size, gen)
+    cache = (torch.randn(backend.kv_cache_shape(num_blocks), generator=gen) * 2).to(torch.float16)
+    query = torch.randn(len(seq_lens), heads, head_size, generator=gen) * 2
+    decode = backend.build_metadata(batch).decode
+    scale = head_size**-0.5
+    out = kernel(query, cache, decode.block_table, decode.seq_lens, scale)
+    torch.testing.assert_close(out.double(), _reference(query, cache, batch, scale), atol=2e-5, rtol=2e-5)
+
+
+@PATH_SHAPES
 @pytest.mark.parametrize("query_bits", [8, 16, 24])
 def test_every_path_on_a_bf16_cache_matches_float64(pinned_isa, query_bits, heads, kv_heads, head_size,
                                                     block_size, seq_lens):
@@ -253,7 +270,8 @@ def test_every_path_splits_work_over_threads(pinned_isa, threads, seq_lens):
 
 
 @pytest.mark.parametrize(("cache_dtype", "rows_dtype"), [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
-                                                         (torch.float16, torch.float16), (torch.bfloat16, torch.float32)])
+                                                         (torch.float16, torch.float16), (torch.bfloat16, torch.float32),
+                                                         (torch.float16, torch.float32)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_write_only_entry_matches_index_copy(cache_dtype, rows_dtype, threads):
     """A prefill chunk's cache write (300 rows, some strided as the model's v slice is) lands where

@@ -143,3 +143,24 @@ def test_a_path_the_cpu_lacks_is_refused_and_weights_stay_with_their_path():
 def test_packing_refuses_inputs_that_do_not_fill_blocks():
     with pytest.raises(ValueError, match="multiple of 32"):
         pack_q4_1(torch.randn(4, 40))
+
+
+@pytest.mark.parametrize("layout", ["q4_1", "q8_0"])
+def test_the_native_packer_gives_the_torch_references_bytes(layout):
+    """quant_pack.h against quant_blocks.py's torch ops, on data that probes each rounding step:
+    normal weights at several scales, constant blocks (d = 0), codes landing on .5 exactly, values
+    near float16's limits, and signed zeros."""
+    from tokenmill_cpu.quant_blocks import reference_q4_1, reference_q8_0
+    from tokenmill_cpu.quant_matmul import pack_native
+
+    gen = torch.Generator().manual_seed(3)
+    rows = [torch.randn(64, 256, generator=gen) * scale for scale in (1e-4, 0.02, 1.0, 300.0)]
+    rows.append(torch.full((4, 256), 0.37))  # constant blocks
+    rows.append(torch.arange(256.0).repeat(4, 1) / 2)  # halves: ties in both quantisers
+    rows.append(torch.tensor([[6e4, -6e4] * 128, [1e-8, -0.0] * 128]))  # float16's range, tiny and -0
+    weight = torch.cat(rows)
+    native = pack_native(layout, weight)
+    if native is None:
+        pytest.skip("no C++ compiler: the torch reference packs")
+    reference = (reference_q4_1 if layout == "q4_1" else reference_q8_0)(weight)
+    assert native.shape == reference.shape and torch.equal(native, reference)
