@@ -42,6 +42,7 @@ def tools():
     class Tools:
         chat_ids = staticmethod(chat_ids)
         run_all = staticmethod(run_all)
+        greedy = staticmethod(greedy)
         prompts = PROMPTS
 
     return Tools
@@ -61,6 +62,14 @@ def run_all(engine: EngineCore) -> dict:
                 assert out.request_id not in final, "a request finished twice"
                 final[out.request_id] = out
     return final
+
+
+def greedy(engine: EngineCore, prompts: list[str], params) -> list[list[int]]:
+    """Each prompt (plain text, no chat template) run to completion under `params`; its token ids, in order."""
+    for i, prompt in enumerate(prompts):
+        engine.add_request(str(i), prompt, params)
+    final = run_all(engine)
+    return [final[str(i)].outputs[0].token_ids for i in range(len(prompts))]
 
 
 PROMPTS = [

@@ -57,14 +57,6 @@ class FunctionalCpuPlugin:
         return self.cpu.tokenmill_communicator(platform=self.cpu_platform, group=group)
 
 
-def _greedy(engine: EngineCore, prompts: list[str]) -> list[list[int]]:
-    for i, prompt in enumerate(prompts):
-        engine.add_request(str(i), prompt, GREEDY)
-    final = {}
-    while engine.has_unfinished_requests():
-        final.update({o.request_id: o for o in engine.step() if o.finished})
-    return [final[str(i)].outputs[0].token_ids for i in range(len(prompts))]
-
 
 def test_a_functional_backends_returned_cache_is_the_one_used_next(make_engine, tools):
     import tokenmill_cpu
@@ -76,7 +68,8 @@ def test_a_functional_backends_returned_cache_is_the_one_used_next(make_engine, 
     allocated = list(engine.runner.kv_caches)  # the start-up warm-up step's output caches
     before = [t.clone() for t in allocated]
     prompts = tools.prompts[:3]
-    assert _greedy(engine, prompts) == _greedy(make_engine(max_num_batched_tokens=32), prompts)
+    reference = make_engine(max_num_batched_tokens=32)
+    assert tools.greedy(engine, prompts, GREEDY) == tools.greedy(reference, prompts, GREEDY)
     assert all(a is not b for a, b in zip(allocated, engine.runner.kv_caches)), "the cache was never threaded"
     assert all(torch.equal(a, b) for a, b in zip(allocated, before)), "the backend wrote its input cache"
 
@@ -91,7 +84,8 @@ def test_bfloat16_kv_cache_under_a_float32_model(make_engine, tools, cpu_plugins
     halved = engine.num_blocks / reference.num_blocks
     assert 1.9 < halved < 2.1, "a bf16 cache holds twice the blocks in the same memory"
     # A bf16 cache rounds keys and values: most greedy tokens agree, not all need to.
-    mine, theirs = _greedy(engine, tools.prompts[:4]), _greedy(reference, tools.prompts[:4])
+    prompts = tools.prompts[:4]
+    mine, theirs = tools.greedy(engine, prompts, GREEDY), tools.greedy(reference, prompts, GREEDY)
     agree = sum(a == b for x, y in zip(mine, theirs) for a, b in zip(x, y)) / sum(map(len, theirs))
     assert agree >= 0.75, agree
 

@@ -54,14 +54,6 @@ class RecordingCpuPlugin:
         return self.runner
 
 
-def _greedy(engine: EngineCore, prompts: list[str]) -> list[list[int]]:
-    for i, prompt in enumerate(prompts):
-        engine.add_request(str(i), prompt, GREEDY)
-    final = {}
-    while engine.has_unfinished_requests():
-        final.update({o.request_id: o for o in engine.step() if o.finished})
-    return [final[str(i)].outputs[0].token_ids for i in range(len(prompts))]
-
 
 def test_the_engine_runs_one_decode_token_through_the_step_runner_before_any_request(make_engine, tools):
     import tokenmill_cpu
@@ -77,4 +69,4 @@ def test_the_engine_runs_one_decode_token_through_the_step_runner_before_any_req
     assert 0 in engine.kv.block_table("first"), "the first request reuses block 0, where the warm-up wrote"
     engine.abort_request("first")
     # the warm-up's key and value in slot 0 change nothing a request reads
-    assert _greedy(engine, prompts) == _greedy(make_engine(), prompts)
+    assert tools.greedy(engine, prompts, GREEDY) == tools.greedy(make_engine(), prompts, GREEDY)
