@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from tokenmill.interfaces import AttentionBatch
 from tokenmill.plugin_base import optional
+from tokenmill.worker.dummy_batch import first_tokens_batch
 
 
 def profile_peak_activations(allocator: Any, bundle: Any, num_tokens: int, num_seqs: int, block_size: int) -> int | None:
@@ -25,13 +25,7 @@ def profile_peak_activations(allocator: Any, bundle: Any, num_tokens: int, num_s
     caches = allocator.allocate(bundle.arch.num_layers, bundle.attn_backend.kv_cache_shape(num_blocks),
                                 bundle.attn_spec.kv_cache_dtype)
     device = bundle.device
-    batch = AttentionBatch(
-        query_start_loc=torch.tensor([0, num_tokens], dtype=torch.int32, device=device),
-        seq_lens=torch.tensor([num_tokens], dtype=torch.int32, device=device),
-        block_tables=torch.arange(num_blocks, dtype=torch.int32, device=device).unsqueeze(0),  # [1, nb]
-        slot_mapping=torch.arange(num_tokens, dtype=torch.int64, device=device),
-        query_lens_cpu=[num_tokens], seq_lens_cpu=[num_tokens], max_query_len=num_tokens, max_seq_len=num_tokens,
-    )
+    batch = first_tokens_batch(num_tokens, num_blocks, device)
     input_ids = torch.zeros(num_tokens, dtype=torch.int64, device=device)  # [T]
     # [T]; wrapped so a token budget above max_model_len never reads past the rotary table
     positions = torch.arange(num_tokens, dtype=torch.int64, device=device) % bundle.max_model_len

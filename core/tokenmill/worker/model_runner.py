@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from tokenmill.interfaces import AttentionBatch
 from tokenmill.sched.output import SchedulerOutput
+from tokenmill.worker.dummy_batch import first_tokens_batch
 from tokenmill.worker.padding import StepPadding
 from tokenmill.worker.step_inputs import StepInputs, build_step_inputs
 
@@ -105,15 +105,8 @@ class ModelRunner:
         """
         if self.padding is not None:
             return
-        device = self.device
-        batch = AttentionBatch(
-            query_start_loc=torch.tensor([0, 1], dtype=torch.int32, device=device),
-            seq_lens=torch.ones(1, dtype=torch.int32, device=device),
-            block_tables=torch.zeros((1, 1), dtype=torch.int32, device=device),  # [1, 1]: block 0
-            slot_mapping=torch.zeros(1, dtype=torch.int64, device=device),
-            query_lens_cpu=[1], seq_lens_cpu=[1], max_query_len=1, max_seq_len=1,
-        )
-        ids = torch.zeros(1, dtype=torch.int64, device=device)  # [1]
+        batch = first_tokens_batch(1, 1, self.device)  # block table [[0]], slot 0
+        ids = torch.zeros(1, dtype=torch.int64, device=self.device)  # [1]
         with execution.guard():
             self._step(ids, torch.zeros_like(ids), self.attn_backend.build_metadata(batch), None)  # [1, V]
             execution.sync()
