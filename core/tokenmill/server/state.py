@@ -50,6 +50,8 @@ class ServerState:
             self.admission = Admission(self.limits)
         if self.trust_request_chat_template and self.template_sandbox is None:
             self.start_template_sandbox()
+        if hasattr(type(self.tokenizer), "prefetch"):  # a FastTokenizer: chat templates need transformers'
+            self.tokenizer.prefetch()
 
     @property
     def model_name(self) -> str:

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from typing import Any
 
 from tokenmill.errors import RequestError
+from tokenmill.fast_tokenizer import hf_tokenizer
 from tokenmill.structured.params import StructuredOutputsParams
 
 _CACHE_SIZE = 256  # compiled grammars kept (a JSON schema is typically tens to hundreds of KiB)
@@ -41,7 +42,7 @@ class GrammarCompiler:
         import xgrammar  # imported here: only engines that see a constraint pay for it
 
         self._xgr = xgrammar
-        info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size,
+        info = xgrammar.TokenizerInfo.from_huggingface(hf_tokenizer(tokenizer), vocab_size=vocab_size,
                                                        stop_token_ids=list(stop_token_ids))
         self.vocab_size = vocab_size
         self._compiler = xgrammar.GrammarCompiler(info, max_threads=max_threads)
