@@ -72,6 +72,9 @@ def _steered(body: Any, live_server, digest: bytes) -> Any:
     for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         if isinstance(body.get(key), int) and not isinstance(body[key], bool):
             body[key] = min(body[key], 8)
+    cap = "max_output_tokens" if "input" in body else "max_tokens"
+    if digest[2] % 2 and not any(k in body for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")):
+        body[cap] = 8  # half of the uncapped bodies: each would otherwise generate to the context's end
     return body
 
 
