@@ -53,25 +53,25 @@ class FastTokenizer:
 
     # -- the engine's calls, from the backend ------------------------------------------------------
 
-    def __call__(self, text: str | list[str], add_special_tokens: bool = True, **kwargs: Any) -> Any:
-        if kwargs or not isinstance(text, (str, list)):
-            return self.hf(text, add_special_tokens=add_special_tokens, **kwargs)
+    def __call__(self, text: str | list[str], text_pair: Any = None, add_special_tokens: bool = True,
+                 **kwargs: Any) -> Any:
+        if kwargs or text_pair is not None or not _is_text(text):
+            return self.hf(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)
         if isinstance(text, str):
             ids = self._backend.encode(text, add_special_tokens=add_special_tokens).ids
             return TokenEncoding(input_ids=ids, attention_mask=[1] * len(ids))
         rows = [e.ids for e in self._backend.encode_batch(text, add_special_tokens=add_special_tokens)]
         return TokenEncoding(input_ids=rows, attention_mask=[[1] * len(r) for r in rows])
 
-    def encode(self, text: str, add_special_tokens: bool = True, **kwargs: Any) -> list[int]:
-        if kwargs or not isinstance(text, str):
-            return self.hf.encode(text, add_special_tokens=add_special_tokens, **kwargs)
+    def encode(self, text: str, text_pair: Any = None, add_special_tokens: bool = True, **kwargs: Any) -> list[int]:
+        if kwargs or text_pair is not None or not isinstance(text, str):
+            return self.hf.encode(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)
         return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, token_ids: Any, skip_special_tokens: bool = False, **kwargs: Any) -> str:
         if kwargs.get("clean_up_tokenization_spaces") or set(kwargs) - {"clean_up_tokenization_spaces"}:
             return self.hf.decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
-        ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
-        return self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
+        return self._backend.decode(_id_list(token_ids), skip_special_tokens=skip_special_tokens)
 
     def batch_decode(self, sequences: Any, skip_special_tokens: bool = False, **kwargs: Any) -> list[str]:
         return [self.decode(ids, skip_special_tokens=skip_special_tokens, **kwargs) for ids in sequences]
@@ -79,9 +79,9 @@ class FastTokenizer:
     def convert_ids_to_tokens(self, ids: Any, skip_special_tokens: bool = False) -> Any:
         if skip_special_tokens:
             return self.hf.convert_ids_to_tokens(ids, skip_special_tokens=True)
-        if isinstance(ids, int):
-            return self._backend.id_to_token(ids)
-        return [self._backend.id_to_token(int(i)) for i in ids]
+        if _is_one_id(ids):
+            return self._backend.id_to_token(int(ids))
+        return [self._backend.id_to_token(i) for i in _id_list(ids)]
 
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
         if isinstance(tokens, str):
@@ -147,6 +147,25 @@ class FastTokenizer:
 
     def __repr__(self) -> str:
         return f"FastTokenizer(name_or_path={self._attrs.get('name_or_path')!r}, vocab={len(self)})"
+
+
+def _is_text(text: Any) -> bool:
+    """A string or a list of strings: what the backend encodes as transformers would."""
+    return isinstance(text, str) or (isinstance(text, list) and all(isinstance(t, str) for t in text))
+
+
+def _is_one_id(ids: Any) -> bool:
+    """An int, or a numpy/torch scalar."""
+    return isinstance(ids, int) or getattr(ids, "ndim", None) == 0
+
+
+def _id_list(ids: Any) -> list[int]:
+    """Token ids from an int, a sequence, or a numpy/torch array, as a list of ints."""
+    if _is_one_id(ids):
+        return [int(ids)]
+    if hasattr(ids, "tolist"):
+        return ids.tolist()
+    return [int(i) for i in ids]
 
 
 def hf_tokenizer(tokenizer: Any) -> Any:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -62,7 +63,11 @@ def test_a_snapshot_load_matches_transformers(which, tiny, cache):
     assert fast.convert_tokens_to_ids(["</s>", "never-a-token"]) == ref.convert_tokens_to_ids(["</s>", "never-a-token"])
     one = ref("Hello").input_ids[-1]
     assert fast.decode(one) == ref.decode(one) and fast.convert_ids_to_tokens(one) == ref.convert_ids_to_tokens(one)
+    array = torch.tensor(ref(TEXTS[3]).input_ids)  # ids as a tensor, and one of them as a 0-d tensor
+    assert fast.decode(array) == ref.decode(array) and fast.convert_ids_to_tokens(array) == ref.convert_ids_to_tokens(array)
+    assert fast.decode(array[0]) == ref.decode(int(array[0]))
     assert fast.__dict__["_hf"] is None
+    assert fast.encode("a b", "c d") == ref.encode("a b", "c d")  # a pair goes to transformers
 
 
 def test_other_calls_go_to_transformers(tiny, cache):
